@@ -1,0 +1,88 @@
+//! Leaf value types of the configuration, parsed during deserialization so that a bad value is
+//! reported with toml's position.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Durations are strings such as `"500ms"`, `"30s"`, `"5m"`, `"2h"`, `"30d"`.
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn parse(text: &str) -> Result<Duration, String> {
+        humantime::parse_duration(text).map_err(|_| {
+            format!("{text:?} is not a duration; write e.g. \"500ms\", \"30s\", \"5m\", \"2h\" or \"30d\"")
+        })
+    }
+
+    /// The shortest form humans write: `5m`, `1h 30m`, `500ms`.
+    pub fn display(d: Duration) -> String {
+        if d.is_zero() {
+            return "0s".into();
+        }
+        humantime::format_duration(d).to_string()
+    }
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&display(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A file mode written as an octal string, e.g. `"0600"`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Mode(pub u32);
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+
+impl fmt::Debug for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Mode {
+    pub fn parse(text: &str) -> Result<Mode, String> {
+        let digits = text.strip_prefix("0o").unwrap_or(text);
+        match u32::from_str_radix(digits, 8) {
+            Ok(bits) if !digits.is_empty() && bits <= 0o777 => Ok(Mode(bits)),
+            _ => Err(format!(
+                "{text:?} is not a file mode; write permission bits in octal, as a string, e.g. \"0600\""
+            )),
+        }
+    }
+}
+
+impl Serialize for Mode {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Mode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Mode, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Number(i64),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Text(text) => Mode::parse(&text).map_err(serde::de::Error::custom),
+            // TOML 0600 is the decimal 600, not the mode the user meant.
+            Raw::Number(n) => Err(serde::de::Error::custom(format!(
+                "{n} is a number; write the mode as an octal string, e.g. \"0600\""
+            ))),
+        }
+    }
+}
