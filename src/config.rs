@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 pub use values::Mode;
+pub use values::duration::display as duration_display;
 use values::duration;
 
 pub const DEFAULT_PATH: &str = "/etc/mcp-token-sync/config.toml";

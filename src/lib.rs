@@ -1,1 +1,3 @@
+pub mod clock;
 pub mod config;
+pub mod token;

@@ -1,0 +1,202 @@
+//! The token itself and the one value everything downstream subscribes to.
+//!
+//! [`Token`] is the only type that holds the secret. It redacts itself in `Debug`, zeroes its
+//! memory on drop, and is shown to humans by [`Fingerprint`]. The secret leaves it in exactly two
+//! ways: [`Token::expose`] for a sink that must write it, and [`CurrentToken::to_json`] for the
+//! `/v1/token` object.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::clock;
+
+pub struct Token {
+    secret: SecretString,
+    fingerprint: Fingerprint,
+}
+
+impl Token {
+    pub fn new(secret: String) -> Token {
+        let fingerprint = Fingerprint::of(secret.as_bytes());
+        Token { secret: SecretString::from(secret), fingerprint }
+    }
+
+    /// The secret, for the code that hands it to a consumer. Never log or format it.
+    pub fn expose(&self) -> &str {
+        self.secret.expose_secret()
+    }
+
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+}
+
+impl PartialEq for Token {
+    fn eq(&self, other: &Token) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Token(fingerprint {})", self.fingerprint)
+    }
+}
+
+/// The first 8 hex digits of the token's SHA-256: enough to tell versions apart in logs,
+/// useless for recovering the token.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint([u8; 4]);
+
+impl Fingerprint {
+    pub fn of(bytes: &[u8]) -> Fingerprint {
+        let digest = Sha256::digest(bytes);
+        Fingerprint([digest[0], digest[1], digest[2], digest[3]])
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A validated token as published: one version.
+#[derive(Debug)]
+pub struct CurrentToken {
+    pub token: Token,
+    pub agent_name: Option<String>,
+    pub expires_at: SystemTime,
+    /// When this version was first fetched.
+    pub fetched_at: SystemTime,
+    pub version: u64,
+}
+
+impl CurrentToken {
+    /// The `/v1/token` object: `{"token","agent_name","expires_at","fetched_at","version"}`.
+    /// The buffer is zeroed when dropped, since it holds the secret.
+    pub fn to_json(&self) -> Zeroizing<Vec<u8>> {
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            token: &'a str,
+            agent_name: Option<&'a str>,
+            expires_at: String,
+            fetched_at: String,
+            version: u64,
+        }
+        let wire = Wire {
+            token: self.token.expose(),
+            agent_name: self.agent_name.as_deref(),
+            expires_at: clock::rfc3339(self.expires_at),
+            fetched_at: clock::rfc3339(self.fetched_at),
+            version: self.version,
+        };
+        // Sized up front so serde_json never reallocates, which would leave an unzeroed copy.
+        let mut buf = Zeroizing::new(Vec::with_capacity(self.token.expose().len() + 256));
+        serde_json::to_writer(&mut *buf, &wire).expect("serializing strings and numbers cannot fail");
+        buf
+    }
+
+    /// `version N (fingerprint abcd1234)`, how logs name a token.
+    pub fn describe(&self) -> String {
+        format!("version {} (fingerprint {})", self.version, self.token.fingerprint())
+    }
+}
+
+/// What the daemon holds, published on a `watch` channel. Each change is a new `version`.
+#[derive(Debug, Clone, Default)]
+pub enum TokenState {
+    /// Nothing fetched yet.
+    #[default]
+    Empty,
+    Valid(Arc<CurrentToken>),
+    /// The last token expired with no replacement.
+    Expired { version: u64 },
+}
+
+impl TokenState {
+    pub fn version(&self) -> u64 {
+        match self {
+            TokenState::Empty => 0,
+            TokenState::Valid(current) => current.version,
+            TokenState::Expired { version } => *version,
+        }
+    }
+
+    pub fn current(&self) -> Option<&Arc<CurrentToken>> {
+        match self {
+            TokenState::Valid(current) => Some(current),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const SECRET: &str = "CN8F-U3ycBSaEQKtS2sDAhJNAhTHFcNP4Qi-ljp5wJC-qZKgr3NKVPc";
+
+    #[test]
+    fn debug_shows_the_fingerprint_not_the_secret() {
+        let token = Token::new(SECRET.into());
+        let shown = format!("{token:?}");
+        assert!(!shown.contains(SECRET) && !shown.contains("CN8F"), "{shown}");
+        assert!(shown.contains(&token.fingerprint().to_string()), "{shown}");
+    }
+
+    #[test]
+    fn fingerprint_is_the_first_8_hex_of_sha256() {
+        // printf 'abc' | sha256sum → ba7816bf…
+        assert_eq!(Fingerprint::of(b"abc").to_string(), "ba7816bf");
+    }
+
+    #[test]
+    fn current_token_debug_never_contains_the_secret() {
+        let current = CurrentToken {
+            token: Token::new(SECRET.into()),
+            agent_name: Some("google-calender-mcp".into()),
+            expires_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_785_708_209),
+            fetched_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_785_708_149),
+            version: 7,
+        };
+        let state = TokenState::Valid(Arc::new(current));
+        assert!(!format!("{state:?}").contains(SECRET));
+    }
+
+    #[test]
+    fn json_object_has_the_documented_fields() {
+        let current = CurrentToken {
+            token: Token::new(SECRET.into()),
+            agent_name: Some("google-calender-mcp".into()),
+            expires_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_785_708_209_801),
+            fetched_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_785_708_149),
+            version: 7,
+        };
+        let value: serde_json::Value = serde_json::from_slice(&current.to_json()).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({
+                "token": SECRET,
+                "agent_name": "google-calender-mcp",
+                "expires_at": "2026-08-02T22:03:29.801Z",
+                "fetched_at": "2026-08-02T22:02:29Z",
+                "version": 7,
+            })
+        );
+    }
+}
