@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 pub use values::Mode;
-pub use values::duration::display as duration_display;
 use values::duration;
+pub use values::duration::display as duration_display;
 
 pub const DEFAULT_PATH: &str = "/etc/mcp-token-sync/config.toml";
 

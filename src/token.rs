@@ -123,7 +123,9 @@ pub enum TokenState {
     Empty,
     Valid(Arc<CurrentToken>),
     /// The last token expired with no replacement.
-    Expired { version: u64 },
+    Expired {
+        version: u64,
+    },
 }
 
 impl TokenState {

@@ -1,0 +1,283 @@
+//! The loop at the centre: triggers → one fetch at a time → validate → publish.
+//!
+//! The engine owns the current token and is the only writer of the two `watch` channels that
+//! sinks and the API read: [`TokenState`] (a new value per version) and [`EngineStatus`]
+//! (health of fetching). Everything else talks to it through an [`EngineHandle`].
+//!
+//! Refresh is single-flight by construction: the fetch runs inside the engine's own loop, and
+//! every trigger that arrives while it is in flight is answered with that fetch's result instead
+//! of starting another.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::clock;
+use crate::config::Config;
+use crate::schedule::{self, LastFetch};
+use crate::source::{FetchError, SetupError, Source};
+use crate::token::{CurrentToken, TokenState};
+use crate::validate::{self, Candidate, Rejection};
+
+/// Why a fetch produced no token.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error("rejected the backend's answer: {0}")]
+    Rejected(#[from] Rejection),
+    #[error("the daemon is stopping")]
+    Stopped,
+}
+
+/// The result every waiter of one fetch receives.
+pub type RefreshResult = Result<Refreshed, Arc<RefreshError>>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refreshed {
+    /// The version held after the fetch.
+    pub version: u64,
+    /// Whether the fetch produced a new version.
+    pub changed: bool,
+}
+
+/// How fetching is going; published for status, health and metrics.
+#[derive(Debug, Clone, Default)]
+pub struct EngineStatus {
+    pub last_fetch_at: Option<SystemTime>,
+    pub last_success_at: Option<SystemTime>,
+    pub next_refresh_at: Option<SystemTime>,
+    pub last_error: Option<String>,
+    pub consecutive_failures: u32,
+}
+
+struct Trigger {
+    /// For the log: who asked ("SIGUSR1", "401 report", …).
+    reason: &'static str,
+    reply: Option<oneshot::Sender<RefreshResult>>,
+}
+
+/// Triggers queued beyond this are dropped by [`EngineHandle::request_refresh`]: a full queue
+/// already guarantees a fetch.
+const TRIGGER_QUEUE: usize = 1024;
+
+#[derive(Clone)]
+pub struct EngineHandle {
+    triggers: mpsc::Sender<Trigger>,
+    token: watch::Receiver<TokenState>,
+    status: watch::Receiver<EngineStatus>,
+}
+
+impl EngineHandle {
+    /// Asks for a fetch and waits for its result (joining one in flight, if any).
+    pub async fn refresh(&self, reason: &'static str) -> RefreshResult {
+        let (reply, result) = oneshot::channel();
+        let stopped = || Arc::new(RefreshError::Stopped);
+        if self.triggers.send(Trigger { reason, reply: Some(reply) }).await.is_err() {
+            return Err(stopped());
+        }
+        result.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// Asks for a fetch without waiting for it (signals).
+    pub fn request_refresh(&self, reason: &'static str) {
+        let _ = self.triggers.try_send(Trigger { reason, reply: None });
+    }
+
+    pub fn token(&self) -> watch::Receiver<TokenState> {
+        self.token.clone()
+    }
+
+    pub fn status(&self) -> watch::Receiver<EngineStatus> {
+        self.status.clone()
+    }
+}
+
+pub struct Engine {
+    config: Arc<Config>,
+    source: Source,
+    token: watch::Sender<TokenState>,
+    status: watch::Sender<EngineStatus>,
+    triggers: mpsc::Receiver<Trigger>,
+}
+
+impl Engine {
+    pub fn new(config: Arc<Config>) -> Result<(Engine, EngineHandle), SetupError> {
+        let source = Source::new(&config.source)?;
+        let (token, token_rx) = watch::channel(TokenState::Empty);
+        let (status, status_rx) = watch::channel(EngineStatus::default());
+        let (triggers_tx, triggers) = mpsc::channel(TRIGGER_QUEUE);
+        let handle = EngineHandle { triggers: triggers_tx, token: token_rx, status: status_rx };
+        Ok((Engine { config, source, token, status, triggers }, handle))
+    }
+
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let mut last = LastFetch::Never;
+        let mut waiters: Vec<oneshot::Sender<RefreshResult>> = Vec::new();
+        let mut next: Option<SystemTime> = None;
+        loop {
+            if let Some(due) = next {
+                let wake = match self.token.borrow().current() {
+                    Some(current) => due.min(current.expires_at),
+                    None => due,
+                };
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    Some(trigger) = self.triggers.recv() => {
+                        info!("refresh requested by {}", trigger.reason);
+                        waiters.extend(trigger.reply);
+                        next = schedule::next_refresh(&last, true, &self.config.refresh, rand::random());
+                        continue;
+                    }
+                    _ = clock::sleep_until(wake, SystemTime::now) => {}
+                }
+                let now = SystemTime::now();
+                self.expire_if_due(now);
+                if now < due {
+                    continue;
+                }
+            }
+
+            let Some(result) = self.fetch_collecting(&mut waiters, &cancel).await else { return };
+            last = self.settle(result, &last, &mut waiters);
+            next = schedule::next_refresh(&last, false, &self.config.refresh, rand::random());
+            self.status.send_modify(|s| s.next_refresh_at = next);
+            match (last, next) {
+                (LastFetch::NewToken { .. }, Some(at)) => {
+                    info!("next refresh in {}", clock::until(SystemTime::now(), at));
+                }
+                (_, Some(at)) => debug!("next refresh in {}", clock::until(SystemTime::now(), at)),
+                (_, None) => {}
+            }
+        }
+    }
+
+    /// Runs one fetch; triggers that arrive meanwhile join it. `None` when cancelled.
+    async fn fetch_collecting(
+        &mut self,
+        waiters: &mut Vec<oneshot::Sender<RefreshResult>>,
+        cancel: &CancellationToken,
+    ) -> Option<Result<Candidate, RefreshError>> {
+        let fetch = fetch_validated(&self.source, &self.config);
+        tokio::pin!(fetch);
+        loop {
+            tokio::select! {
+                result = &mut fetch => return Some(result),
+                Some(trigger) = self.triggers.recv() => {
+                    debug!("refresh requested by {} joins the fetch in flight", trigger.reason);
+                    waiters.extend(trigger.reply);
+                }
+                _ = cancel.cancelled() => return None,
+            }
+        }
+    }
+
+    /// Publishes a fetch's outcome, answers its waiters and says what the schedule should know.
+    fn settle(
+        &mut self,
+        result: Result<Candidate, RefreshError>,
+        previous: &LastFetch,
+        waiters: &mut Vec<oneshot::Sender<RefreshResult>>,
+    ) -> LastFetch {
+        let now = SystemTime::now();
+        let (last, reply) = match result {
+            Ok(candidate) => {
+                let expires_at = candidate.expires_at;
+                let refreshed = self.publish(candidate, now);
+                let failures = previous.consecutive_failures();
+                if failures > 0 {
+                    info!("fetching works again after {failures} failed attempts");
+                }
+                self.status.send_modify(|s| {
+                    s.last_fetch_at = Some(now);
+                    s.last_success_at = Some(now);
+                    s.last_error = None;
+                    s.consecutive_failures = 0;
+                });
+                let last = if refreshed.changed {
+                    LastFetch::NewToken { at: now, expires_at }
+                } else {
+                    LastFetch::SameToken { at: now, expires_at }
+                };
+                (last, Ok(refreshed))
+            }
+            Err(error) => {
+                let consecutive = previous.consecutive_failures() + 1;
+                let message = error.to_string();
+                let repeated = self.status.borrow().last_error.as_deref() == Some(message.as_str());
+                // Logged once per distinct error, not once per retry.
+                if repeated {
+                    debug!("fetch failed again ({consecutive} in a row): {message}");
+                } else {
+                    warn!("fetch failed: {message}; the current token is kept, retrying with backoff");
+                }
+                self.status.send_modify(|s| {
+                    s.last_fetch_at = Some(now);
+                    s.last_error = Some(message);
+                    s.consecutive_failures = consecutive;
+                });
+                (LastFetch::Failed { at: now, consecutive }, Err(Arc::new(error)))
+            }
+        };
+        for waiter in waiters.drain(..) {
+            let _ = waiter.send(reply.clone());
+        }
+        last
+    }
+
+    fn publish(&mut self, candidate: Candidate, now: SystemTime) -> Refreshed {
+        let held = self.token.borrow().clone();
+        if let Some(current) = held.current()
+            && current.token == candidate.token
+            && current.expires_at == candidate.expires_at
+        {
+            debug!("backend still answers {}", current.describe());
+            return Refreshed { version: current.version, changed: false };
+        }
+        let current = CurrentToken {
+            token: candidate.token,
+            agent_name: candidate.agent_name,
+            expires_at: candidate.expires_at,
+            fetched_at: now,
+            version: held.version() + 1,
+        };
+        info!(
+            "fetched new token {}, expires in {}",
+            current.describe(),
+            clock::until(now, current.expires_at)
+        );
+        let version = current.version;
+        self.token.send_replace(TokenState::Valid(Arc::new(current)));
+        Refreshed { version, changed: true }
+    }
+
+    fn expire_if_due(&mut self, now: SystemTime) {
+        let expired = self.token.borrow().current().filter(|c| now >= c.expires_at).map(|c| c.version);
+        if let Some(version) = expired {
+            warn!(
+                "token version {version} expired with no valid replacement; \
+                 consumers get none until a fetch succeeds"
+            );
+            self.token.send_replace(TokenState::Expired { version: version + 1 });
+        }
+    }
+}
+
+/// Fetch → validate (rules 1-5) → probe (rule 6). Shared by the engine and `once`.
+pub async fn fetch_validated(source: &Source, config: &Config) -> Result<Candidate, RefreshError> {
+    let answer = source.fetch().await?;
+    let candidate = validate::check_answer(
+        &answer.body,
+        answer.received_at,
+        &config.source.fields,
+        config.source.agent.as_deref(),
+        &config.validate,
+    )?;
+    if let Some(probe) = &config.validate.probe {
+        validate::probe(source.client(), probe, &candidate.token).await?;
+    }
+    Ok(candidate)
+}

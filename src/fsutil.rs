@@ -1,0 +1,168 @@
+//! Replacing a file atomically: the one write path for file sinks, env files and the state file.
+//!
+//! A reader opening the path sees the old content or the new, never a partial or empty file:
+//! the new content goes to a temporary file in the same directory (same filesystem, so the
+//! rename is atomic), is flushed to disk, gets its mode and owner, and only then is renamed over
+//! the path. The directory is flushed last so the rename itself survives a crash.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::config::{Mode, Ownership};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(
+        "{0} is a symbolic link; refusing to write through it (remove it, or point the sink at the real path)"
+    )]
+    Symlink(PathBuf),
+    #[error("{0} is a directory")]
+    Directory(PathBuf),
+    #[error("cannot {action} {path}: {source}")]
+    Io { action: &'static str, path: PathBuf, source: io::Error },
+}
+
+fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> WriteError + 'a {
+    move |source| WriteError::Io { action, path: path.to_owned(), source }
+}
+
+/// Atomically replaces `path` with `contents`, with the given mode and ownership.
+pub fn write_atomic(
+    path: &Path,
+    contents: &[u8],
+    mode: Mode,
+    ownership: Ownership,
+) -> Result<(), WriteError> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => return Err(WriteError::Symlink(path.to_owned())),
+        Ok(meta) if meta.is_dir() => return Err(WriteError::Directory(path.to_owned())),
+        _ => {}
+    }
+    let dir = parent(path);
+    let name = path.file_name().expect("config requires sink paths to name a file").to_string_lossy();
+    let temp = dir.join(format!(".{name}.{}-{:08x}.tmp", std::process::id(), rand::random::<u32>()));
+
+    // Created owner-only: the final mode is applied once the content is complete, so the file is
+    // never more open than both modes allow.
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600 & mode.0)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&temp)
+        .map_err(io_error("create a file in", dir))?;
+    let cleanup = RemoveOnDrop(&temp);
+    file.write_all(contents).map_err(io_error("write", &temp))?;
+    file.sync_all().map_err(io_error("flush", &temp))?;
+    file.set_permissions(fs::Permissions::from_mode(mode.0)).map_err(io_error("set the mode of", &temp))?;
+    if ownership.uid.is_some() || ownership.gid.is_some() {
+        std::os::unix::fs::fchown(&file, ownership.uid, ownership.gid)
+            .map_err(io_error("change the owner (needs CAP_CHOWN) of", &temp))?;
+    }
+    drop(file);
+    fs::rename(&temp, path).map_err(io_error("rename a temporary file over", path))?;
+    std::mem::forget(cleanup);
+    sync_dir(dir)
+}
+
+/// Removes `path` if it exists (a symlink is removed itself, not its target).
+pub fn remove(path: &Path) -> Result<bool, WriteError> {
+    match fs::remove_file(path) {
+        Ok(()) => sync_dir(parent(path)).map(|()| true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_error("remove", path)(e)),
+    }
+}
+
+fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+/// A rename is an update of the directory; without flushing it, a crash can bring back the old
+/// file (or none) even though the new one's data was flushed.
+fn sync_dir(dir: &Path) -> Result<(), WriteError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_error("flush the directory", dir))
+}
+
+struct RemoveOnDrop<'a>(&'a Path);
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    #[test]
+    fn writes_content_with_the_mode_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        write_atomic(&path, b"first", Mode(0o640), Ownership::default()).unwrap();
+        write_atomic(&path, b"second", Mode(0o640), Ownership::default()).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"second");
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o640);
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["token"]);
+    }
+
+    #[test]
+    fn mode_is_exact_whatever_the_umask() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        write_atomic(&path, b"x", Mode(0o660), Ownership::default()).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o660);
+        write_atomic(&path, b"x", Mode(0o400), Ownership::default()).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o400);
+    }
+
+    #[test]
+    fn refuses_a_symlink_at_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        fs::write(&target, b"untouched").unwrap();
+        let path = dir.path().join("token");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let err = write_atomic(&path, b"secret", Mode(0o600), Ownership::default()).unwrap_err();
+        assert!(matches!(err, WriteError::Symlink(_)), "{err}");
+        assert_eq!(fs::read(&target).unwrap(), b"untouched");
+    }
+
+    #[test]
+    fn a_missing_directory_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("absent").join("token");
+        let err = write_atomic(&path, b"x", Mode(0o600), Ownership::default()).unwrap_err().to_string();
+        assert!(err.contains("absent"), "{err}");
+    }
+
+    #[test]
+    fn chown_applies_the_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        let me = nix::unistd::geteuid().as_raw();
+        let group = nix::unistd::getegid().as_raw();
+        write_atomic(&path, b"x", Mode(0o600), Ownership { uid: Some(me), gid: Some(group) }).unwrap();
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (me, group));
+    }
+
+    #[test]
+    fn remove_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        fs::write(&path, b"x").unwrap();
+        assert!(remove(&path).unwrap());
+        assert!(!remove(&path).unwrap());
+        assert!(!path.exists());
+    }
+}

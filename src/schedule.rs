@@ -1,0 +1,189 @@
+//! When to fetch next (DESIGN §5), as a pure function of the last fetch, the config and the
+//! time, so every rule is tested without sleeping.
+//!
+//! Jitter is drawn inside the window `wait × (1 ± jitter)` clipped to the hard bounds
+//! (`min_interval`..`max_interval`, or ..`backoff_max` after failures). Clipping the window
+//! instead of the drawn value matters for fleets: when many daemons are held at `max_interval`,
+//! they spread uniformly below it instead of all landing on it.
+
+use std::time::{Duration, SystemTime};
+
+use crate::config::RefreshConfig;
+
+/// What the last fetch found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LastFetch {
+    /// None yet this run: fetch at once.
+    Never,
+    /// A token not held before.
+    NewToken { at: SystemTime, expires_at: SystemTime },
+    /// The token already held.
+    SameToken { at: SystemTime, expires_at: SystemTime },
+    /// `consecutive` failed fetches (validation failures included), the last at `at`.
+    Failed { at: SystemTime, consecutive: u32 },
+}
+
+impl LastFetch {
+    pub fn at(&self) -> Option<SystemTime> {
+        match *self {
+            LastFetch::Never => None,
+            LastFetch::NewToken { at, .. }
+            | LastFetch::SameToken { at, .. }
+            | LastFetch::Failed { at, .. } => Some(at),
+        }
+    }
+
+    pub fn consecutive_failures(&self) -> u32 {
+        match *self {
+            LastFetch::Failed { consecutive, .. } => consecutive,
+            _ => 0,
+        }
+    }
+}
+
+/// The deadline of the next fetch. `requested` means a trigger (signal, client report) asked for
+/// a fetch: it happens as soon as `min_interval` allows. `draw` is uniform in [0, 1) and picks
+/// the point in the jitter window.
+pub fn next_refresh(
+    last: &LastFetch,
+    requested: bool,
+    config: &RefreshConfig,
+    draw: f64,
+) -> Option<SystemTime> {
+    let at = last.at()?;
+    if requested {
+        return Some(at + config.min_interval);
+    }
+    let (wait, ceiling) = match *last {
+        LastFetch::Never => unreachable!("handled by last.at()"),
+        LastFetch::NewToken { at, expires_at } => {
+            (lifetime(at, expires_at).mul_f64(config.lifetime_fraction), config.max_interval)
+        }
+        LastFetch::SameToken { at, expires_at } => (lifetime(at, expires_at) / 2, config.max_interval),
+        LastFetch::Failed { consecutive, .. } => (backoff(consecutive, config), config.backoff_max),
+    };
+    Some(at + jittered(wait, config.jitter, config.min_interval, ceiling, draw))
+}
+
+/// Exponential from `min_interval`, doubling per failure, up to `backoff_max`.
+fn backoff(consecutive: u32, config: &RefreshConfig) -> Duration {
+    let doublings = consecutive.saturating_sub(1).min(31);
+    config.min_interval.saturating_mul(1 << doublings).min(config.backoff_max)
+}
+
+fn lifetime(from: SystemTime, to: SystemTime) -> Duration {
+    to.duration_since(from).unwrap_or_default()
+}
+
+fn jittered(wait: Duration, jitter: f64, floor: Duration, ceiling: Duration, draw: f64) -> Duration {
+    let (floor, ceiling) = (floor.as_secs_f64(), ceiling.as_secs_f64().max(floor.as_secs_f64()));
+    let center = wait.as_secs_f64().clamp(floor, ceiling);
+    let low = (center * (1.0 - jitter)).max(floor);
+    let high = (center * (1.0 + jitter)).min(ceiling);
+    Duration::from_secs_f64(low + draw.clamp(0.0, 1.0) * (high - low))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+    }
+
+    fn config(jitter: f64) -> RefreshConfig {
+        RefreshConfig { jitter, ..RefreshConfig::default() }
+    }
+
+    fn after(deadline: Option<SystemTime>, from: SystemTime) -> f64 {
+        deadline.unwrap().duration_since(from).unwrap().as_secs_f64()
+    }
+
+    #[test]
+    fn first_fetch_is_immediate() {
+        assert_eq!(next_refresh(&LastFetch::Never, false, &config(0.1), 0.5), None);
+    }
+
+    #[test]
+    fn new_token_refreshes_at_the_lifetime_fraction() {
+        // 10-minute token, 0.6 → 6 minutes.
+        let last = LastFetch::NewToken { at: t(0), expires_at: t(600) };
+        assert_eq!(after(next_refresh(&last, false, &config(0.0), 0.5), t(0)), 360.0);
+    }
+
+    #[test]
+    fn jitter_stays_within_its_share() {
+        let last = LastFetch::NewToken { at: t(0), expires_at: t(600) };
+        let c = config(0.1);
+        assert_eq!(after(next_refresh(&last, false, &c, 0.0), t(0)), 324.0);
+        assert_eq!(after(next_refresh(&last, false, &c, 0.5), t(0)), 360.0);
+        assert!((after(next_refresh(&last, false, &c, 0.999_999), t(0)) - 396.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn same_token_polls_at_half_the_remaining_lifetime() {
+        let last = LastFetch::SameToken { at: t(100), expires_at: t(300) };
+        assert_eq!(after(next_refresh(&last, false, &config(0.0), 0.5), t(100)), 100.0);
+    }
+
+    #[test]
+    fn never_later_than_max_interval_and_spread_below_it() {
+        // A 1-hour token would wait 36 min; max_interval is 15 min.
+        let last = LastFetch::NewToken { at: t(0), expires_at: t(3600) };
+        let c = config(0.1);
+        assert_eq!(after(next_refresh(&last, false, &c, 0.0), t(0)), 810.0);
+        assert_eq!(after(next_refresh(&last, false, &c, 0.5), t(0)), 855.0);
+        assert!(after(next_refresh(&last, false, &c, 0.999_999), t(0)) <= 900.0);
+    }
+
+    #[test]
+    fn never_sooner_than_min_interval() {
+        // 6 s left: half would be 3 s, but min_interval is 5 s.
+        let last = LastFetch::SameToken { at: t(0), expires_at: t(6) };
+        let c = config(0.1);
+        assert_eq!(after(next_refresh(&last, false, &c, 0.0), t(0)), 5.0);
+        assert!(after(next_refresh(&last, false, &c, 0.999_999), t(0)) <= 5.5);
+    }
+
+    #[test]
+    fn failures_back_off_exponentially_to_backoff_max() {
+        let c = config(0.0);
+        let waits: Vec<f64> = (1..=8)
+            .map(|n| {
+                after(next_refresh(&LastFetch::Failed { at: t(0), consecutive: n }, false, &c, 0.5), t(0))
+            })
+            .collect();
+        assert_eq!(waits, [5.0, 10.0, 20.0, 40.0, 80.0, 120.0, 120.0, 120.0]);
+        // Retries never give up, and a huge count does not overflow.
+        let last = LastFetch::Failed { at: t(0), consecutive: u32::MAX };
+        assert_eq!(after(next_refresh(&last, false, &c, 0.5), t(0)), 120.0);
+    }
+
+    #[test]
+    fn backoff_is_jittered_but_capped() {
+        let c = config(0.1);
+        let last = LastFetch::Failed { at: t(0), consecutive: 3 };
+        assert_eq!(after(next_refresh(&last, false, &c, 0.0), t(0)), 18.0);
+        assert!((after(next_refresh(&last, false, &c, 0.999_999), t(0)) - 22.0).abs() < 0.01);
+        let capped = LastFetch::Failed { at: t(0), consecutive: 30 };
+        assert!(after(next_refresh(&capped, false, &c, 0.999_999), t(0)) <= 120.0);
+        assert_eq!(after(next_refresh(&capped, false, &c, 0.0), t(0)), 108.0);
+    }
+
+    #[test]
+    fn a_request_waits_only_for_min_interval() {
+        let c = config(0.1);
+        let last = LastFetch::NewToken { at: t(0), expires_at: t(3600) };
+        assert_eq!(next_refresh(&last, true, &c, 0.9), Some(t(5)));
+        let failed = LastFetch::Failed { at: t(0), consecutive: 6 };
+        assert_eq!(next_refresh(&failed, true, &c, 0.9), Some(t(5)), "a request cuts a long backoff short");
+        assert_eq!(next_refresh(&LastFetch::Never, true, &c, 0.9), None);
+    }
+
+    #[test]
+    fn a_deadline_already_passed_is_due_at_once() {
+        // After a long suspend the deadline lies in the past: the caller compares it with now.
+        let last = LastFetch::NewToken { at: t(0), expires_at: t(600) };
+        assert!(next_refresh(&last, false, &config(0.1), 0.5).unwrap() < t(10_000));
+    }
+}

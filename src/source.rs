@@ -1,0 +1,196 @@
+//! Fetching the backend's current-token answer over HTTP(S).
+//!
+//! One `reqwest` client lives for the whole run (connection reuse, one TLS setup). The source
+//! enforces the HTTP half of DESIGN §4 rule 1 — status 200, no redirects, at most
+//! [`MAX_BODY_BYTES`] — and leaves the JSON to [`crate::validate`].
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{ACCEPT, HeaderName, HeaderValue};
+use reqwest::{Client, StatusCode};
+use url::Url;
+use zeroize::Zeroizing;
+
+use crate::config::{AuthConfig, AuthKind, SourceConfig, duration_display};
+
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+const USER_AGENT: &str = concat!("mcp-token-sync/", env!("CARGO_PKG_VERSION"));
+/// Connecting is a small part of the request: a backend that accepts no connection within this
+/// is down, and the retry comes sooner than the whole `timeout` would allow.
+const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A 200 answer's body, with the time it arrived (the origin of `expires_in`).
+pub struct Answer {
+    pub body: Zeroizing<Vec<u8>>,
+    pub received_at: SystemTime,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("cannot read the credential file {path}: {reason}")]
+    Credential { path: PathBuf, reason: String },
+    #[error("no answer from {url} within source.timeout ({timeout})")]
+    Timeout { url: Url, timeout: String },
+    #[error("request to {url} failed: {reason}")]
+    Request { url: Url, reason: String },
+    #[error(
+        "{url} answered a redirect (HTTP {status}{location}); redirects are not followed: set source.url to the final address"
+    )]
+    Redirect { url: Url, status: u16, location: String },
+    #[error(
+        "the backend refused the daemon's credential (HTTP {status}): check [source.auth] and its credential file"
+    )]
+    Unauthorized { status: u16 },
+    #[error("{url} answered HTTP {status}{hint}")]
+    Status { url: Url, status: u16, hint: &'static str },
+    #[error("the answer is larger than {} KiB; is source.url the token endpoint?", MAX_BODY_BYTES / 1024)]
+    TooLarge,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("source.ca_file {path}: {reason}")]
+pub struct SetupError {
+    path: PathBuf,
+    reason: String,
+}
+
+pub struct Source {
+    client: Client,
+    url: Url,
+    timeout: Duration,
+    auth: Option<AuthConfig>,
+}
+
+impl Source {
+    pub fn new(config: &SourceConfig) -> Result<Source, SetupError> {
+        let mut builder = Client::builder()
+            .user_agent(USER_AGENT)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(MAX_CONNECT_TIMEOUT));
+        if let Some(path) = &config.ca_file {
+            let fail = |reason: String| SetupError { path: path.clone(), reason };
+            let pem = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| fail(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(fail("holds no PEM certificate".into()));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client =
+            builder.build().map_err(|e| SetupError { path: PathBuf::new(), reason: describe(&e) })?;
+        Ok(Source { client, url: config.url.clone(), timeout: config.timeout, auth: config.auth.clone() })
+    }
+
+    /// The client, shared with the probe so it gets the same TLS roots and limits.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub async fn fetch(&self) -> Result<Answer, FetchError> {
+        let mut request = self.client.get(self.url.clone()).header(ACCEPT, "application/json");
+        if let Some(auth) = &self.auth {
+            request = authenticate(request, auth)?;
+        }
+        let mut response = request.send().await.map_err(|e| self.request_error(&e))?;
+        let status = response.status();
+        if status.is_redirection() {
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .map(|l| format!(" to {l}"))
+                .unwrap_or_default();
+            return Err(FetchError::Redirect { url: self.url.clone(), status: status.as_u16(), location });
+        }
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Err(FetchError::Unauthorized { status: status.as_u16() });
+        }
+        if status != StatusCode::OK {
+            let hint = match status.as_u16() {
+                404 => ": is source.url right?",
+                500..=599 => ": the backend is failing",
+                _ => "",
+            };
+            return Err(FetchError::Status { url: self.url.clone(), status: status.as_u16(), hint });
+        }
+        if response.content_length().is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+            return Err(FetchError::TooLarge);
+        }
+        // Reserved whole so the buffer never reallocates: a reallocation would leave an unzeroed
+        // copy of the secret behind.
+        let mut body = Zeroizing::new(Vec::with_capacity(MAX_BODY_BYTES));
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.request_error(&e))? {
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(FetchError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Answer { body, received_at: SystemTime::now() })
+    }
+
+    fn request_error(&self, e: &reqwest::Error) -> FetchError {
+        if e.is_timeout() {
+            FetchError::Timeout { url: self.url.clone(), timeout: duration_display(self.timeout) }
+        } else {
+            FetchError::Request { url: self.url.clone(), reason: describe(e) }
+        }
+    }
+}
+
+fn authenticate(
+    request: reqwest::RequestBuilder,
+    auth: &AuthConfig,
+) -> Result<reqwest::RequestBuilder, FetchError> {
+    let secret = read_credential(&auth.credential_file)?;
+    let invalid = || FetchError::Credential {
+        path: auth.credential_file.clone(),
+        reason: "it holds characters that cannot go in an HTTP header".into(),
+    };
+    Ok(match auth.kind {
+        AuthKind::Bearer => {
+            let mut value =
+                HeaderValue::try_from(format!("Bearer {}", secret.as_str())).map_err(|_| invalid())?;
+            value.set_sensitive(true);
+            request.header(reqwest::header::AUTHORIZATION, value)
+        }
+        AuthKind::Header => {
+            let name = auth.header.as_deref().expect("config requires source.auth.header for type header");
+            let name = HeaderName::from_bytes(name.as_bytes()).expect("config checked the header name");
+            let mut value = HeaderValue::from_str(&secret).map_err(|_| invalid())?;
+            value.set_sensitive(true);
+            request.header(name, value)
+        }
+        AuthKind::Basic => {
+            let user = auth.username.as_deref().expect("config requires source.auth.username for type basic");
+            request.basic_auth(user, Some(secret.as_str()))
+        }
+    })
+}
+
+/// Read before every fetch, so a rotated bootstrap credential is picked up without a restart.
+fn read_credential(path: &Path) -> Result<Zeroizing<String>, FetchError> {
+    let fail = |reason: String| FetchError::Credential { path: path.to_owned(), reason };
+    let mut text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?);
+    let kept = text.trim_end_matches(['\n', '\r']).len();
+    text.truncate(kept);
+    if text.is_empty() {
+        return Err(fail("the file is empty".into()));
+    }
+    Ok(text)
+}
+
+/// A reqwest error with its causes ("error sending request" alone says nothing).
+pub fn describe(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,220 @@
+//! The rules of DESIGN §4: what a backend answer must be before anyone sees its token.
+//!
+//! [`check_answer`] is pure (bytes in, candidate or [`Rejection`] out); the HTTP-level rules
+//! (status 200, size, no redirects) are enforced by the source, and the optional probe by
+//! [`probe`]. A rejection message says what was wrong and never quotes the token.
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+
+use crate::clock;
+use crate::config::{ExpiryField, FieldsConfig, ProbeConfig, ValidateConfig, duration_display};
+use crate::token::Token;
+
+pub const MAX_TOKEN_BYTES: usize = 4096;
+
+/// A token that passed every rule but the probe.
+#[derive(Debug)]
+pub struct Candidate {
+    pub token: Token,
+    pub agent_name: Option<String>,
+    pub expires_at: SystemTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("the answer is not JSON ({0}); is source.url the token endpoint?")]
+    NotJson(String),
+    #[error("the answer is JSON but not an object")]
+    NotAnObject,
+    #[error("the backend marks the token as not valid ({0} is false)")]
+    MarkedInvalid(String),
+    #[error("{pointer} is {found}, expected true or false")]
+    ValidNotBoolean { pointer: String, found: &'static str },
+    #[error("the answer has no token at {0} (source.fields.token)")]
+    TokenMissing(String),
+    #[error("the token at {pointer} is {found}, expected a string")]
+    TokenNotString { pointer: String, found: &'static str },
+    #[error("the token is empty")]
+    TokenEmpty,
+    #[error("the token is {0} bytes long; at most 4096 are accepted")]
+    TokenTooLong(usize),
+    #[error("the token contains {what} at byte {at}; only visible ASCII (0x21-0x7E) is accepted")]
+    TokenBadByte { what: &'static str, at: usize },
+    #[error("the answer has no agent name at {pointer}, and source.agent requires {expected:?}")]
+    AgentMissing { pointer: String, expected: String },
+    #[error("the token was issued for agent {found:?}, not {expected:?} (source.agent)")]
+    WrongAgent { found: String, expected: String },
+    #[error("the answer has no expiry at {0}")]
+    ExpiryMissing(String),
+    #[error("the expiry at {0} is not an RFC 3339 time like \"2026-08-02T22:03:29Z\"")]
+    ExpiryNotRfc3339(String),
+    #[error("the expiry at {0} is not a number of seconds")]
+    ExpiryNotSeconds(String),
+    #[error("the token has already expired")]
+    Expired,
+    #[error("the token expires in {remaining}, sooner than validate.min_remaining ({min})")]
+    ExpiresTooSoon { remaining: String, min: String },
+    #[error("the token expires in {ahead}, further ahead than validate.max_lifetime ({max})")]
+    ExpiresTooFar { ahead: String, max: String },
+    #[error("the probe {url} answered HTTP {status}, not one of {expect:?}: the token does not work")]
+    ProbeRefused { url: String, status: u16, expect: Vec<u16> },
+    #[error("the probe {url} failed: {reason}")]
+    ProbeFailed { url: String, reason: String },
+}
+
+/// Applies rules 1 (JSON object) to 5 to a 200 answer that arrived at `received_at`.
+pub fn check_answer(
+    body: &[u8],
+    received_at: SystemTime,
+    fields: &FieldsConfig,
+    agent: Option<&str>,
+    rules: &ValidateConfig,
+) -> Result<Candidate, Rejection> {
+    // Parsing into a `Value` can only fail on syntax, and serde_json's syntax messages give a
+    // position without echoing the input, so they are safe to show.
+    let mut answer: Value = serde_json::from_slice(body).map_err(|e| Rejection::NotJson(e.to_string()))?;
+    if !answer.is_object() {
+        return Err(Rejection::NotAnObject);
+    }
+
+    match answer.pointer(&fields.valid) {
+        None | Some(Value::Bool(true)) => {}
+        Some(Value::Bool(false)) => return Err(Rejection::MarkedInvalid(fields.valid.clone())),
+        Some(other) => {
+            return Err(Rejection::ValidNotBoolean { pointer: fields.valid.clone(), found: kind(other) });
+        }
+    }
+
+    let agent_name = match answer.pointer(&fields.agent) {
+        Some(Value::String(name)) => Some(name.clone()),
+        _ => None,
+    };
+    if let Some(expected) = agent {
+        match &agent_name {
+            None => {
+                return Err(Rejection::AgentMissing {
+                    pointer: fields.agent.clone(),
+                    expected: expected.into(),
+                });
+            }
+            Some(found) if found != expected => {
+                return Err(Rejection::WrongAgent { found: found.clone(), expected: expected.into() });
+            }
+            Some(_) => {}
+        }
+    }
+
+    let expires_at = expiry(&answer, fields.expiry(), received_at)?;
+    check_expiry(expires_at, received_at, rules)?;
+
+    // Taken out of the tree rather than copied, so the only copy is the one `Token` zeroes.
+    let secret = match answer.pointer_mut(&fields.token).map(Value::take) {
+        None => return Err(Rejection::TokenMissing(fields.token.clone())),
+        Some(Value::String(s)) => s,
+        Some(other) => {
+            return Err(Rejection::TokenNotString { pointer: fields.token.clone(), found: kind(&other) });
+        }
+    };
+    let token = Token::new(secret);
+    check_token_text(token.expose())?;
+    Ok(Candidate { token, agent_name, expires_at })
+}
+
+/// Rule 3: 1..=4096 bytes of visible ASCII.
+pub fn check_token_text(token: &str) -> Result<(), Rejection> {
+    if token.is_empty() {
+        return Err(Rejection::TokenEmpty);
+    }
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(Rejection::TokenTooLong(token.len()));
+    }
+    if let Some((at, byte)) = token.bytes().enumerate().find(|(_, b)| !(0x21..=0x7e).contains(b)) {
+        let what = match byte {
+            b' ' => "a space",
+            0x00..=0x1f | 0x7f => "a control character",
+            _ => "a non-ASCII byte",
+        };
+        return Err(Rejection::TokenBadByte { what, at });
+    }
+    Ok(())
+}
+
+fn expiry(answer: &Value, field: ExpiryField<'_>, received_at: SystemTime) -> Result<SystemTime, Rejection> {
+    match field {
+        ExpiryField::At(pointer) => match answer.pointer(pointer) {
+            None | Some(Value::Null) => Err(Rejection::ExpiryMissing(pointer.into())),
+            Some(Value::String(text)) => {
+                clock::parse_rfc3339(text).ok_or_else(|| Rejection::ExpiryNotRfc3339(pointer.into()))
+            }
+            Some(_) => Err(Rejection::ExpiryNotRfc3339(pointer.into())),
+        },
+        ExpiryField::In(pointer) => match answer.pointer(pointer) {
+            None | Some(Value::Null) => Err(Rejection::ExpiryMissing(pointer.into())),
+            Some(Value::Number(n)) => n
+                .as_f64()
+                .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+                .and_then(|d| received_at.checked_add(d))
+                .ok_or_else(|| Rejection::ExpiryNotSeconds(pointer.into())),
+            Some(_) => Err(Rejection::ExpiryNotSeconds(pointer.into())),
+        },
+    }
+}
+
+/// Rule 5: more than `min_remaining` ahead, at most `max_lifetime` ahead.
+fn check_expiry(expires_at: SystemTime, now: SystemTime, rules: &ValidateConfig) -> Result<(), Rejection> {
+    let Ok(ahead) = expires_at.duration_since(now) else {
+        return Err(Rejection::Expired);
+    };
+    if ahead.is_zero() {
+        return Err(Rejection::Expired);
+    }
+    if ahead <= rules.min_remaining {
+        return Err(Rejection::ExpiresTooSoon {
+            remaining: duration_display(Duration::from_secs(ahead.as_secs())),
+            min: duration_display(rules.min_remaining),
+        });
+    }
+    if ahead > rules.max_lifetime {
+        return Err(Rejection::ExpiresTooFar {
+            ahead: duration_display(Duration::from_secs(ahead.as_secs())),
+            max: duration_display(rules.max_lifetime),
+        });
+    }
+    Ok(())
+}
+
+/// Rule 6: the token, sent in `probe.header`, gets one of the expected statuses.
+pub async fn probe(client: &reqwest::Client, probe: &ProbeConfig, token: &Token) -> Result<(), Rejection> {
+    let url = probe.url.to_string();
+    let mut value = reqwest::header::HeaderValue::from_str(token.expose())
+        .expect("a token of visible ASCII is a valid header value");
+    value.set_sensitive(true);
+    let answer = client
+        .get(probe.url.clone())
+        .header(probe.header.as_str(), value)
+        .send()
+        .await
+        .map_err(|e| Rejection::ProbeFailed { url: url.clone(), reason: crate::source::describe(&e) })?;
+    let status = answer.status().as_u16();
+    if probe.expect.contains(&status) {
+        Ok(())
+    } else {
+        Err(Rejection::ProbeRefused { url, status, expect: probe.expect.clone() })
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,215 @@
+use std::time::{Duration, SystemTime};
+
+use serde_json::json;
+
+use super::*;
+use crate::config::{FieldsConfig, ValidateConfig};
+
+const SECRET: &str = "CN8F-U3ycBSaEQKtS2sDAhJNAhTHFcNP4Qi-ljp5wJC-qZKgr3NKVPc";
+
+fn now() -> SystemTime {
+    clock::parse_rfc3339("2026-08-02T21:03:29Z").unwrap()
+}
+
+/// The seed's answer, expiring in one hour.
+fn seed_answer() -> serde_json::Value {
+    json!({
+        "agent_name": "google-calender-mcp",
+        "token": SECRET,
+        "expires_at": "2026-08-02T22:03:29.801523Z",
+        "valid": true,
+        "message": "Current MCP token retrieved successfully"
+    })
+}
+
+fn check_with(
+    answer: &serde_json::Value,
+    fields: &FieldsConfig,
+    agent: Option<&str>,
+) -> Result<Candidate, Rejection> {
+    check_answer(answer.to_string().as_bytes(), now(), fields, agent, &ValidateConfig::default())
+}
+
+fn check(answer: &serde_json::Value) -> Result<Candidate, Rejection> {
+    check_with(answer, &FieldsConfig::default(), Some("google-calender-mcp"))
+}
+
+fn with(field: &str, value: serde_json::Value) -> serde_json::Value {
+    let mut answer = seed_answer();
+    answer[field] = value;
+    answer
+}
+
+fn without(field: &str) -> serde_json::Value {
+    let mut answer = seed_answer();
+    answer.as_object_mut().unwrap().remove(field);
+    answer
+}
+
+#[test]
+fn the_seed_answer_is_accepted() {
+    let c = check(&seed_answer()).unwrap();
+    assert_eq!(c.token.expose(), SECRET);
+    assert_eq!(c.agent_name.as_deref(), Some("google-calender-mcp"));
+    assert_eq!(c.expires_at, clock::parse_rfc3339("2026-08-02T22:03:29.801523Z").unwrap());
+}
+
+#[test]
+fn absent_valid_field_means_valid() {
+    check(&without("valid")).unwrap();
+}
+
+#[test]
+fn non_json_and_non_objects_are_rejected() {
+    let rules = ValidateConfig::default();
+    let fields = FieldsConfig::default();
+    for body in [&b"<html>502 Bad Gateway</html>"[..], b"{\"token\": \"abc", b""] {
+        let err = check_answer(body, now(), &fields, None, &rules).unwrap_err();
+        assert!(matches!(err, Rejection::NotJson(_)), "{err}");
+    }
+    for body in [&b"[1,2]"[..], b"\"token\"", b"null", b"42"] {
+        assert_eq!(check_answer(body, now(), &fields, None, &rules).unwrap_err(), Rejection::NotAnObject);
+    }
+}
+
+#[test]
+fn valid_false_is_rejected() {
+    assert_eq!(check(&with("valid", json!(false))).unwrap_err(), Rejection::MarkedInvalid("/valid".into()));
+    assert!(matches!(check(&with("valid", json!("yes"))).unwrap_err(), Rejection::ValidNotBoolean { .. }));
+}
+
+#[test]
+fn token_must_be_a_non_empty_string() {
+    assert_eq!(check(&without("token")).unwrap_err(), Rejection::TokenMissing("/token".into()));
+    for (value, found) in [(json!(null), "null"), (json!(12345), "a number"), (json!(["a"]), "an array")] {
+        assert_eq!(
+            check(&with("token", value)).unwrap_err(),
+            Rejection::TokenNotString { pointer: "/token".into(), found }
+        );
+    }
+    assert_eq!(check(&with("token", json!(""))).unwrap_err(), Rejection::TokenEmpty);
+}
+
+#[test]
+fn token_must_be_visible_ascii() {
+    for (token, what, at) in [
+        ("abc def", "a space", 3),
+        ("abc\ndef", "a control character", 3),
+        ("abc\u{7f}", "a control character", 3),
+        ("tökén", "a non-ASCII byte", 1),
+    ] {
+        let err = check(&with("token", json!(token))).unwrap_err();
+        assert_eq!(err, Rejection::TokenBadByte { what, at }, "{token:?}");
+        assert!(!err.to_string().contains(token));
+    }
+}
+
+#[test]
+fn token_length_is_bounded() {
+    check(&with("token", json!("x".repeat(4096)))).unwrap();
+    assert_eq!(check(&with("token", json!("x".repeat(5000)))).unwrap_err(), Rejection::TokenTooLong(5000));
+}
+
+#[test]
+fn wrong_or_missing_agent_is_rejected_when_source_agent_is_set() {
+    let err = check(&with("agent_name", json!("other-agent"))).unwrap_err();
+    assert_eq!(
+        err,
+        Rejection::WrongAgent { found: "other-agent".into(), expected: "google-calender-mcp".into() }
+    );
+    assert!(matches!(check(&without("agent_name")).unwrap_err(), Rejection::AgentMissing { .. }));
+    // Without source.agent, any agent (or none) is fine.
+    check_with(&with("agent_name", json!("other-agent")), &FieldsConfig::default(), None).unwrap();
+    let c = check_with(&without("agent_name"), &FieldsConfig::default(), None).unwrap();
+    assert_eq!(c.agent_name, None);
+}
+
+#[test]
+fn expiry_must_be_present_and_rfc3339() {
+    assert_eq!(check(&without("expires_at")).unwrap_err(), Rejection::ExpiryMissing("/expires_at".into()));
+    assert_eq!(
+        check(&with("expires_at", json!(null))).unwrap_err(),
+        Rejection::ExpiryMissing("/expires_at".into())
+    );
+    for bad in
+        [json!("tomorrow"), json!("2026-08-02 22:03:29"), json!(1785708209), json!("2026-13-02T22:03:29Z")]
+    {
+        assert_eq!(
+            check(&with("expires_at", bad.clone())).unwrap_err(),
+            Rejection::ExpiryNotRfc3339("/expires_at".into()),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn expired_and_nearly_expired_tokens_are_rejected() {
+    assert_eq!(check(&with("expires_at", json!("2026-08-02T21:00:00Z"))).unwrap_err(), Rejection::Expired);
+    assert_eq!(check(&with("expires_at", json!("2026-08-02T21:03:29Z"))).unwrap_err(), Rejection::Expired);
+    let err = check(&with("expires_at", json!("2026-08-02T21:03:39Z"))).unwrap_err();
+    assert!(matches!(err, Rejection::ExpiresTooSoon { .. }), "{err}");
+    assert!(err.to_string().contains("10s"), "{err}");
+    check(&with("expires_at", json!("2026-08-02T21:03:40Z"))).unwrap();
+}
+
+#[test]
+fn far_future_expiry_is_rejected() {
+    let err = check(&with("expires_at", json!("2027-08-02T21:03:29Z"))).unwrap_err();
+    assert!(matches!(err, Rejection::ExpiresTooFar { .. }), "{err}");
+    check(&with("expires_at", json!("2026-09-01T21:03:29Z"))).unwrap();
+}
+
+#[test]
+fn expires_in_counts_from_arrival() {
+    let fields =
+        FieldsConfig { expires_at: None, expires_in: Some("/expires_in".into()), ..FieldsConfig::default() };
+    let mut answer = without("expires_at");
+    answer["expires_in"] = json!(3600);
+    let c = check_with(&answer, &fields, None).unwrap();
+    assert_eq!(c.expires_at, now() + Duration::from_secs(3600));
+    answer["expires_in"] = json!(1.5e3);
+    assert_eq!(check_with(&answer, &fields, None).unwrap().expires_at, now() + Duration::from_secs(1500));
+    answer["expires_in"] = json!("3600");
+    assert_eq!(
+        check_with(&answer, &fields, None).unwrap_err(),
+        Rejection::ExpiryNotSeconds("/expires_in".into())
+    );
+    answer["expires_in"] = json!(-5);
+    assert_eq!(
+        check_with(&answer, &fields, None).unwrap_err(),
+        Rejection::ExpiryNotSeconds("/expires_in".into())
+    );
+}
+
+#[test]
+fn field_pointers_reach_nested_answers() {
+    let fields = FieldsConfig {
+        token: "/data/access_token".into(),
+        expires_at: Some("/data/expiry".into()),
+        expires_in: None,
+        valid: "/data/ok".into(),
+        agent: "/meta/agent".into(),
+    };
+    let answer = json!({
+        "data": {"access_token": SECRET, "expiry": "2026-08-02T22:03:29Z", "ok": true},
+        "meta": {"agent": "a1"}
+    });
+    let c = check_with(&answer, &fields, Some("a1")).unwrap();
+    assert_eq!(c.token.expose(), SECRET);
+}
+
+#[test]
+fn no_rejection_message_contains_the_token() {
+    let cases = [
+        with("valid", json!(false)),
+        with("agent_name", json!("x")),
+        with("expires_at", json!("soon")),
+        with("expires_at", json!("2026-08-02T21:03:30Z")),
+        with("expires_at", json!("2099-01-01T00:00:00Z")),
+        with("token", json!(format!("{SECRET} "))),
+    ];
+    for answer in cases {
+        let err = check(&answer).unwrap_err().to_string();
+        assert!(!err.contains(SECRET) && !err.contains("CN8F"), "{err}");
+    }
+}
