@@ -1,8 +1,30 @@
+//! mcp-token-sync: one daemon per host that keeps a short-lived API token fresh and hands it to
+//! the programs that need it.
+//!
+//! The data path, left to right:
+//!
+//! - [`source`] fetches the backend's current-token answer over HTTP(S);
+//! - [`validate`] applies the rules a token must pass before anyone sees it;
+//! - [`engine`] runs one fetch at a time, when [`schedule`] says or a trigger asks, and publishes
+//!   the current [`token`] (versioned) on a watch channel;
+//! - [`sinks`] subscribe to that channel and write the token where consumers read it, each on its
+//!   own, through [`fsutil`]'s atomic writes.
+//!
+//! Around it: [`config`] (the TOML schema and its checks), [`daemon`] (assembly, signals, stop),
+//! [`cli`], [`demo`], and the small [`clock`], [`logging`] and [`process`] helpers.
+#![forbid(unsafe_code)]
+
+pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod daemon;
+pub mod demo;
 pub mod engine;
 pub mod fsutil;
+pub mod logging;
+pub mod process;
 pub mod schedule;
+pub mod sinks;
 pub mod source;
 pub mod token;
 pub mod validate;

@@ -1,0 +1,148 @@
+//! Assembling the daemon from its parts, running it under signals, and stopping it cleanly;
+//! also `once`, which runs the same parts a single time.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::clock;
+use crate::config::{Config, SinkConfig};
+use crate::engine::{self, Engine, EngineHandle, RefreshError};
+use crate::sinks::{self, Sink, Unsupported};
+use crate::source::{SetupError, Source};
+use crate::token::{CurrentToken, TokenState};
+
+/// How long stopping waits for tasks to finish (DESIGN §9 allows 2 s in all).
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// Problems found while building the parts: configuration errors the schema cannot see.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Source(#[from] SetupError),
+    #[error("sink[{index}]: {error}")]
+    Sink { index: usize, error: Unsupported },
+    #[error("refresh.cron is not supported yet")]
+    Cron,
+}
+
+/// Everything a daemon is made of, built and checked but not yet running. `check` builds this
+/// too, so it refuses exactly what `run` would.
+pub struct Parts {
+    engine: Engine,
+    handle: EngineHandle,
+    sinks: Vec<Sink>,
+}
+
+impl Parts {
+    pub fn build(config: Config) -> Result<Parts, BuildError> {
+        if !config.refresh.cron.is_empty() {
+            return Err(BuildError::Cron);
+        }
+        let sinks = config
+            .sinks
+            .iter()
+            .enumerate()
+            .map(|(index, c)| Sink::new(c).map_err(|error| BuildError::Sink { index, error }))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (engine, handle) = Engine::new(Arc::new(config))?;
+        Ok(Parts { engine, handle, sinks })
+    }
+}
+
+/// A running daemon: the engine and one task per sink.
+pub struct Daemon {
+    handle: EngineHandle,
+    cancel: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Daemon {
+    pub fn start(parts: Parts) -> Daemon {
+        let cancel = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        sinks::spawn_all(&mut tasks, parts.sinks, &parts.handle.token(), &cancel);
+        tasks.spawn(parts.engine.run(cancel.clone()));
+        Daemon { handle: parts.handle, cancel, tasks }
+    }
+
+    pub fn handle(&self) -> &EngineHandle {
+        &self.handle
+    }
+
+    /// Stops every task, waiting at most [`STOP_GRACE`]; a sink stuck in a blocking write is
+    /// abandoned rather than allowed to hold up the exit.
+    pub async fn stop(mut self) {
+        self.cancel.cancel();
+        let all_done = async { while self.tasks.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(STOP_GRACE, all_done).await;
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT; SIGUSR1 forces a refresh.
+pub async fn serve(parts: Parts) -> std::io::Result<()> {
+    // Installed before anything starts: SIGUSR1's default action would kill the process.
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let daemon = Daemon::start(parts);
+    info!("started; SIGUSR1 refreshes now, SIGTERM stops");
+    loop {
+        tokio::select! {
+            _ = usr1.recv() => daemon.handle().request_refresh("SIGUSR1"),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    info!("stopping");
+    daemon.stop().await;
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OnceError {
+    #[error("fetch failed: {0}")]
+    Fetch(#[from] RefreshError),
+    #[error("{failed} of {total} sinks failed (see above)")]
+    Sinks { failed: usize, total: usize },
+}
+
+/// One fetch → validate → write every sink but sockets (which only live with the daemon).
+pub async fn once(config: Config) -> Result<(), OnceError> {
+    let sinks: Vec<Sink> = config
+        .sinks
+        .iter()
+        .filter(|c| !matches!(c, SinkConfig::Socket(_)))
+        .map(|c| Sink::new(c).expect("Parts::build checked every sink"))
+        .collect();
+    let source = Source::new(&config.source).expect("Parts::build checked the source");
+    let candidate = engine::fetch_validated(&source, &config).await?;
+    let now = SystemTime::now();
+    let current = CurrentToken {
+        token: candidate.token,
+        agent_name: candidate.agent_name,
+        expires_at: candidate.expires_at,
+        fetched_at: now,
+        version: 1,
+    };
+    info!("fetched {}, expires in {}", current.describe(), clock::until(now, current.expires_at));
+    let state = TokenState::Valid(Arc::new(current));
+    let mut failed = 0;
+    for sink in &sinks {
+        match sink.apply(&state) {
+            Ok(_) => info!("sink {}: written", sink.name()),
+            Err(e) => {
+                tracing::error!("sink {}: {e}", sink.name());
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(OnceError::Sinks { failed, total: sinks.len() });
+    }
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! `mcp-token-sync demo`: the whole idea in 30 seconds, with nothing to set up.
+//!
+//! An embedded backend on 127.0.0.1 speaks the seed's protocol and rotates its token every
+//! [`ROTATE_EVERY`] (each living [`LIFETIME`]); the real daemon, built from an embedded config,
+//! keeps files in a temporary directory fresh and logs what it does.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use rand::Rng;
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::clock;
+use crate::config::{Config, Environment};
+use crate::daemon::{self, Parts};
+use crate::token::Fingerprint;
+
+const TOKEN_PATH: &str = "/api/calendars/google-mcp-tokens/current-token/";
+const AGENT: &str = "google-calender-mcp";
+const ROTATE_EVERY: Duration = Duration::from_secs(20);
+const LIFETIME: Duration = Duration::from_secs(60);
+
+pub async fn run() -> anyhow::Result<()> {
+    let addr = start_backend().await.context("starting the embedded backend")?;
+    let dir =
+        tempfile::Builder::new().prefix("mcp-token-sync-demo-").tempdir().context("creating a temp dir")?;
+    let shown = dir.path().display().to_string();
+    let text = include_str!("demo.toml")
+        .replace("{URL}", &format!("http://{addr}{TOKEN_PATH}"))
+        .replace("{DIR}", &shown);
+    let config = Config::parse(&text, Path::new("<demo>"), &Environment::default())?;
+    let parts = Parts::build(config)?;
+
+    println!(
+        "mcp-token-sync demo\n\
+         \n  backend  http://{addr}{TOKEN_PATH}\n           (built in: a new token every {rotate}s, each valid {life}s)\
+         \n  sinks    {shown}/token       the token alone\
+         \n           {shown}/token.json  the token object\
+         \n  try      cat {shown}/token.json\
+         \n           kill -USR1 {pid}    (refresh now)\
+         \n\nThe daemon fetches before expiry, validates, and rewrites the files atomically. \
+         Ctrl-C stops it and removes {shown}.\n",
+        rotate = ROTATE_EVERY.as_secs(),
+        life = LIFETIME.as_secs(),
+        pid = std::process::id(),
+    );
+    daemon::serve(parts).await?;
+    Ok(())
+}
+
+/// The token the backend hands out now, and when it was issued.
+struct Issued {
+    token: String,
+    at: SystemTime,
+}
+
+impl Issued {
+    fn new(at: SystemTime) -> Issued {
+        // Shaped like the seed's: 55 characters of base64url.
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut rng = rand::rng();
+        let token =
+            (0..55).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect::<String>();
+        info!("backend: issued a new token (fingerprint {})", Fingerprint::of(token.as_bytes()));
+        Issued { token, at }
+    }
+}
+
+async fn start_backend() -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let issued = Arc::new(Mutex::new(Issued::new(SystemTime::now())));
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let issued = issued.clone();
+            let service = hyper::service::service_fn(move |req| answer(req, issued.clone()));
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    Ok(addr)
+}
+
+async fn answer(
+    req: Request<hyper::body::Incoming>,
+    issued: Arc<Mutex<Issued>>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.uri().path() != TOKEN_PATH {
+        let mut not_found = Response::new(Full::new(Bytes::from_static(b"{\"detail\":\"Not found.\"}")));
+        *not_found.status_mut() = StatusCode::NOT_FOUND;
+        return Ok(not_found);
+    }
+    let now = SystemTime::now();
+    let mut issued = issued.lock().expect("the backend's lock is never poisoned");
+    // Tokens are issued on a fixed 20 s beat; the one asked for now belongs to the current slot.
+    let behind = now.duration_since(issued.at).unwrap_or_default();
+    if behind >= ROTATE_EVERY {
+        let slots = (behind.as_secs() / ROTATE_EVERY.as_secs()) as u32;
+        *issued = Issued::new(issued.at + ROTATE_EVERY * slots);
+    }
+    let body = serde_json::json!({
+        "agent_name": AGENT,
+        "token": issued.token,
+        "expires_at": clock::rfc3339(issued.at + LIFETIME),
+        "valid": true,
+        "message": "Current MCP token retrieved successfully",
+    });
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    response
+        .headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, "application/json".parse().expect("a valid header"));
+    Ok(response)
+}
