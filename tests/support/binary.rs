@@ -1,0 +1,87 @@
+//! The daemon binary as a child process, with its output captured for assertions.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mcp-token-sync");
+
+pub struct DaemonProcess {
+    child: Child,
+    output: Arc<Mutex<String>>,
+}
+
+impl DaemonProcess {
+    /// `mcp-token-sync run --config PATH`.
+    pub fn run(config: &Path) -> DaemonProcess {
+        DaemonProcess::spawn(&["run", "--config", config.to_str().unwrap()])
+    }
+
+    pub fn spawn(args: &[&str]) -> DaemonProcess {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("MCP_TOKEN_SYNC_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the daemon binary");
+        let output = Arc::new(Mutex::new(String::new()));
+        for mut stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    output.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            });
+        }
+        DaemonProcess { child, output }
+    }
+
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).expect("signal the daemon");
+    }
+
+    /// Waits for the process to exit, failing the test after `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        super::wait_for("the daemon to exit", limit, || self.child.try_wait().unwrap())
+    }
+
+    /// Waits until the output contains `text`.
+    pub fn wait_output(&self, text: &str, limit: Duration) {
+        super::wait_for(&format!("{text:?} in the daemon's output"), limit, || {
+            self.output().contains(text).then_some(())
+        });
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a verb to completion: (exit status, stdout + stderr).
+pub fn run_verb(args: &[&str]) -> (ExitStatus, String) {
+    let out = Command::new(BIN).args(args).stdin(Stdio::null()).output().expect("run the binary");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status, text)
+}
