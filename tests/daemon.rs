@@ -92,7 +92,7 @@ async fn sigint_stops_too() {
 async fn bearer_auth_works_and_a_wrong_credential_publishes_nothing() {
     const CREDENTIAL: &str = "BOOTSTRAP-credential-9f8e7d";
     let backend = Backend::start().await;
-    backend.require_authorization(&format!("Bearer {CREDENTIAL}"));
+    backend.require_header("authorization", &format!("Bearer {CREDENTIAL}"));
     let dir = tempfile::tempdir().unwrap();
     let credential = dir.path().join("backend-key");
     let auth = format!("[source.auth]\ntype = \"bearer\"\ncredential_file = \"{}\"\n", credential.display());
@@ -270,4 +270,38 @@ async fn readers_never_see_a_partial_file_across_1000_rotations() {
     reader.join().expect("the reader saw a bad file");
     assert!(reads.load(Ordering::Relaxed) >= ROTATIONS, "the reader barely ran");
     drop(s.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_cannot_dump_core() {
+    let backend = Backend::start().await;
+    let s = setup(&backend, "");
+    let daemon = DaemonProcess::run(&s.config);
+    wait_for("the first token", PATIENCE, || read_new(&s.raw, None));
+    let limits = fs::read_to_string(format!("/proc/{}/limits", daemon.pid())).unwrap();
+    let core = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap();
+    assert_eq!(core.split_whitespace().skip(4).take(2).collect::<Vec<_>>(), ["0", "0"], "{core}");
+}
+
+#[test]
+fn demo_fetches_writes_and_cleans_up() {
+    let mut demo = DaemonProcess::spawn(&["demo"]);
+    demo.wait_output("fetched new token version 1", PATIENCE);
+    demo.wait_output("token.json: wrote version 1", PATIENCE);
+    let output = demo.output();
+    let dir = output
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("sinks"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(|token_path| PathBuf::from(token_path).parent().unwrap().to_owned())
+        .expect("the demo names its sink directory");
+    let object: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.join("token.json")).unwrap()).unwrap();
+    assert_eq!(object["agent_name"], "google-calender-mcp");
+    assert_eq!(fs::read_to_string(dir.join("token")).unwrap(), object["token"].as_str().unwrap());
+
+    demo.signal(Signal::SIGINT);
+    assert!(demo.wait_exit(Duration::from_secs(5)).success());
+    assert!(!dir.exists(), "the demo left {} behind", dir.display());
+    assert!(!demo.output().contains(object["token"].as_str().unwrap()), "the demo printed the token");
 }

@@ -222,3 +222,98 @@ async fn rotation_shortly_before_expiry_is_picked_up_in_time() {
     assert!(SystemTime::now() < old_expiry, "the new token arrived only after the old one expired");
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_keeps_a_token_the_api_refuses_from_being_published() {
+    let backend = Backend::start().await;
+    let probe = format!(
+        "[validate.probe]\nurl = \"{}\"\nheader = \"X-Google-MCP-Token\"\nexpect = [200]\n",
+        backend.probe_url()
+    );
+    let daemon = start(&backend, &probe);
+    let good = backend.token();
+    assert_eq!(daemon.handle().refresh("test").await.unwrap().version, 1);
+
+    // The token endpoint hands out a token the API does not accept.
+    let mut forged = backend.answer();
+    forged["token"] = json!("SECRET-tok-forged");
+    backend.set_reply(Reply::Json(forged));
+    let error = daemon.handle().refresh("test").await.unwrap_err().to_string();
+    assert!(error.contains("probe") && error.contains("HTTP 401"), "{error}");
+    assert!(!error.contains("SECRET-tok"), "{error}");
+    assert_eq!(state(&daemon).current().unwrap().token.expose(), good);
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_and_basic_auth_send_the_credential_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let credential = dir.path().join("key");
+    fs::write(&credential, "s3cret-value\r\n").unwrap();
+    let cases = [
+        ("header", "header = \"X-Api-Key\"\n", "x-api-key", "s3cret-value".to_string()),
+        // base64("agent-7:s3cret-value")
+        (
+            "basic",
+            "username = \"agent-7\"\n",
+            "authorization",
+            "Basic YWdlbnQtNzpzM2NyZXQtdmFsdWU=".to_string(),
+        ),
+    ];
+    for (kind, extra, header, expected) in cases {
+        let backend = Backend::start().await;
+        backend.require_header(header, &expected);
+        let auth = format!(
+            "[source.auth]\ntype = \"{kind}\"\ncredential_file = \"{}\"\n{extra}",
+            credential.display()
+        );
+        let daemon = start(&backend, &auth);
+        let result = daemon.handle().refresh("test").await;
+        assert!(result.is_ok(), "{kind}: {result:?}");
+        daemon.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_credential_file_is_a_fetch_error_naming_it() {
+    let backend = Backend::start().await;
+    let auth = "[source.auth]\ntype = \"bearer\"\ncredential_file = \"/nonexistent/backend-key\"\n";
+    let daemon = start(&backend, auth);
+    let error = daemon.handle().refresh("test").await.unwrap_err().to_string();
+    assert!(error.contains("/nonexistent/backend-key"), "{error}");
+    assert_eq!(backend.fetches(), 0, "nothing is sent without the credential");
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_trusts_ca_file_and_refuses_an_unknown_issuer() {
+    let (backend, ca_pem) = Backend::start_https().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    fs::write(&ca_file, ca_pem).unwrap();
+
+    let trusted = start(&backend, "");
+    let error = trusted.handle().refresh("test").await.unwrap_err().to_string();
+    assert!(error.contains("certificate"), "an unknown CA must be refused: {error}");
+    assert!(trusted.handle().token().borrow().current().is_none());
+    trusted.stop().await;
+
+    let text = config_text(&backend, "")
+        .replace("timeout = \"1s\"\n", &format!("timeout = \"1s\"\nca_file = \"{}\"\n", ca_file.display()));
+    let config = Config::parse(&text, Path::new("test.toml"), &Environment::default()).unwrap();
+    let daemon = Daemon::start(Parts::build(config).unwrap());
+    assert_eq!(daemon.handle().refresh("test").await.unwrap().version, 1);
+    assert_eq!(state(&daemon).current().unwrap().token.expose(), backend.token());
+    daemon.stop().await;
+}
+
+#[test]
+fn a_ca_file_without_certificates_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    fs::write(&ca_file, "not a certificate\n").unwrap();
+    let text = format!("[source]\nurl = \"https://127.0.0.1:9/t\"\nca_file = \"{}\"\n", ca_file.display());
+    let config = Config::parse(&text, Path::new("test.toml"), &Environment::default()).unwrap();
+    let error = Parts::build(config).err().expect("a CA file with no certificate is refused").to_string();
+    assert!(error.contains("source.ca_file") && error.contains("ca.pem"), "{error}");
+}

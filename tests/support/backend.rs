@@ -15,8 +15,13 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 pub const PATH: &str = "/api/calendars/google-mcp-tokens/current-token/";
+/// An endpoint that, like the real API, accepts only the current token in `X-Google-MCP-Token`.
+pub const PROBE_PATH: &str = "/api/calendars/";
 pub const AGENT: &str = "google-calender-mcp";
 
 /// How the backend answers the token endpoint.
@@ -43,14 +48,15 @@ struct State {
     reply: Reply,
     /// Issue a new token on every fetch.
     rotate_each_fetch: bool,
-    /// `Authorization` value the backend insists on, if any.
-    require_authorization: Option<String>,
+    /// A header (name, value) the token endpoint insists on, if any.
+    required_header: Option<(String, String)>,
     serial: u64,
 }
 
 #[derive(Clone)]
 pub struct Backend {
     addr: SocketAddr,
+    scheme: &'static str,
     state: Arc<Mutex<State>>,
     fetches: Arc<AtomicUsize>,
 }
@@ -62,6 +68,16 @@ fn token_for(serial: u64) -> String {
 
 impl Backend {
     pub async fn start() -> Backend {
+        Backend::start_with(None).await
+    }
+
+    /// An HTTPS backend, and the PEM of the CA that signed its certificate (for 127.0.0.1).
+    pub async fn start_https() -> (Backend, String) {
+        let (acceptor, ca_pem) = tls_acceptor();
+        (Backend::start_with(Some(acceptor)).await, ca_pem)
+    }
+
+    async fn start_with(tls: Option<TlsAcceptor>) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1");
         let addr = listener.local_addr().unwrap();
         let lifetime = Duration::from_secs(3600);
@@ -71,10 +87,11 @@ impl Backend {
             lifetime,
             reply: Reply::Token,
             rotate_each_fetch: false,
-            require_authorization: None,
+            required_header: None,
             serial: 1,
         }));
-        let backend = Backend { addr, state, fetches: Arc::new(AtomicUsize::new(0)) };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let backend = Backend { addr, scheme, state, fetches: Arc::new(AtomicUsize::new(0)) };
         let server = backend.clone();
         tokio::spawn(async move {
             loop {
@@ -84,17 +101,28 @@ impl Backend {
                     let server = server.clone();
                     async move { server.respond(req).await }
                 });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service),
-                );
+                let http = hyper::server::conn::http1::Builder::new();
+                match &tls {
+                    None => {
+                        tokio::spawn(http.serve_connection(TokioIo::new(stream), service));
+                    }
+                    Some(acceptor) => {
+                        let acceptor = acceptor.clone();
+                        tokio::spawn(async move {
+                            // A client that rejects the certificate ends the handshake: nothing to serve.
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                            }
+                        });
+                    }
+                }
             }
         });
         backend
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}{PATH}", self.addr)
+        format!("{}://{}{PATH}", self.scheme, self.addr)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -137,8 +165,13 @@ impl Backend {
         self.state.lock().unwrap().rotate_each_fetch = on;
     }
 
-    pub fn require_authorization(&self, value: &str) {
-        self.state.lock().unwrap().require_authorization = Some(value.into());
+    /// Answers 401 unless the request carries `name: value`.
+    pub fn require_header(&self, name: &str, value: &str) {
+        self.state.lock().unwrap().required_header = Some((name.into(), value.into()));
+    }
+
+    pub fn probe_url(&self) -> String {
+        format!("http://{}{PROBE_PATH}", self.addr)
     }
 
     /// The seed's answer for the current token, to vary in [`Reply::Json`].
@@ -151,14 +184,23 @@ impl Backend {
         &self,
         req: Request<hyper::body::Incoming>,
     ) -> Result<Response<BoxBody<Bytes, Infallible>>, Infallible> {
+        if req.uri().path() == PROBE_PATH {
+            let given = req.headers().get("x-google-mcp-token").and_then(|v| v.to_str().ok());
+            let current = self.state.lock().unwrap().token.clone();
+            return Ok(if given == Some(current.as_str()) {
+                full(200, b"[]".to_vec())
+            } else {
+                full(401, Vec::new())
+            });
+        }
         if req.uri().path() != PATH {
             return Ok(full(404, b"{\"detail\":\"Not found.\"}".to_vec()));
         }
         self.fetches.fetch_add(1, Ordering::SeqCst);
         let reply = {
             let mut s = self.state.lock().unwrap();
-            if let Some(expected) = &s.require_authorization {
-                let given = req.headers().get("authorization").and_then(|v| v.to_str().ok());
+            if let Some((name, expected)) = &s.required_header {
+                let given = req.headers().get(name.as_str()).and_then(|v| v.to_str().ok());
                 if given != Some(expected.as_str()) {
                     return Ok(full(
                         401,
@@ -219,4 +261,26 @@ fn full(status: u16, body: Vec<u8>) -> Response<BoxBody<Bytes, Infallible>> {
     let mut r = Response::new(BodyExt::boxed(Full::new(Bytes::from(body))));
     *r.status_mut() = StatusCode::from_u16(status).unwrap();
     r
+}
+
+/// A fresh CA and a server certificate for 127.0.0.1 signed by it.
+fn tls_acceptor() -> (TlsAcceptor, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "mcp-token-sync test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&key, &ca).unwrap();
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .unwrap();
+    (TlsAcceptor::from(Arc::new(config)), ca.pem())
 }

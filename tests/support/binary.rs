@@ -50,6 +50,10 @@ impl DaemonProcess {
         DaemonProcess { child, output }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn output(&self) -> String {
         self.output.lock().unwrap().clone()
     }
