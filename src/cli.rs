@@ -44,13 +44,17 @@ struct ConfigPath {
 const RUNTIME_FAILURE: u8 = 1;
 const CONFIG_ERROR: u8 = 2;
 
+/// A verb's outcome: `Err` carries the exit code, its message already printed.
+type Outcome = Result<(), ExitCode>;
+
 pub fn main() -> ExitCode {
-    match Cli::parse().command {
+    let outcome = match Cli::parse().command {
         Command::Run(c) => run(&c.config),
         Command::Check(c) => check(&c.config),
         Command::Once(c) => once(&c.config),
         Command::Demo => demo(),
-    }
+    };
+    outcome.err().unwrap_or(ExitCode::SUCCESS)
 }
 
 fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
@@ -66,72 +70,45 @@ fn load(path: &Path) -> Result<(Config, Parts), ExitCode> {
     Ok((config, parts))
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("the tokio runtime starts")
-}
-
-/// Common start of the verbs that hold the token.
+/// Common start of the verbs that hold the token: logs, process hardening, the runtime.
 fn start(format: LogFormat) -> Result<tokio::runtime::Runtime, ExitCode> {
     logging::init(format);
     process::harden().map_err(|e| fail(RUNTIME_FAILURE, format!("cannot disable core dumps: {e}")))?;
-    Ok(runtime())
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts"))
 }
 
-fn run(path: &Path) -> ExitCode {
-    let (config, parts) = match load(path) {
-        Ok(loaded) => loaded,
-        Err(code) => return code,
-    };
-    let rt = match start(config.daemon.log_format) {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    let result = rt.block_on(daemon::serve(parts));
+/// Runs a long-lived future, then gives blocking sink writes a moment before the process exits.
+fn block_on_then_stop<T>(rt: tokio::runtime::Runtime, work: impl std::future::Future<Output = T>) -> T {
+    let result = rt.block_on(work);
     rt.shutdown_timeout(std::time::Duration::from_millis(500));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(RUNTIME_FAILURE, format!("cannot install signal handlers: {e}")),
-    }
+    result
 }
 
-fn check(path: &Path) -> ExitCode {
-    let (config, _) = match load(path) {
-        Ok(loaded) => loaded,
-        Err(code) => return code,
-    };
+fn run(path: &Path) -> Outcome {
+    let (config, parts) = load(path)?;
+    let rt = start(config.daemon.log_format)?;
+    block_on_then_stop(rt, daemon::serve(parts))
+        .map_err(|e| fail(RUNTIME_FAILURE, format!("cannot install signal handlers: {e}")))
+}
+
+fn check(path: &Path) -> Outcome {
+    let (config, _) = load(path)?;
     let resolved = toml::to_string(&config).expect("the config serializes");
     println!("# {} is valid. Resolved, with defaults:\n\n{resolved}", path.display());
-    ExitCode::SUCCESS
+    Ok(())
 }
 
-fn once(path: &Path) -> ExitCode {
-    let (config, _) = match load(path) {
-        Ok(loaded) => loaded,
-        Err(code) => return code,
-    };
-    let rt = match start(config.daemon.log_format) {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    match rt.block_on(daemon::once(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(RUNTIME_FAILURE, e),
-    }
+fn once(path: &Path) -> Outcome {
+    let (config, parts) = load(path)?;
+    let rt = start(config.daemon.log_format)?;
+    rt.block_on(daemon::once(parts)).map_err(|e| fail(RUNTIME_FAILURE, e))
 }
 
-fn demo() -> ExitCode {
-    let rt = match start(LogFormat::Text) {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    let result = rt.block_on(demo::run());
-    rt.shutdown_timeout(std::time::Duration::from_millis(500));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(RUNTIME_FAILURE, format!("demo: {e:#}")),
-    }
+fn demo() -> Outcome {
+    let rt = start(LogFormat::Text)?;
+    block_on_then_stop(rt, demo::run()).map_err(|e| fail(RUNTIME_FAILURE, format!("demo: {e:#}")))
 }

@@ -10,10 +10,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::clock;
-use crate::config::{Config, SinkConfig};
-use crate::engine::{self, Engine, EngineHandle, RefreshError};
+use crate::config::Config;
+use crate::engine::{Engine, EngineHandle, RefreshError};
 use crate::sinks::{self, Sink, Unsupported};
-use crate::source::{SetupError, Source};
+use crate::source::SetupError;
 use crate::token::{CurrentToken, TokenState};
 
 /// How long stopping waits for tasks to finish (DESIGN §9 allows 2 s in all).
@@ -111,16 +111,9 @@ pub enum OnceError {
     Sinks { failed: usize, total: usize },
 }
 
-/// One fetch → validate → write every sink but sockets (which only live with the daemon).
-pub async fn once(config: Config) -> Result<(), OnceError> {
-    let sinks: Vec<Sink> = config
-        .sinks
-        .iter()
-        .filter(|c| !matches!(c, SinkConfig::Socket(_)))
-        .map(|c| Sink::new(c).expect("Parts::build checked every sink"))
-        .collect();
-    let source = Source::new(&config.source).expect("Parts::build checked the source");
-    let candidate = engine::fetch_validated(&source, &config).await?;
+/// One fetch → validate → write every sink, then stop (`mcp-token-sync once`).
+pub async fn once(parts: Parts) -> Result<(), OnceError> {
+    let candidate = parts.engine.fetch_once().await?;
     let now = SystemTime::now();
     let current = CurrentToken {
         token: candidate.token,
@@ -132,7 +125,7 @@ pub async fn once(config: Config) -> Result<(), OnceError> {
     info!("fetched {}, expires in {}", current.describe(), clock::until(now, current.expires_at));
     let state = TokenState::Valid(Arc::new(current));
     let mut failed = 0;
-    for sink in &sinks {
+    for sink in &parts.sinks {
         match sink.apply(&state) {
             Ok(_) => info!("sink {}: written", sink.name()),
             Err(e) => {
@@ -142,7 +135,7 @@ pub async fn once(config: Config) -> Result<(), OnceError> {
         }
     }
     if failed > 0 {
-        return Err(OnceError::Sinks { failed, total: sinks.len() });
+        return Err(OnceError::Sinks { failed, total: parts.sinks.len() });
     }
     Ok(())
 }

@@ -114,6 +114,11 @@ impl Engine {
         Ok((Engine { config, source, token, status, triggers }, handle))
     }
 
+    /// One fetch outside the loop, for `once`.
+    pub async fn fetch_once(&self) -> Result<Candidate, RefreshError> {
+        fetch_validated(&self.source, &self.config).await
+    }
+
     pub async fn run(mut self, cancel: CancellationToken) {
         let mut last = LastFetch::Never;
         let mut waiters: Vec<oneshot::Sender<RefreshResult>> = Vec::new();
@@ -266,8 +271,8 @@ impl Engine {
     }
 }
 
-/// Fetch → validate (rules 1-5) → probe (rule 6). Shared by the engine and `once`.
-pub async fn fetch_validated(source: &Source, config: &Config) -> Result<Candidate, RefreshError> {
+/// Fetch → validate (rules 1-5) → probe (rule 6).
+async fn fetch_validated(source: &Source, config: &Config) -> Result<Candidate, RefreshError> {
     let answer = source.fetch().await?;
     let candidate = validate::check_answer(
         &answer.body,

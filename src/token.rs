@@ -167,29 +167,25 @@ mod tests {
         assert_eq!(Fingerprint::of(b"abc").to_string(), "ba7816bf");
     }
 
-    #[test]
-    fn current_token_debug_never_contains_the_secret() {
-        let current = CurrentToken {
-            token: Token::new(SECRET.into()),
-            agent_name: Some("google-calender-mcp".into()),
-            expires_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_785_708_209),
-            fetched_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_785_708_149),
-            version: 7,
-        };
-        let state = TokenState::Valid(Arc::new(current));
-        assert!(!format!("{state:?}").contains(SECRET));
-    }
-
-    #[test]
-    fn json_object_has_the_documented_fields() {
-        let current = CurrentToken {
+    fn sample() -> CurrentToken {
+        CurrentToken {
             token: Token::new(SECRET.into()),
             agent_name: Some("google-calender-mcp".into()),
             expires_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_785_708_209_801),
             fetched_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_785_708_149),
             version: 7,
-        };
-        let value: serde_json::Value = serde_json::from_slice(&current.to_json()).unwrap();
+        }
+    }
+
+    #[test]
+    fn current_token_debug_never_contains_the_secret() {
+        let state = TokenState::Valid(Arc::new(sample()));
+        assert!(!format!("{state:?}").contains(SECRET));
+    }
+
+    #[test]
+    fn json_object_has_the_documented_fields() {
+        let value: serde_json::Value = serde_json::from_slice(&sample().to_json()).unwrap();
         assert_eq!(
             value,
             serde_json::json!({
