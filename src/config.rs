@@ -20,7 +20,7 @@ use url::Url;
 
 pub use values::Mode;
 use values::duration;
-pub use values::duration::display as duration_display;
+pub use values::duration::{display as duration_display, parse as parse_duration};
 
 pub const DEFAULT_PATH: &str = "/etc/mcp-token-sync/config.toml";
 
@@ -291,6 +291,8 @@ pub struct SocketSinkConfig {
     pub allow_uids: Vec<u32>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub allow_gids: Vec<u32>,
+    /// Connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -395,6 +397,7 @@ mod defaults {
     }
     pub const PRIVATE_MODE: Mode = Mode(0o600);
     pub const SOCKET_MODE: Mode = Mode(0o660);
+    pub const MAX_CONNECTIONS: usize = 1024;
     pub const KEYRING_SERVICE: &str = "mcp-token-sync";
     pub const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
 }
@@ -679,6 +682,13 @@ impl Config {
                 SinkConfig::Socket(c) => {
                     resolve_sink_path(&mut c.path, &key("path"), env, found);
                     check_mode(c.mode, &key("mode"), found);
+                    if c.max_connections == 0 {
+                        found.add(key("max_connections"), "must be at least 1");
+                    }
+                    // sun_path holds 108 bytes with its NUL; binding happens next to the path.
+                    if c.path.as_os_str().len() > 100 {
+                        found.add(key("path"), "is longer than a Unix socket path may be (100 bytes here)");
+                    }
                 }
                 SinkConfig::Exec(c) => {
                     if c.command.is_empty() || c.command[0].is_empty() {

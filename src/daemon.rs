@@ -9,9 +9,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::api::{self, BindError, Listener, Shared};
 use crate::clock;
-use crate::config::Config;
+use crate::config::{Config, RefreshConfig, SinkConfig, SocketSinkConfig};
 use crate::engine::{Engine, EngineHandle, RefreshError};
+use crate::sinks::SinkReport;
 use crate::sinks::{self, Sink, Unsupported};
 use crate::source::SetupError;
 use crate::token::{CurrentToken, TokenState};
@@ -36,6 +38,8 @@ pub struct Parts {
     engine: Engine,
     handle: EngineHandle,
     sinks: Vec<Sink>,
+    sockets: Vec<SocketSinkConfig>,
+    refresh: RefreshConfig,
 }
 
 impl Parts {
@@ -43,18 +47,21 @@ impl Parts {
         if !config.refresh.cron.is_empty() {
             return Err(BuildError::Cron);
         }
-        let sinks = config
-            .sinks
-            .iter()
-            .enumerate()
-            .map(|(index, c)| Sink::new(c).map_err(|error| BuildError::Sink { index, error }))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut sinks = Vec::new();
+        let mut sockets = Vec::new();
+        for (index, sink) in config.sinks.iter().enumerate() {
+            match sink {
+                SinkConfig::Socket(socket) => sockets.push(socket.clone()),
+                other => sinks.push(Sink::new(other).map_err(|error| BuildError::Sink { index, error })?),
+            }
+        }
+        let refresh = config.refresh.clone();
         let (engine, handle) = Engine::new(Arc::new(config))?;
-        Ok(Parts { engine, handle, sinks })
+        Ok(Parts { engine, handle, sinks, sockets, refresh })
     }
 }
 
-/// A running daemon: the engine and one task per sink.
+/// A running daemon: the engine, one task per sink, one per socket.
 pub struct Daemon {
     handle: EngineHandle,
     cancel: CancellationToken,
@@ -62,12 +69,20 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub fn start(parts: Parts) -> Daemon {
+    /// Binds every socket, then starts everything. Sockets listen before the first fetch, so
+    /// clients can connect (and wait on `/v1/watch`) while the backend is still slow or down.
+    pub fn start(parts: Parts) -> Result<Daemon, BindError> {
+        let listeners = parts.sockets.into_iter().map(Listener::bind).collect::<Result<Vec<_>, _>>()?;
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        sinks::spawn_all(&mut tasks, parts.sinks, &parts.handle.token(), &cancel);
+        let mut reports = sinks::spawn_all(&mut tasks, parts.sinks, &parts.handle.token(), &cancel);
+        reports.extend(listeners.iter().map(|l| listening_report(l.path())));
+        let shared = Arc::new(Shared::new(parts.handle.clone(), reports, parts.refresh));
+        for listener in listeners {
+            tasks.spawn(api::serve(listener, shared.clone(), cancel.clone()));
+        }
         tasks.spawn(parts.engine.run(cancel.clone()));
-        Daemon { handle: parts.handle, cancel, tasks }
+        Ok(Daemon { handle: parts.handle, cancel, tasks })
     }
 
     pub fn handle(&self) -> &EngineHandle {
@@ -83,13 +98,35 @@ impl Daemon {
     }
 }
 
+/// A socket's line in status: it is healthy while it listens, which it does for its whole life.
+fn listening_report(path: &std::path::Path) -> tokio::sync::watch::Receiver<SinkReport> {
+    let report = SinkReport {
+        kind: "socket",
+        target: path.display().to_string(),
+        ok: true,
+        last_written_at: None,
+        error: None,
+        writes_ok: 0,
+        writes_failed: 0,
+    };
+    tokio::sync::watch::channel(report).1
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[from] std::io::Error),
+    #[error(transparent)]
+    Bind(#[from] BindError),
+}
+
 /// Runs the daemon until SIGTERM or SIGINT; SIGUSR1 forces a refresh.
-pub async fn serve(parts: Parts) -> std::io::Result<()> {
+pub async fn serve(parts: Parts) -> Result<(), ServeError> {
     // Installed before anything starts: SIGUSR1's default action would kill the process.
     let mut usr1 = signal(SignalKind::user_defined1())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let daemon = Daemon::start(parts);
+    let daemon = Daemon::start(parts)?;
     info!("started; SIGUSR1 refreshes now, SIGTERM stops");
     loop {
         tokio::select! {

@@ -45,13 +45,20 @@ pub async fn run() -> anyhow::Result<()> {
          \n  backend  http://{addr}{TOKEN_PATH}\n           (built in: a new token every {rotate}s, each valid {life}s)\
          \n  sinks    {shown}/token       the token alone\
          \n           {shown}/token.json  the token object\
+         \n           {shown}/api.sock    the socket API\
          \n  try      cat {shown}/token.json\
+         \n           curl --unix-socket {shown}/api.sock http://localhost/v1/token\
+         \n           curl --unix-socket {shown}/api.sock http://localhost/v1/status\
+         \n           MCP_TOKEN_SYNC_SOCKET={shown}/api.sock {exe} watch\
          \n           kill -USR1 {pid}    (refresh now)\
          \n\nThe daemon fetches before expiry, validates, and rewrites the files atomically. \
          Ctrl-C stops it and removes {shown}.\n",
         rotate = ROTATE_EVERY.as_secs(),
         life = LIFETIME.as_secs(),
         pid = std::process::id(),
+        exe = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "mcp-token-sync".into()),
     );
     daemon::serve(parts).await?;
     Ok(())

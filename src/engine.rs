@@ -52,6 +52,10 @@ pub struct EngineStatus {
     pub next_refresh_at: Option<SystemTime>,
     pub last_error: Option<String>,
     pub consecutive_failures: u32,
+    /// Fetches since start, by result.
+    pub fetches_new: u64,
+    pub fetches_unchanged: u64,
+    pub fetches_failed: u64,
 }
 
 struct Trigger {
@@ -201,6 +205,11 @@ impl Engine {
                     s.last_success_at = Some(now);
                     s.last_error = None;
                     s.consecutive_failures = 0;
+                    if refreshed.changed {
+                        s.fetches_new += 1;
+                    } else {
+                        s.fetches_unchanged += 1;
+                    }
                 });
                 let last = if refreshed.changed {
                     LastFetch::NewToken { at: now, expires_at }
@@ -217,12 +226,18 @@ impl Engine {
                 if repeated {
                     debug!("fetch failed again ({consecutive} in a row): {message}");
                 } else {
-                    warn!("fetch failed: {message}; the current token is kept, retrying with backoff");
+                    let kept = if self.token.borrow().current().is_some() {
+                        "the current token is kept; "
+                    } else {
+                        ""
+                    };
+                    warn!("fetch failed: {message}; {kept}retrying with backoff");
                 }
                 self.status.send_modify(|s| {
                     s.last_fetch_at = Some(now);
                     s.last_error = Some(message);
                     s.consecutive_failures = consecutive;
+                    s.fetches_failed += 1;
                 });
                 (LastFetch::Failed { at: now, consecutive }, Err(Arc::new(error)))
             }

@@ -14,7 +14,9 @@
 //! [`cli`], [`demo`], and the small [`clock`], [`logging`] and [`process`] helpers.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod daemon;

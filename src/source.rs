@@ -183,14 +183,14 @@ fn read_credential(path: &Path) -> Result<Zeroizing<String>, FetchError> {
     Ok(text)
 }
 
-/// A reqwest error with its causes ("error sending request" alone says nothing).
+/// A reqwest error by its causes: "error sending request for url (…)" alone says nothing, and
+/// our messages name the URL already.
 pub fn describe(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
+    let mut causes = Vec::new();
     let mut source = std::error::Error::source(e);
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        causes.push(cause.to_string());
         source = cause.source();
     }
-    text
+    if causes.is_empty() { e.to_string() } else { causes.join(": ") }
 }

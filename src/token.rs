@@ -88,6 +88,11 @@ impl CurrentToken {
     /// The `/v1/token` object: `{"token","agent_name","expires_at","fetched_at","version"}`.
     /// The buffer is zeroed when dropped, since it holds the secret.
     pub fn to_json(&self) -> Zeroizing<Vec<u8>> {
+        self.to_json_with(None)
+    }
+
+    /// The `/v1/token` object, plus `"changed"` when given (the answer to a 401 report).
+    pub fn to_json_with(&self, changed: Option<bool>) -> Zeroizing<Vec<u8>> {
         #[derive(Serialize)]
         struct Wire<'a> {
             token: &'a str,
@@ -95,6 +100,8 @@ impl CurrentToken {
             expires_at: String,
             fetched_at: String,
             version: u64,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            changed: Option<bool>,
         }
         let wire = Wire {
             token: self.token.expose(),
@@ -102,6 +109,7 @@ impl CurrentToken {
             expires_at: clock::rfc3339(self.expires_at),
             fetched_at: clock::rfc3339(self.fetched_at),
             version: self.version,
+            changed,
         };
         // Sized up front so serde_json never reallocates, which would leave an unzeroed copy.
         let mut buf = Zeroizing::new(Vec::with_capacity(self.token.expose().len() + 256));

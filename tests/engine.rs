@@ -21,7 +21,7 @@ fn start(backend: &Backend, extra: &str) -> Daemon {
     let text = config_text(backend, extra);
     let config =
         Config::parse(&text, Path::new("test.toml"), &Environment::default()).expect("valid test config");
-    Daemon::start(Parts::build(config).expect("buildable test config"))
+    Daemon::start(Parts::build(config).expect("buildable test config")).expect("sockets bind")
 }
 
 async fn wait_for_file(path: &Path, content: &str) {
@@ -301,7 +301,7 @@ async fn https_trusts_ca_file_and_refuses_an_unknown_issuer() {
     let text = config_text(&backend, "")
         .replace("timeout = \"1s\"\n", &format!("timeout = \"1s\"\nca_file = \"{}\"\n", ca_file.display()));
     let config = Config::parse(&text, Path::new("test.toml"), &Environment::default()).unwrap();
-    let daemon = Daemon::start(Parts::build(config).unwrap());
+    let daemon = Daemon::start(Parts::build(config).unwrap()).unwrap();
     assert_eq!(daemon.handle().refresh("test").await.unwrap().version, 1);
     assert_eq!(state(&daemon).current().unwrap().token.expose(), backend.token());
     daemon.stop().await;

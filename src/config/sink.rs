@@ -42,7 +42,7 @@ impl SinkType {
                 &["path", "variable", "expires_variable", "mode", "owner", "group", "on_expiry"]
             }
             SinkType::Keyring => &["backend", "service", "account"],
-            SinkType::Socket => &["path", "mode", "allow_uids", "allow_gids"],
+            SinkType::Socket => &["path", "mode", "allow_uids", "allow_gids", "max_connections"],
             SinkType::Exec => &["command", "timeout"],
         }
     }
@@ -66,6 +66,7 @@ pub(super) struct RawSink {
     account: Option<String>,
     allow_uids: Option<Vec<u32>>,
     allow_gids: Option<Vec<u32>>,
+    max_connections: Option<usize>,
     command: Option<Vec<String>>,
     #[serde(default, deserialize_with = "optional_duration")]
     timeout: Option<Duration>,
@@ -91,6 +92,7 @@ impl RawSink {
             ("account", self.account.is_some()),
             ("allow_uids", self.allow_uids.is_some()),
             ("allow_gids", self.allow_gids.is_some()),
+            ("max_connections", self.max_connections.is_some()),
             ("command", self.command.is_some()),
             ("timeout", self.timeout.is_some()),
         ]
@@ -153,6 +155,7 @@ impl RawSink {
                     mode: self.mode.unwrap_or(defaults::SOCKET_MODE),
                     allow_uids: self.allow_uids.unwrap_or_default(),
                     allow_gids: self.allow_gids.unwrap_or_default(),
+                    max_connections: self.max_connections.unwrap_or(defaults::MAX_CONNECTIONS),
                 })
             }),
             SinkType::Exec => missing.check(self.command, "command").map(|command| {

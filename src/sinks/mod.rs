@@ -8,7 +8,7 @@
 mod file;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -33,6 +33,20 @@ pub enum Sink {
     File(FileSink),
 }
 
+/// How a sink is doing, published on its own `watch` channel for status, health and metrics.
+#[derive(Debug, Clone)]
+pub struct SinkReport {
+    pub kind: &'static str,
+    /// The path, or another name for sinks without one.
+    pub target: String,
+    /// The last attempt succeeded (or none was needed yet).
+    pub ok: bool,
+    pub last_written_at: Option<SystemTime>,
+    pub error: Option<String>,
+    pub writes_ok: u64,
+    pub writes_failed: u64,
+}
+
 /// What applying a state did, for the log.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Applied {
@@ -45,15 +59,27 @@ impl Sink {
     pub fn new(config: &SinkConfig) -> Result<Sink, Unsupported> {
         match config {
             SinkConfig::File(c) => Ok(Sink::File(FileSink::new(c.clone()))),
+            SinkConfig::Socket(_) => unreachable!("sockets are served by the API, not built as sinks"),
             other => Err(Unsupported(other.type_name())),
         }
     }
 
-    /// `file /run/mcp-token-sync/token`: how logs and status name the sink.
-    pub fn name(&self) -> String {
+    pub fn kind(&self) -> &'static str {
         match self {
-            Sink::File(s) => format!("file {}", s.path().display()),
+            Sink::File(_) => "file",
         }
+    }
+
+    /// The path it writes, or another name where it has none.
+    pub fn target(&self) -> String {
+        match self {
+            Sink::File(s) => s.path().display().to_string(),
+        }
+    }
+
+    /// `file /run/mcp-token-sync/token`: how logs name the sink.
+    pub fn name(&self) -> String {
+        format!("{} {}", self.kind(), self.target())
     }
 
     /// Brings the sink in line with `state`. Blocking: run it off the async runtime.
@@ -64,19 +90,37 @@ impl Sink {
     }
 }
 
-/// Starts one task per sink on `tasks`.
+/// Starts one task per sink on `tasks`; returns their reports, in the order of `sinks`.
 pub fn spawn_all(
     tasks: &mut JoinSet<()>,
     sinks: Vec<Sink>,
     token: &watch::Receiver<TokenState>,
     cancel: &CancellationToken,
-) {
-    for sink in sinks {
-        tasks.spawn(run(Arc::new(sink), token.clone(), cancel.clone()));
-    }
+) -> Vec<watch::Receiver<SinkReport>> {
+    sinks
+        .into_iter()
+        .map(|sink| {
+            let (report, receiver) = watch::channel(SinkReport {
+                kind: sink.kind(),
+                target: sink.target(),
+                ok: true,
+                last_written_at: None,
+                error: None,
+                writes_ok: 0,
+                writes_failed: 0,
+            });
+            tasks.spawn(run(Arc::new(sink), token.clone(), report, cancel.clone()));
+            receiver
+        })
+        .collect()
 }
 
-async fn run(sink: Arc<Sink>, mut token: watch::Receiver<TokenState>, cancel: CancellationToken) {
+async fn run(
+    sink: Arc<Sink>,
+    mut token: watch::Receiver<TokenState>,
+    report: watch::Sender<SinkReport>,
+    cancel: CancellationToken,
+) {
     let name = sink.name();
     let mut failures: u32 = 0;
     let mut last_error = String::new();
@@ -94,6 +138,14 @@ async fn run(sink: Arc<Sink>, mut token: watch::Receiver<TokenState>, cancel: Ca
                 }
                 failures = 0;
                 last_error.clear();
+                report.send_modify(|r| {
+                    r.ok = true;
+                    r.error = None;
+                    if applied != Applied::Nothing {
+                        r.last_written_at = Some(SystemTime::now());
+                        r.writes_ok += 1;
+                    }
+                });
                 match applied {
                     Applied::Wrote => info!("sink {name}: wrote version {version}"),
                     Applied::Removed => info!("sink {name}: removed the expired token"),
@@ -104,6 +156,11 @@ async fn run(sink: Arc<Sink>, mut token: watch::Receiver<TokenState>, cancel: Ca
             Err(error) => {
                 failures += 1;
                 let message = error.to_string();
+                report.send_modify(|r| {
+                    r.ok = false;
+                    r.error = Some(message.clone());
+                    r.writes_failed += 1;
+                });
                 // Once per distinct error, not once per retry.
                 if message != last_error {
                     warn!("sink {name} failed to apply version {version}: {message}; retrying with backoff");

@@ -1,0 +1,349 @@
+//! The routes of DESIGN §7 and their status codes.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::json;
+use tokio::sync::watch;
+use tracing::info;
+
+use super::{Shared, metrics, status};
+use crate::config::duration_display;
+use crate::token::TokenState;
+
+pub type Body = BoxBody<Bytes, Infallible>;
+
+const MAX_BODY: usize = 4 * 1024;
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a 401 report waits for its refresh unless `?wait=` says otherwise, and the most it may ask.
+const DEFAULT_WAIT: Duration = Duration::from_secs(10);
+const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// A route, as counted in metrics.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub enum Route {
+    Token,
+    Watch,
+    Report401,
+    Refresh,
+    Status,
+    Health,
+    Metrics,
+    Unknown,
+}
+
+impl Route {
+    fn of(path: &str) -> Route {
+        match path {
+            "/v1/token" => Route::Token,
+            "/v1/watch" => Route::Watch,
+            "/v1/report-401" => Route::Report401,
+            "/v1/refresh" => Route::Refresh,
+            "/v1/status" => Route::Status,
+            "/v1/health" => Route::Health,
+            "/metrics" => Route::Metrics,
+            _ => Route::Unknown,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::Token => "/v1/token",
+            Route::Watch => "/v1/watch",
+            Route::Report401 => "/v1/report-401",
+            Route::Refresh => "/v1/refresh",
+            Route::Status => "/v1/status",
+            Route::Health => "/v1/health",
+            Route::Metrics => "/metrics",
+            Route::Unknown => "other",
+        }
+    }
+
+    fn method(self) -> Option<Method> {
+        match self {
+            Route::Report401 | Route::Refresh => Some(Method::POST),
+            Route::Unknown => None,
+            _ => Some(Method::GET),
+        }
+    }
+}
+
+pub async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
+    let route = Route::of(request.uri().path());
+    let response = match route.method() {
+        None => {
+            error(StatusCode::NOT_FOUND, "not_found", "no such path; see /v1/token, /v1/watch, /v1/status")
+        }
+        Some(expected) if request.method() != expected => {
+            let mut r =
+                error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", &format!("use {expected}"));
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_str(expected.as_str()).expect("a method name"));
+            r
+        }
+        Some(_) => match route {
+            Route::Token => token(shared, &request),
+            Route::Watch => watch(shared.engine.token()),
+            Route::Report401 => report_401(shared, request).await,
+            Route::Refresh => refresh(shared, request).await,
+            Route::Status => json_response(StatusCode::OK, &status::status(shared)),
+            Route::Health => health(shared),
+            Route::Metrics => {
+                text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics::render(shared))
+            }
+            Route::Unknown => unreachable!("has no method"),
+        },
+    };
+    shared.counters.request(route, response.status());
+    response
+}
+
+pub fn forbidden() -> Response<Body> {
+    error(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "this user may not read the token; see the socket's allow_uids/allow_gids",
+    )
+}
+
+fn token(shared: &Shared, request: &Request<Incoming>) -> Response<Body> {
+    let raw = match query(request, "format").as_deref() {
+        None | Some("json") => false,
+        Some("raw") => true,
+        Some(_) => {
+            return error(StatusCode::BAD_REQUEST, "bad_request", "format is \"json\" (default) or \"raw\"");
+        }
+    };
+    let state = shared.engine.token().borrow().clone();
+    let current = match &state {
+        TokenState::Valid(current) => current,
+        TokenState::Empty => {
+            return no_token("no_valid_token", "no token has been fetched yet; see /v1/status for why");
+        }
+        TokenState::Expired { .. } => {
+            return no_token("token_expired", "the token expired and no valid replacement was fetched yet");
+        }
+    };
+    let etag = format!("\"{}\"", current.version);
+    let not_modified =
+        request.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|tags| {
+            tags.split(',').map(|t| t.trim().trim_start_matches("W/")).any(|t| t == "*" || t == etag)
+        });
+    let mut response = if not_modified {
+        let mut r = Response::new(empty());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else if raw {
+        secret(current.token.expose().as_bytes(), "text/plain; charset=utf-8")
+    } else {
+        secret(&current.to_json(), "application/json")
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::ETAG, HeaderValue::from_str(&etag).expect("digits and quotes"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn watch(mut token: watch::Receiver<TokenState>) -> Response<Body> {
+    // The current state is sent at once, then one line per change. A watcher that reads slowly
+    // skips to the latest version instead of queueing old ones.
+    let first = token.borrow_and_update().clone();
+    let lines = stream::unfold((token, Some(first)), |(mut token, mut pending)| async move {
+        loop {
+            let state = match pending.take() {
+                Some(state) => state,
+                None => {
+                    token.changed().await.ok()?;
+                    token.borrow_and_update().clone()
+                }
+            };
+            let line = match &state {
+                TokenState::Empty => continue,
+                TokenState::Valid(current) => {
+                    let mut line = current.to_json().to_vec();
+                    line.push(b'\n');
+                    line
+                }
+                TokenState::Expired { version } => {
+                    format!("{}\n", json!({"event": "expired", "version": version})).into_bytes()
+                }
+            };
+            return Some((Ok::<_, Infallible>(Frame::data(Bytes::from(line))), (token, None)));
+        }
+    });
+    let mut response = Response::new(BodyExt::boxed(StreamBody::new(lines)));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn report_401(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
+    let wait = match query(&request, "wait") {
+        None => DEFAULT_WAIT,
+        Some(text) => match crate::config::parse_duration(&text) {
+            Ok(wait) if wait <= MAX_WAIT => wait,
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "wait is a duration up to 60s, e.g. ?wait=10s",
+                );
+            }
+        },
+    };
+    let body = match read_body(request).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let reported = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        #[derive(serde::Deserialize)]
+        struct Report {
+            version: Option<u64>,
+        }
+        match serde_json::from_slice::<Report>(&body) {
+            Ok(report) => report.version,
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "the body is {\"version\": N} or empty",
+                );
+            }
+        }
+    };
+
+    let held = shared.engine.token().borrow().clone();
+    if let (TokenState::Valid(current), Some(reported)) = (&held, reported)
+        && reported < current.version
+    {
+        // The reporter holds an old token; the current one is already the fix.
+        shared.counters.report(metrics::ReportOutcome::Stale);
+        return secret(&current.to_json_with(Some(true)), "application/json");
+    }
+    let reported = reported.unwrap_or(held.version()).min(held.version());
+
+    let outcome = tokio::time::timeout(wait, shared.engine.refresh("401 report")).await;
+    let changed = match outcome {
+        Ok(Ok(refreshed)) => {
+            if !refreshed.changed {
+                info!(
+                    "401 report on version {reported}: the backend still answers the same token, \
+                     so the rejection was probably not about the token"
+                );
+            }
+            shared.counters.report(if refreshed.changed {
+                metrics::ReportOutcome::Refreshed
+            } else {
+                metrics::ReportOutcome::Unchanged
+            });
+            refreshed.changed
+        }
+        Ok(Err(e)) => {
+            shared.counters.report(metrics::ReportOutcome::Failed);
+            return error(StatusCode::SERVICE_UNAVAILABLE, "refresh_failed", &e.to_string());
+        }
+        // Still in flight: answer with what is held now; the refresh goes on.
+        Err(_) => {
+            shared.counters.report(metrics::ReportOutcome::Pending);
+            false
+        }
+    };
+    match shared.engine.token().borrow().current() {
+        Some(current) => {
+            secret(&current.to_json_with(Some(changed || current.version > reported)), "application/json")
+        }
+        None => no_token(
+            "no_valid_token",
+            &format!("no valid token yet; the refresh did not finish within {}", duration_display(wait)),
+        ),
+    }
+}
+
+async fn refresh(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
+    if let Err(response) = read_body(request).await {
+        return response;
+    }
+    match tokio::time::timeout(MAX_WAIT, shared.engine.refresh("POST /v1/refresh")).await {
+        Ok(Ok(refreshed)) => json_response(
+            StatusCode::OK,
+            &json!({"version": refreshed.version, "changed": refreshed.changed}),
+        ),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, "refresh_failed", &e.to_string()),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "refresh_failed", "no answer within 60s"),
+    }
+}
+
+fn health(shared: &Shared) -> Response<Body> {
+    let problems = status::health_problems(shared);
+    if problems.is_empty() {
+        json_response(StatusCode::OK, &json!({"status": "ok"}))
+    } else {
+        json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"status": "unhealthy", "problems": problems}))
+    }
+}
+
+/// The request body, at most [`MAX_BODY`] bytes within [`BODY_TIMEOUT`].
+async fn read_body(request: Request<Incoming>) -> Result<Bytes, Response<Body>> {
+    let too_large = || error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "the body is limited to 4 KiB");
+    let declared =
+        request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY as u64) {
+        return Err(too_large());
+    }
+    match tokio::time::timeout(BODY_TIMEOUT, Limited::new(request.into_body(), MAX_BODY).collect()).await {
+        Err(_) => Err(error(StatusCode::REQUEST_TIMEOUT, "timeout", "the body did not arrive in time")),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(too_large()),
+        Ok(Err(_)) => Err(error(StatusCode::BAD_REQUEST, "bad_request", "the body could not be read")),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+fn query(request: &Request<Incoming>, name: &str) -> Option<String> {
+    let query = request.uri().query()?;
+    url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+fn empty() -> Body {
+    BodyExt::boxed(Full::new(Bytes::new()))
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut response = Response::new(BodyExt::boxed(Full::new(Bytes::from(body))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut response = text(status, "application/json", value.to_string());
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A response carrying the token. Copied from a zeroed buffer; the copy lives until hyper has
+/// written it.
+fn secret(body: &[u8], content_type: &'static str) -> Response<Body> {
+    let mut response = Response::new(BodyExt::boxed(Full::new(Bytes::copy_from_slice(body))));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn error(status: StatusCode, code: &str, detail: &str) -> Response<Body> {
+    json_response(status, &json!({"error": code, "detail": detail}))
+}
+
+fn no_token(code: &str, detail: &str) -> Response<Body> {
+    error(StatusCode::SERVICE_UNAVAILABLE, code, detail)
+}

@@ -1,0 +1,92 @@
+//! The client side of the socket API, used by the CLI verbs (`token`, `report-401`, `refresh`,
+//! `status`, `watch`): HTTP/1.1 over the Unix socket with hyper's client.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+use zeroize::Zeroizing;
+
+/// Longest a call waits: a refresh the daemon waits on for up to 60 s, plus slack.
+const CALL_TIMEOUT: Duration = Duration::from_secs(70);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "cannot reach the daemon at {path}: {reason} (is it running? --socket or MCP_TOKEN_SYNC_SOCKET name the socket)"
+    )]
+    Unreachable { path: PathBuf, reason: String },
+    #[error("the daemon at {path} did not answer properly: {reason}")]
+    Protocol { path: PathBuf, reason: String },
+}
+
+/// A complete answer. The body may hold the token, so it is zeroed on drop.
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Zeroizing<Vec<u8>>,
+}
+
+impl Answer {
+    /// `detail` (or `error`) of an error body, for a one-line message.
+    pub fn detail(&self) -> String {
+        serde_json::from_slice::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| v.get("detail").or(v.get("error")).and_then(|d| d.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| format!("HTTP {}", self.status))
+    }
+}
+
+pub struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
+    pub fn new(socket: &Path) -> Client {
+        Client { socket: socket.to_owned() }
+    }
+
+    fn protocol(&self, reason: impl ToString) -> ClientError {
+        ClientError::Protocol { path: self.socket.clone(), reason: reason.to_string() }
+    }
+
+    /// Sends one request and returns the response with its body still streaming.
+    pub async fn open(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
+        let stream = UnixStream::connect(&self.socket)
+            .await
+            .map_err(|e| ClientError::Unreachable { path: self.socket.clone(), reason: e.to_string() })?;
+        let (mut sender, connection) =
+            http1::handshake(TokioIo::new(stream)).await.map_err(|e| self.protocol(e))?;
+        tokio::spawn(connection);
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "localhost")
+            .body(Full::new(Bytes::from(body)))
+            .expect("a request from constant parts");
+        sender.send_request(request).await.map_err(|e| self.protocol(e))
+    }
+
+    /// Sends one request and reads the whole answer.
+    pub async fn call(&self, method: Method, path: &str, body: Vec<u8>) -> Result<Answer, ClientError> {
+        let exchange = async {
+            let response = self.open(method, path, body).await?;
+            let status = response.status();
+            let collected = response.into_body().collect().await.map_err(|e| self.protocol(e))?;
+            Ok(Answer { status, body: Zeroizing::new(collected.to_bytes().to_vec()) })
+        };
+        tokio::time::timeout(CALL_TIMEOUT, exchange)
+            .await
+            .map_err(|_| self.protocol("no answer within 70s"))?
+    }
+}
