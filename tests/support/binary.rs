@@ -62,6 +62,11 @@ impl DaemonProcess {
         kill(Pid::from_raw(self.child.id() as i32), signal).expect("signal the daemon");
     }
 
+    /// The exit status, if the process has ended.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
     /// Waits for the process to exit, failing the test after `limit`.
     pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
         super::wait_for("the daemon to exit", limit, || self.child.try_wait().unwrap())

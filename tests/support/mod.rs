@@ -2,6 +2,7 @@
 //! process, and waiting on conditions with deadlines.
 #![allow(dead_code)] // each test binary uses a different part of the support code
 
+pub mod api;
 pub mod backend;
 pub mod binary;
 

@@ -1,0 +1,525 @@
+//! The socket API of the real binary, over a real Unix socket (DESIGN §7).
+
+mod support;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use support::api::{self, get, post};
+use support::{Backend, Reply, read_new, wait_for};
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Waits until `/v1/token` serves `token`.
+async fn serving(socket: &std::path::Path, token: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let reply = get(socket, "/v1/token?format=raw").await;
+        if reply.status == 200 && reply.body == token {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the socket never served the token: {} {}",
+            reply.status,
+            reply.body
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_as_documented() {
+    let backend = Backend::start().await;
+    let d = api::start(&backend, "");
+    let token = backend.token();
+    serving(&d.socket, &token).await;
+
+    let reply = get(&d.socket, "/v1/token").await;
+    assert_eq!(reply.status, 200);
+    let object = reply.json();
+    assert_eq!(object["token"], token);
+    assert_eq!(object["agent_name"], "google-calender-mcp");
+    assert_eq!(object["version"], 1);
+    assert!(object["expires_at"].as_str().unwrap().ends_with('Z') && object["fetched_at"].is_string());
+    assert_eq!(reply.headers["etag"], "\"1\"");
+    assert_eq!(reply.headers["cache-control"], "no-store");
+
+    let not_modified = api::request_with(&d.socket, "/v1/token", ("if-none-match", "\"1\"")).await;
+    assert_eq!((not_modified.status, not_modified.body.as_str()), (304, ""));
+    assert_eq!(api::request_with(&d.socket, "/v1/token", ("if-none-match", "\"0\"")).await.status, 200);
+
+    let raw = get(&d.socket, "/v1/token?format=raw").await;
+    assert_eq!((raw.status, raw.body.as_str()), (200, token.as_str()));
+    assert!(raw.headers["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert_eq!(get(&d.socket, "/v1/token?format=xml").await.status, 400);
+
+    let status = get(&d.socket, "/v1/status").await;
+    assert_eq!(status.status, 200);
+    let s = status.json();
+    assert_eq!((s["state"].as_str(), s["version"].as_u64()), (Some("fresh"), Some(1)));
+    for key in [
+        "agent_name",
+        "expires_at",
+        "fetched_at",
+        "next_refresh_at",
+        "last_error",
+        "consecutive_failures",
+        "sinks",
+    ] {
+        assert!(s.get(key).is_some(), "status lacks {key}: {s}");
+    }
+    let sinks = s["sinks"].as_array().unwrap();
+    assert_eq!(sinks.len(), 2);
+    assert!(sinks.iter().all(|x| x["ok"] == true && x["type"].is_string() && x["path"].is_string()), "{s}");
+
+    assert_eq!(get(&d.socket, "/v1/health").await.status, 200);
+
+    let refreshed = post(&d.socket, "/v1/refresh", b"").await;
+    assert_eq!(refreshed.status, 200);
+    assert_eq!(refreshed.json(), serde_json::json!({"version": 1, "changed": false}));
+
+    let metrics = get(&d.socket, "/metrics").await;
+    assert_eq!(metrics.status, 200);
+    for line in [
+        "mcp_token_sync_fetches_total{result=\"new\"} 1",
+        "mcp_token_sync_token_version 1",
+        "mcp_token_sync_consecutive_failures 0",
+        "mcp_token_sync_token_expiry_timestamp_seconds",
+        "mcp_token_sync_last_success_timestamp_seconds",
+        "mcp_token_sync_sink_writes_total{sink=\"file",
+        "mcp_token_sync_socket_requests_total{route=\"/v1/token\",code=\"200\"}",
+    ] {
+        assert!(metrics.body.contains(line), "metrics lack {line}:\n{}", metrics.body);
+    }
+
+    // Wrong method, unknown path, bad bodies.
+    let wrong = post(&d.socket, "/v1/token", b"").await;
+    assert_eq!(wrong.status, 405);
+    assert_eq!(wrong.headers["allow"], "GET");
+    assert_eq!(get(&d.socket, "/v1/refresh").await.status, 405);
+    assert_eq!(get(&d.socket, "/v1/report-401").await.status, 405);
+    assert_eq!(get(&d.socket, "/v2/token").await.status, 404);
+    assert_eq!(get(&d.socket, "/").await.status, 404);
+    assert_eq!(post(&d.socket, "/v1/report-401", b"{not json").await.status, 400);
+    assert_eq!(post(&d.socket, "/v1/report-401", b"{\"version\": \"one\"}").await.status, 400);
+    assert_eq!(post(&d.socket, "/v1/report-401?wait=forever", b"").await.status, 400);
+    assert_eq!(post(&d.socket, "/v1/report-401", &vec![b' '; 5000]).await.status, 413);
+
+    // After all that, the token never appeared where it must not.
+    for (what, body) in [
+        ("status", get(&d.socket, "/v1/status").await.body),
+        ("metrics", get(&d.socket, "/metrics").await.body),
+    ] {
+        assert!(!body.contains("SECRET-tok"), "{what} contains the token:\n{body}");
+    }
+    assert!(!d.daemon.output().contains("SECRET-tok"), "the logs contain the token");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_the_api_says_so_with_503() {
+    let backend = Backend::start().await;
+    backend.set_reply(Reply::Raw { status: 500, body: b"down".to_vec() });
+    let d = api::start(&backend, "");
+    let reply = get(&d.socket, "/v1/token").await;
+    assert_eq!((reply.status, reply.json()["error"].as_str()), (503, Some("no_valid_token")));
+    assert_eq!(get(&d.socket, "/v1/token?format=raw").await.status, 503);
+    let health = get(&d.socket, "/v1/health").await;
+    assert_eq!(health.status, 503);
+    assert!(health.body.contains("HTTP 500"), "{}", health.body);
+    let refreshed = post(&d.socket, "/v1/refresh", b"").await;
+    assert_eq!(refreshed.status, 503);
+    assert!(refreshed.json()["detail"].as_str().unwrap().contains("HTTP 500"));
+    assert_eq!(post(&d.socket, "/v1/report-401", b"").await.status, 503);
+    assert_eq!(get(&d.socket, "/v1/status").await.json()["state"], "empty");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_is_served_as_503_token_expired() {
+    let backend = Backend::start().await;
+    backend.set_lifetime(Duration::from_secs(2));
+    let d = api::start(&backend, "");
+    serving(&d.socket, &backend.token()).await;
+    backend.set_reply(Reply::Raw { status: 502, body: b"gone".to_vec() });
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let reply = get(&d.socket, "/v1/token").await;
+        if reply.status == 503 {
+            assert_eq!(reply.json()["error"], "token_expired");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the token never expired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(get(&d.socket, "/v1/status").await.json()["state"], "expired");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_reports_of_one_version_make_one_fetch() {
+    let backend = Backend::start().await;
+    let d = api::start(&backend, "");
+    serving(&d.socket, &backend.token()).await;
+
+    // The backend has rotated; every client got a 401 with version 1 at once.
+    let fresh = backend.rotate();
+    backend.set_reply(Reply::Slow(Duration::from_millis(400)));
+    let before = backend.fetches();
+    let reporters: Vec<_> = (0..200)
+        .map(|_| {
+            let socket = d.socket.clone();
+            tokio::spawn(async move { post(&socket, "/v1/report-401", b"{\"version\": 1}").await })
+        })
+        .collect();
+    for reporter in reporters {
+        let reply = reporter.await.unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let object = reply.json();
+        assert_eq!((object["token"].as_str(), object["version"].as_u64()), (Some(fresh.as_str()), Some(2)));
+        assert_eq!(object["changed"], true);
+    }
+    assert_eq!(backend.fetches() - before, 1, "200 reports of one version must share one fetch");
+
+    // A late reporter of the old version is answered at once, with no fetch.
+    let fetches = backend.fetches();
+    let stale = post(&d.socket, "/v1/report-401", b"{\"version\": 1}").await;
+    assert_eq!((stale.status, stale.json()["version"].as_u64()), (200, Some(2)));
+    assert_eq!(stale.json()["changed"], true);
+    assert_eq!(backend.fetches(), fetches, "a stale report fetched");
+
+    let metrics = get(&d.socket, "/metrics").await.body;
+    assert!(metrics.contains("mcp_token_sync_reports_401_total{outcome=\"refreshed\"} 200"), "{metrics}");
+    assert!(metrics.contains("mcp_token_sync_reports_401_total{outcome=\"stale\"} 1"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_when_the_token_did_not_change_says_changed_false() {
+    let backend = Backend::start().await;
+    let d = api::start(&backend, "");
+    serving(&d.socket, &backend.token()).await;
+    let reply = post(&d.socket, "/v1/report-401", b"").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!((reply.json()["changed"].as_bool(), reply.json()["version"].as_u64()), (Some(false), Some(1)));
+    // A version from the future is a report on the current one.
+    let reply = post(&d.socket, "/v1/report-401", b"{\"version\": 99}").await;
+    assert_eq!((reply.status, reply.json()["version"].as_u64()), (200, Some(1)));
+    d.daemon.wait_output("not about the token", PATIENCE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_interval_holds_under_a_flood_of_reports() {
+    let backend = Backend::start().await;
+    // min_interval is 1s here (the other tests use 1ms).
+    let d = api::start_tweaked(&backend, "", |text| {
+        text.replace("min_interval = \"1ms\"", "min_interval = \"1s\"")
+            .replace("backoff_max = \"200ms\"", "backoff_max = \"2s\"")
+    });
+    let socket = d.socket.clone();
+    serving(&socket, &backend.token()).await;
+
+    let before = backend.fetches();
+    let started = Instant::now();
+    let flood: Vec<_> = (0..8)
+        .map(|_| {
+            let socket = socket.clone();
+            tokio::spawn(async move {
+                let mut sent = 0;
+                while started.elapsed() < Duration::from_millis(2500) {
+                    let reply = post(&socket, "/v1/report-401?wait=0s", b"").await;
+                    assert_eq!(reply.status, 200);
+                    sent += 1;
+                }
+                sent
+            })
+        })
+        .collect();
+    let mut sent = 0;
+    for client in flood {
+        sent += client.await.unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let fetched = backend.fetches() - before;
+    assert!(sent > 50, "the flood was too small to mean anything ({sent})");
+    assert!(
+        fetched as f64 <= elapsed.ceil() + 1.0,
+        "{fetched} fetches in {elapsed:.1}s with min_interval = 1s under {sent} reports"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_with_another_uid_is_refused_unless_allowed() {
+    let backend = Backend::start().await;
+    let allowed = api::start(&backend, "allow_uids = [65533]\n");
+    let refused_socket = allowed.socket.clone();
+    serving(&refused_socket, &backend.token()).await;
+    // Let uid 65534 reach the socket file, so only the daemon's ACL stands in the way.
+    fs::set_permissions(allowed.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&refused_socket, fs::Permissions::from_mode(0o666)).unwrap();
+
+    let as_user = |uid: &str| {
+        Command::new("setpriv")
+            .args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--clear-groups",
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--unix-socket",
+            ])
+            .arg(&refused_socket)
+            .arg("http://localhost/v1/token?format=raw")
+            .output()
+            .expect("setpriv and curl are installed")
+    };
+    let refused = tokio::task::block_in_place(|| as_user("65534"));
+    assert_eq!(
+        String::from_utf8_lossy(&refused.stdout),
+        "403",
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    allowed.daemon.wait_output("refused peer uid 65534", PATIENCE);
+
+    let admitted = tokio::task::block_in_place(|| as_user("65533"));
+    assert_eq!(String::from_utf8_lossy(&admitted.stdout), "200");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_clients_do_not_disturb_the_others() {
+    let backend = Backend::start().await;
+    let d = api::start(&backend, "");
+    let token = backend.token();
+    serving(&d.socket, &token).await;
+
+    // 50 clients that send half a request and wait.
+    let half_sent: Vec<UnixStream> = (0..50)
+        .map(|_| {
+            let mut s = UnixStream::connect(&d.socket).unwrap();
+            s.write_all(b"GET /v1/token HTTP/1.1\r\nHost: local").unwrap();
+            s
+        })
+        .collect();
+
+    // Garbage: answered 400, connection closed.
+    let garbage = tokio::task::block_in_place(|| exchange(&d.socket, b"\x00\x01\x02garbage\r\n\r\n"));
+    assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage:?}");
+
+    // A 100 KB request line: refused, never buffered whole.
+    let mut huge = b"GET /".to_vec();
+    huge.extend(std::iter::repeat_n(b'a', 100 * 1024));
+    huge.extend_from_slice(b" HTTP/1.1\r\nHost: x\r\n\r\n");
+    let answer = tokio::task::block_in_place(|| exchange(&d.socket, &huge));
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 4"), "{answer:?}");
+
+    // Meanwhile, a normal client is served at once.
+    let reply = tokio::time::timeout(Duration::from_secs(2), get(&d.socket, "/v1/token?format=raw"))
+        .await
+        .expect("served promptly");
+    assert_eq!((reply.status, reply.body.as_str()), (200, token.as_str()));
+    drop(half_sent);
+    assert_eq!(get(&d.socket, "/v1/health").await.status, 200, "the daemon survived");
+}
+
+/// Writes `request` on a fresh connection and reads until the daemon closes it (or 5 s pass).
+fn exchange(socket: &std::path::Path, request: &[u8]) -> String {
+    let mut s = UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.write_all(request);
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_delivers_each_version_in_order_and_the_expiry() {
+    let backend = Backend::start().await;
+    backend.rotate_each_fetch(true);
+    let d = api::start(&backend, "");
+    wait_for("the first token", PATIENCE, || read_new(&d.file, None));
+
+    let response = mcp_token_sync::client::Client::new(&d.socket)
+        .open(hyper::Method::GET, "/v1/watch", Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+    let mut lines = Lines::new(response.into_body());
+    let mut previous = lines.next().await;
+    assert_eq!(previous["version"], 1);
+    for expected in 2..=6u64 {
+        d.daemon.signal(Signal::SIGUSR1);
+        let event = lines.next().await;
+        assert_eq!(event["version"], expected, "{event}");
+        assert_ne!(event["token"], previous["token"], "each version carries a new token");
+        previous = event;
+    }
+
+    // The backend goes down and the token expires unreplaced.
+    backend.set_reply(Reply::Raw { status: 503, body: Vec::new() });
+    backend.rotate_each_fetch(false);
+    backend.set_lifetime(Duration::from_secs(2));
+    backend.set_reply(Reply::Token);
+    d.daemon.signal(Signal::SIGUSR1);
+    let short = lines.next().await;
+    assert_eq!(short["version"], 7);
+    backend.set_reply(Reply::Raw { status: 503, body: Vec::new() });
+    let expired = lines.next().await;
+    assert_eq!(expired, serde_json::json!({"event": "expired", "version": 8}));
+}
+
+/// NDJSON lines from a streaming body.
+struct Lines {
+    body: hyper::body::Incoming,
+    pending: Vec<u8>,
+}
+
+impl Lines {
+    fn new(body: hyper::body::Incoming) -> Lines {
+        Lines { body, pending: Vec::new() }
+    }
+
+    async fn next(&mut self) -> serde_json::Value {
+        use http_body_util::BodyExt;
+        loop {
+            if let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=end).collect();
+                return serde_json::from_slice(&line).expect("each line is JSON");
+            }
+            let frame = tokio::time::timeout(PATIENCE, self.body.frame()).await.expect("a line in time");
+            let frame = frame.expect("the stream stays open").expect("no stream error");
+            if let Some(data) = frame.data_ref() {
+                self.pending.extend_from_slice(data);
+            }
+        }
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_that_never_read_do_not_grow_memory() {
+    const WATCHERS: usize = 20;
+    const ROTATIONS: usize = 3000;
+    let backend = Backend::start().await;
+    backend.rotate_each_fetch(true);
+    let d = api::start(&backend, "");
+    serving(&d.socket, &backend.token()).await;
+
+    // Watchers that ask and then never read a byte.
+    let stalled: Vec<UnixStream> = (0..WATCHERS)
+        .map(|_| {
+            let mut s = UnixStream::connect(&d.socket).unwrap();
+            s.write_all(b"GET /v1/watch HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+            s
+        })
+        .collect();
+    let before = rss_kib(d.daemon.pid());
+    // Every version would be ~220 bytes per watcher if they were queued: 20 × 3000 × 220 ≈ 13 MB.
+    for _ in 0..ROTATIONS {
+        let reply = post(&d.socket, "/v1/refresh", b"").await;
+        assert_eq!(reply.status, 200, "others are still served: {}", reply.body);
+    }
+    let after = rss_kib(d.daemon.pid());
+    assert_eq!(get(&d.socket, "/v1/status").await.json()["version"], ROTATIONS as u64 + 1);
+    assert!(after < before + 4096, "RSS grew from {before} KiB to {after} KiB with stalled watchers");
+    drop(stalled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_client_verbs_work_against_the_daemon() {
+    let backend = Backend::start().await;
+    let d = api::start(&backend, "");
+    let token = backend.token();
+    serving(&d.socket, &token).await;
+    let socket = d.socket.to_str().unwrap().to_owned();
+    let verb = |args: &[&str]| {
+        let out = Command::new(support::binary::BIN)
+            .args(args)
+            .env("MCP_TOKEN_SYNC_SOCKET", &socket)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    };
+    let run = |args: &'static [&'static str]| tokio::task::block_in_place(|| verb(args));
+
+    // `token` prints the token and a newline, nothing else: usable as a credential helper.
+    assert_eq!(run(&["token"]), (Some(0), format!("{token}\n"), String::new()));
+    let (code, out, _) = run(&["token", "--json"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["token"], token);
+
+    let (code, out, _) = run(&["status"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("fresh") && out.contains("version 1") && !out.contains(&token), "{out}");
+    let (code, out, _) = run(&["status", "--json"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["state"], "fresh");
+
+    assert_eq!(run(&["refresh"]).1, "version 1: unchanged\n");
+
+    let fresh = backend.rotate();
+    let (code, out, _) = run(&["report-401", "--version", "1"]);
+    assert_eq!((code, out), (Some(0), format!("{fresh}\n")));
+
+    // `watch` shows versions by fingerprint, never the token.
+    let mut watch = Command::new(support::binary::BIN)
+        .arg("watch")
+        .env("MCP_TOKEN_SYNC_SOCKET", &socket)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first_line = String::new();
+    let mut stdout = std::io::BufReader::new(watch.stdout.take().unwrap());
+    tokio::task::block_in_place(|| std::io::BufRead::read_line(&mut stdout, &mut first_line)).unwrap();
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+    let fingerprint = mcp_token_sync::token::Fingerprint::of(fresh.as_bytes()).to_string();
+    assert!(first_line.starts_with("version 2: token ") && first_line.contains(&fingerprint), "{first_line}");
+    assert!(!first_line.contains(&fresh));
+}
+
+#[test]
+fn client_verbs_exit_1_with_one_line_when_the_daemon_is_unreachable() {
+    for args in [&["token"][..], &["status"], &["refresh"], &["report-401"], &["watch"]] {
+        let out = Command::new(support::binary::BIN)
+            .args(args)
+            .args(["--socket", "/nonexistent/api.sock"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("/nonexistent/api.sock") && stderr.contains("cannot reach"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_verb_exits_1_without_a_valid_token() {
+    let backend = Backend::start().await;
+    backend.set_reply(Reply::Raw { status: 500, body: Vec::new() });
+    let d = api::start(&backend, "");
+    let out = tokio::task::block_in_place(|| {
+        Command::new(support::binary::BIN)
+            .args(["token", "--socket", d.socket.to_str().unwrap()])
+            .output()
+            .unwrap()
+    });
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no valid token"));
+}
