@@ -9,6 +9,7 @@ pub mod binary;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+#[allow(unused_imports)] // each test binary uses a different part of the support code
 pub use backend::{Backend, Reply};
 #[allow(unused_imports)]
 pub use binary::DaemonProcess;

@@ -1,0 +1,58 @@
+//! The client examples in examples/, run against the real daemon.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use support::{Backend, api, read_new, wait_for};
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+fn example(program: &str, file: &str, socket: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(program)
+        .arg(format!("{}/examples/{file}", env!("CARGO_MANIFEST_DIR")))
+        .args(args)
+        .env("MCP_TOKEN_SYNC_SOCKET", socket)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} is installed: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The seed's pattern on top of the daemon: read the token, call the API, and on 401 report and
+/// retry once with the fresh token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_seed_client_recovers_from_a_rotation_with_one_report() {
+    let backend = Backend::start().await;
+    let d = api::start(&backend, "");
+    wait_for("the first token", PATIENCE, || read_new(&d.file, None));
+    let api_url = backend.probe_url();
+    let run = || tokio::task::block_in_place(|| example("python3", "seed_client.py", &d.socket, &[&api_url]));
+
+    let fetches = backend.fetches();
+    let (ok, out, err) = run();
+    assert!(ok && out.trim() == "200", "{out}{err}");
+    assert_eq!(backend.fetches(), fetches, "a token the API accepts needs no fetch");
+
+    // The backend rotates; the daemon does not know yet, so the API answers 401 to its token.
+    let fresh = backend.rotate();
+    let (ok, out, err) = run();
+    assert!(ok && out.trim() == "200", "{out}{err}");
+    assert_eq!(backend.fetches(), fetches + 1, "one report, one fetch");
+    assert_eq!(std::fs::read_to_string(&d.file).unwrap(), fresh, "the other sinks got it too");
+    assert!(!out.contains("SECRET-tok") && !err.contains("SECRET-tok"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_example_reads_the_token() {
+    let backend = Backend::start().await;
+    let d = api::start(&backend, "");
+    wait_for("the first token", PATIENCE, || read_new(&d.file, None));
+    let (ok, out, err) = tokio::task::block_in_place(|| example("node", "read_token.js", &d.socket, &[]));
+    assert!(ok, "{out}{err}");
+    assert!(out.starts_with("version 1, ") && !out.contains("SECRET-tok"), "{out}");
+}
