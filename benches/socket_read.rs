@@ -47,7 +47,13 @@ async fn run(duration: Duration) {
         ),
     )
     .unwrap();
-    let daemon = Guard(Command::new(DAEMON).args(["run", "--config", config.to_str().unwrap()]).stderr(Stdio::null()).spawn().unwrap());
+    let daemon = Guard(
+        Command::new(DAEMON)
+            .args(["run", "--config", config.to_str().unwrap()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let floor_socket = dir.path().join("floor.sock");
     let floor = Guard(
         Command::new(std::env::current_exe().unwrap())
@@ -130,7 +136,8 @@ async fn wait_until_serving(socket: &Path, path: &'static str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok(stream) = UnixStream::connect(socket).await
-            && let Ok((mut sender, connection)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+            && let Ok((mut sender, connection)) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
         {
             tokio::spawn(connection);
             if sender.send_request(get(path)).await.is_ok_and(|r| r.status().is_success()) {
@@ -152,7 +159,9 @@ fn floor_server(socket: &Path) {
             let service = hyper::service::service_fn(|_req| async {
                 Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(TOKEN.as_bytes()))))
             });
-            tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service),
+            );
         }
     });
 }
@@ -171,7 +180,9 @@ async fn start_backend() -> std::net::SocketAddr {
                 let body = body.clone();
                 async move { Ok::<_, Infallible>(Response::new(Full::new(body))) }
             });
-            tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service),
+            );
         }
     });
     addr

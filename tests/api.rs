@@ -126,6 +126,12 @@ async fn without_a_token_the_api_says_so_with_503() {
     let backend = Backend::start().await;
     backend.set_reply(Reply::Raw { status: 500, body: b"down".to_vec() });
     let d = api::start(&backend, "");
+    // The socket listens before the first fetch; wait until that fetch has failed.
+    let deadline = Instant::now() + PATIENCE;
+    while get(&d.socket, "/v1/status").await.json()["consecutive_failures"] == 0 {
+        assert!(Instant::now() < deadline, "the first fetch never failed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let reply = get(&d.socket, "/v1/token").await;
     assert_eq!((reply.status, reply.json()["error"].as_str()), (503, Some("no_valid_token")));
     assert_eq!(get(&d.socket, "/v1/token?format=raw").await.status, 503);
@@ -413,9 +419,9 @@ async fn watchers_that_never_read_do_not_grow_memory() {
     const WATCHERS: usize = 20;
     const ROTATIONS: usize = 3000;
     let backend = Backend::start().await;
-    backend.rotate_each_fetch(true);
     let d = api::start(&backend, "");
     serving(&d.socket, &backend.token()).await;
+    backend.rotate_each_fetch(true);
 
     // Watchers that ask and then never read a byte.
     let stalled: Vec<UnixStream> = (0..WATCHERS)

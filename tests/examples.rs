@@ -56,3 +56,36 @@ async fn the_node_example_reads_the_token() {
     assert!(ok, "{out}{err}");
     assert!(out.starts_with("version 1, ") && !out.contains("SECRET-tok"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_httpx_example_reads_the_token() {
+    let backend = Backend::start().await;
+    let d = api::start(&backend, "");
+    wait_for("the first token", PATIENCE, || read_new(&d.file, None));
+    let (ok, out, err) =
+        tokio::task::block_in_place(|| example("python3", "read_token_httpx.py", &d.socket, &[]));
+    assert!(ok, "{out}{err}");
+    assert!(out.starts_with("version 1, expires "), "{out}");
+}
+
+/// The README's shell one-liner: the token goes to curl through a header file, not argv.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_shell_one_liner_calls_the_api() {
+    let backend = Backend::start().await;
+    let d = api::start(&backend, "");
+    wait_for("the first token", PATIENCE, || read_new(&d.file, None));
+    let bin_dir = std::path::Path::new(support::binary::BIN).parent().unwrap();
+    let line = format!(
+        "curl -s -o /dev/null -w '%{{http_code}}' -H @<(printf 'X-Google-MCP-Token: %s\\n' \"$(mcp-token-sync token)\") {}",
+        backend.probe_url()
+    );
+    let out = tokio::task::block_in_place(|| {
+        Command::new("bash")
+            .args(["-c", &line])
+            .env("MCP_TOKEN_SYNC_SOCKET", &d.socket)
+            .env("PATH", format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap()))
+            .output()
+            .unwrap()
+    });
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{}", String::from_utf8_lossy(&out.stderr));
+}
