@@ -529,3 +529,51 @@ async fn token_verb_exits_1_without_a_valid_token() {
     assert!(out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no valid token"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_max_connections_new_clients_wait_their_turn() {
+    let backend = Backend::start().await;
+    let d = api::start(&backend, "max_connections = 2\n");
+    let token = backend.token();
+    // Two slots, taken by clients that connect and say nothing.
+    let mut held: Vec<UnixStream> = Vec::new();
+    for _ in 0..2 {
+        let mut s = UnixStream::connect(&d.socket).unwrap();
+        s.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200", "the first two are served");
+        held.push(s);
+    }
+    let socket = d.socket.clone();
+    let third = tokio::spawn(async move { get(&socket, "/v1/token?format=raw").await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!third.is_finished(), "a third connection was served beyond max_connections = 2");
+    drop(held.pop());
+    let reply = tokio::time::timeout(PATIENCE, third).await.expect("served once a slot frees").unwrap();
+    assert_eq!((reply.status, reply.body), (200, token));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_sockets_serve_side_by_side_and_are_removed_on_stop() {
+    let backend = Backend::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (dir.path().join("first.sock"), dir.path().join("second.sock"));
+    let config = dir.path().join("c.toml");
+    let sockets = format!(
+        "[[sink]]\ntype = \"socket\"\npath = \"{}\"\n\n[[sink]]\ntype = \"socket\"\npath = \"{}\"\nmode = \"0600\"\nallow_uids = [65534]\n",
+        first.display(),
+        second.display()
+    );
+    fs::write(&config, support::config_text(&backend, &sockets)).unwrap();
+    let mut daemon = support::DaemonProcess::run(&config);
+    wait_for("both sockets", PATIENCE, || (first.exists() && second.exists()).then_some(()));
+    serving(&first, &backend.token()).await;
+    serving(&second, &backend.token()).await;
+    assert_eq!(fs::metadata(&first).unwrap().permissions().mode() & 0o777, 0o660);
+    assert_eq!(fs::metadata(&second).unwrap().permissions().mode() & 0o777, 0o600);
+
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.wait_exit(PATIENCE).success());
+    assert!(!first.exists() && !second.exists(), "socket files left behind");
+}
