@@ -162,8 +162,10 @@ pub async fn once(parts: Parts) -> Result<(), OnceError> {
     info!("fetched {}, expires in {}", current.describe(), clock::until(now, current.expires_at));
     let state = TokenState::Valid(Arc::new(current));
     let mut failed = 0;
-    for sink in &parts.sinks {
-        match sink.apply(&state) {
+    let total = parts.sinks.len();
+    for sink in parts.sinks {
+        let sink = Arc::new(sink);
+        match sink.clone().apply(state.clone()).await {
             Ok(_) => info!("sink {}: written", sink.name()),
             Err(e) => {
                 tracing::error!("sink {}: {e}", sink.name());
@@ -172,7 +174,7 @@ pub async fn once(parts: Parts) -> Result<(), OnceError> {
         }
     }
     if failed > 0 {
-        return Err(OnceError::Sinks { failed, total: parts.sinks.len() });
+        return Err(OnceError::Sinks { failed, total });
     }
     Ok(())
 }

@@ -34,9 +34,16 @@ pub async fn run() -> anyhow::Result<()> {
     let dir =
         tempfile::Builder::new().prefix("mcp-token-sync-demo-").tempdir().context("creating a temp dir")?;
     let shown = dir.path().display().to_string();
-    let text = include_str!("demo.toml")
+    let mut text = include_str!("demo.toml")
         .replace("{URL}", &format!("http://{addr}{TOKEN_PATH}"))
         .replace("{DIR}", &shown);
+    // The kernel keyring where this host allows it (a container's seccomp profile may not).
+    let account = format!("demo-{}", std::process::id());
+    let keyring =
+        linux_keyutils::KeyRing::from_special_id(linux_keyutils::KeyRingIdentifier::User, false).is_ok();
+    if keyring {
+        text += &format!("\n[[sink]]\ntype = \"keyring\"\nbackend = \"keyutils\"\naccount = \"{account}\"\n");
+    }
     let config = Config::parse(&text, Path::new("<demo>"), &Environment::default())?;
     let parts = Parts::build(config)?;
 
@@ -45,7 +52,10 @@ pub async fn run() -> anyhow::Result<()> {
          \n  backend  http://{addr}{TOKEN_PATH}\n           (built in: a new token every {rotate}s, each valid {life}s)\
          \n  sinks    {shown}/token       the token alone\
          \n           {shown}/token.json  the token object\
+         \n           {shown}/token.env   GOOGLE_MCP_TOKEN=…, for EnvironmentFile=\
+         \n           {shown}/hook.log    what the exec hook saw (never the token)\
          \n           {shown}/api.sock    the socket API\
+         {keyring_line}\
          \n  try      cat {shown}/token.json\
          \n           curl --unix-socket {shown}/api.sock http://localhost/v1/token\
          \n           curl --unix-socket {shown}/api.sock http://localhost/v1/status\
@@ -56,6 +66,13 @@ pub async fn run() -> anyhow::Result<()> {
         rotate = ROTATE_EVERY.as_secs(),
         life = LIFETIME.as_secs(),
         pid = std::process::id(),
+        keyring_line = if keyring {
+            format!(
+                "\n           kernel keyring: keyctl pipe $(keyctl search @u user mcp-token-sync:{account})"
+            )
+        } else {
+            String::new()
+        },
         exe = std::env::current_exe()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| "mcp-token-sync".into()),

@@ -207,18 +207,16 @@ fn check_prints_the_resolved_config() {
 }
 
 #[test]
-fn a_sink_type_not_built_yet_is_refused_not_ignored() {
+fn check_accepts_every_sink_type_of_the_example_config() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("c.toml");
-    fs::write(
-        &config,
-        "[source]\nurl = \"https://x.example/t\"\n\n[[sink]]\ntype = \"exec\"\ncommand = [\"/bin/true\"]\n",
-    )
-    .unwrap();
-    for verb in ["run", "check", "once"] {
-        let (status, output) = run_verb(&[verb, "--config", config_arg(&config)]);
-        assert_eq!(status.code(), Some(2), "{verb}: {output}");
-        assert!(output.contains("sink[0]: sink type \"exec\" is not supported yet"), "{verb}: {output}");
+    let example =
+        include_str!("../config.example.toml").replace("${CREDENTIALS_DIRECTORY}", "/run/credentials/x");
+    fs::write(&config, example).unwrap();
+    let (status, output) = run_verb(&["check", "--config", config_arg(&config)]);
+    assert!(status.success(), "{output}");
+    for kind in ["file", "env_file", "keyring", "socket", "exec"] {
+        assert!(output.contains(&format!("type = \"{kind}\"")), "{kind}: {output}");
     }
 }
 

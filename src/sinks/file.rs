@@ -1,40 +1,73 @@
-//! `type = "file"`: the token (raw) or the `/v1/token` object (json) in one file.
+//! Sinks that are one file: `type = "file"` (the token raw, or the `/v1/token` object) and
+//! `type = "env_file"`. Both are written through [`fsutil::write_atomic`] and follow
+//! `on_expiry`.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use zeroize::Zeroizing;
 
-use super::Applied;
-use crate::config::{FileFormat, FileSinkConfig, OnExpiry};
-use crate::fsutil::{self, WriteError};
-use crate::token::TokenState;
+use super::{Applied, SinkError, env};
+use crate::config::{EnvFileSinkConfig, FileFormat, FileSinkConfig, Mode, OnExpiry, Ownership};
+use crate::fsutil;
+use crate::token::{CurrentToken, TokenState};
+
+enum Encoding {
+    Raw,
+    Json,
+    Env { variable: String, expires_variable: Option<String> },
+}
 
 pub struct FileSink {
-    config: FileSinkConfig,
+    pub path: PathBuf,
+    mode: Mode,
+    ids: Ownership,
+    on_expiry: OnExpiry,
+    encoding: Encoding,
 }
 
 impl FileSink {
-    pub fn new(config: FileSinkConfig) -> FileSink {
-        FileSink { config }
+    pub fn file(c: &FileSinkConfig) -> FileSink {
+        let encoding = match c.format {
+            FileFormat::Raw => Encoding::Raw,
+            FileFormat::Json => Encoding::Json,
+        };
+        FileSink { path: c.path.clone(), mode: c.mode, ids: c.ids, on_expiry: c.on_expiry, encoding }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.config.path
+    pub fn env_file(c: &EnvFileSinkConfig) -> FileSink {
+        let encoding =
+            Encoding::Env { variable: c.variable.clone(), expires_variable: c.expires_variable.clone() };
+        FileSink { path: c.path.clone(), mode: c.mode, ids: c.ids, on_expiry: c.on_expiry, encoding }
     }
 
-    pub fn apply(&self, state: &TokenState) -> Result<Applied, WriteError> {
-        let c = &self.config;
+    pub fn kind(&self) -> &'static str {
+        match self.encoding {
+            Encoding::Raw | Encoding::Json => "file",
+            Encoding::Env { .. } => "env_file",
+        }
+    }
+
+    fn contents(&self, current: &CurrentToken) -> Result<Zeroizing<Vec<u8>>, SinkError> {
+        Ok(match &self.encoding {
+            Encoding::Raw => Zeroizing::new(current.token.expose().as_bytes().to_vec()),
+            Encoding::Json => current.to_json(),
+            Encoding::Env { variable, expires_variable } => env::encode(
+                variable,
+                current.token.expose(),
+                expires_variable.as_deref().map(|name| (name, current.expires_at)),
+            )?,
+        })
+    }
+
+    /// Blocking.
+    pub fn apply(&self, state: &TokenState) -> Result<Applied, SinkError> {
         match state {
             TokenState::Valid(current) => {
-                let contents = match c.format {
-                    FileFormat::Raw => Zeroizing::new(current.token.expose().as_bytes().to_vec()),
-                    FileFormat::Json => current.to_json(),
-                };
-                fsutil::write_atomic(&c.path, &contents, c.mode, c.ids)?;
+                fsutil::write_atomic(&self.path, &self.contents(current)?, self.mode, self.ids)?;
                 Ok(Applied::Wrote)
             }
-            TokenState::Expired { .. } if c.on_expiry == OnExpiry::Remove => {
-                Ok(if fsutil::remove(&c.path)? { Applied::Removed } else { Applied::Nothing })
+            TokenState::Expired { .. } if self.on_expiry == OnExpiry::Remove => {
+                Ok(if fsutil::remove(&self.path)? { Applied::Removed } else { Applied::Nothing })
             }
             TokenState::Expired { .. } | TokenState::Empty => Ok(Applied::Nothing),
         }

@@ -5,7 +5,12 @@
 //! the latest value) or another sink. A failed write is retried with backoff until it succeeds
 //! or a newer version supersedes it.
 
+mod env;
+mod exec;
 mod file;
+mod keyutils;
+#[cfg(feature = "secret-service")]
+mod secret_service;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -13,24 +18,44 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-use crate::config::SinkConfig;
+use crate::config::{KeyringBackend, SinkConfig};
 use crate::fsutil::WriteError;
 use crate::token::TokenState;
 
-pub use file::FileSink;
+use exec::ExecSink;
+use file::FileSink;
+use keyutils::KeyutilsSink;
 
 /// First retry delay after a failed write; doubles per failure up to [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
-#[error("sink type {0:?} is not supported yet")]
-pub struct Unsupported(pub &'static str);
+#[error("sink type {0} is not supported {1}")]
+pub struct Unsupported(pub String, pub &'static str);
+
+/// Why a sink could not apply a state. Messages never contain the token.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error(transparent)]
+    Env(#[from] env::Unsafe),
+    #[error("{0}")]
+    Keyring(String),
+    #[error(transparent)]
+    Exec(#[from] exec::ExecError),
+}
 
 pub enum Sink {
+    /// `file` and `env_file`.
     File(FileSink),
+    Keyutils(KeyutilsSink),
+    #[cfg(feature = "secret-service")]
+    SecretService(secret_service::SecretServiceSink),
+    Exec(ExecSink),
 }
 
 /// How a sink is doing, published on its own `watch` channel for status, health and metrics.
@@ -52,28 +77,56 @@ pub struct SinkReport {
 pub enum Applied {
     Wrote,
     Removed,
+    /// An exec sink's command ran and succeeded.
+    Ran,
     Nothing,
 }
 
 impl Sink {
     pub fn new(config: &SinkConfig) -> Result<Sink, Unsupported> {
-        match config {
-            SinkConfig::File(c) => Ok(Sink::File(FileSink::new(c.clone()))),
+        Ok(match config {
+            SinkConfig::File(c) => Sink::File(FileSink::file(c)),
+            SinkConfig::EnvFile(c) => Sink::File(FileSink::env_file(c)),
+            SinkConfig::Keyring(c) => match c.backend {
+                KeyringBackend::Keyutils => {
+                    Sink::Keyutils(KeyutilsSink { description: format!("{}:{}", c.service, c.account) })
+                }
+                #[cfg(feature = "secret-service")]
+                KeyringBackend::SecretService => Sink::SecretService(secret_service::SecretServiceSink {
+                    service: c.service.clone(),
+                    account: c.account.clone(),
+                }),
+                #[cfg(not(feature = "secret-service"))]
+                KeyringBackend::SecretService => {
+                    return Err(Unsupported(
+                        "keyring (secret-service)".into(),
+                        "by this build (feature secret-service)",
+                    ));
+                }
+            },
+            SinkConfig::Exec(c) => Sink::Exec(ExecSink::new(c)),
             SinkConfig::Socket(_) => unreachable!("sockets are served by the API, not built as sinks"),
-            other => Err(Unsupported(other.type_name())),
-        }
+        })
     }
 
     pub fn kind(&self) -> &'static str {
         match self {
-            Sink::File(_) => "file",
+            Sink::File(s) => s.kind(),
+            Sink::Keyutils(_) => "keyring",
+            #[cfg(feature = "secret-service")]
+            Sink::SecretService(_) => "keyring",
+            Sink::Exec(_) => "exec",
         }
     }
 
     /// The path it writes, or another name where it has none.
     pub fn target(&self) -> String {
         match self {
-            Sink::File(s) => s.path().display().to_string(),
+            Sink::File(s) => s.path.display().to_string(),
+            Sink::Keyutils(s) => format!("keyutils {}", s.description),
+            #[cfg(feature = "secret-service")]
+            Sink::SecretService(s) => format!("secret-service {}/{}", s.service, s.account),
+            Sink::Exec(s) => s.program().to_owned(),
         }
     }
 
@@ -82,10 +135,22 @@ impl Sink {
         format!("{} {}", self.kind(), self.target())
     }
 
-    /// Brings the sink in line with `state`. Blocking: run it off the async runtime.
-    pub fn apply(&self, state: &TokenState) -> Result<Applied, WriteError> {
-        match self {
-            Sink::File(s) => s.apply(state),
+    /// Brings the sink in line with `state`; blocking work runs off the async runtime.
+    pub async fn apply(self: Arc<Self>, state: TokenState) -> Result<Applied, SinkError> {
+        match &*self {
+            Sink::File(_) | Sink::Keyutils(_) => {
+                let sink = self.clone();
+                tokio::task::spawn_blocking(move || match &*sink {
+                    Sink::File(s) => s.apply(&state),
+                    Sink::Keyutils(s) => s.apply(&state),
+                    _ => unreachable!("matched above"),
+                })
+                .await
+                .expect("a sink write does not panic")
+            }
+            #[cfg(feature = "secret-service")]
+            Sink::SecretService(s) => s.apply(&state).await,
+            Sink::Exec(s) => s.apply(&state).await,
         }
     }
 }
@@ -127,11 +192,7 @@ async fn run(
     loop {
         let state = token.borrow_and_update().clone();
         let version = state.version();
-        let job = {
-            let sink = sink.clone();
-            tokio::task::spawn_blocking(move || sink.apply(&state))
-        };
-        let retry = match job.await.expect("a sink write does not panic") {
+        let retry = match sink.clone().apply(state).await {
             Ok(applied) => {
                 if failures > 0 {
                     info!("sink {name} works again after {failures} failed attempts");
@@ -148,8 +209,9 @@ async fn run(
                 });
                 match applied {
                     Applied::Wrote => info!("sink {name}: wrote version {version}"),
+                    Applied::Ran => info!("sink {name}: ran for version {version}, exit 0"),
                     Applied::Removed => info!("sink {name}: removed the expired token"),
-                    Applied::Nothing => {}
+                    Applied::Nothing => debug!("sink {name}: nothing to do for version {version}"),
                 }
                 None
             }
