@@ -138,7 +138,7 @@ fn block_on_then_stop<T>(rt: tokio::runtime::Runtime, work: impl std::future::Fu
 fn run(path: &Path) -> Outcome {
     let (config, parts) = load(path)?;
     let rt = start(config.daemon.log_format)?;
-    block_on_then_stop(rt, daemon::serve(parts)).map_err(|e| fail(RUNTIME_FAILURE, e))
+    block_on_then_stop(rt, daemon::serve(path.to_owned(), parts)).map_err(|e| fail(RUNTIME_FAILURE, e))
 }
 
 fn check(path: &Path) -> Outcome {

@@ -181,7 +181,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SinkConfig {
     File(FileSinkConfig),
@@ -213,7 +213,7 @@ impl SinkConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FileSinkConfig {
     pub path: PathBuf,
     pub format: FileFormat,
@@ -253,7 +253,7 @@ pub struct Ownership {
     pub gid: Option<u32>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EnvFileSinkConfig {
     pub path: PathBuf,
     pub variable: String,
@@ -269,7 +269,7 @@ pub struct EnvFileSinkConfig {
     pub on_expiry: OnExpiry,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct KeyringSinkConfig {
     pub backend: KeyringBackend,
     pub service: String,
@@ -283,7 +283,7 @@ pub enum KeyringBackend {
     SecretService,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SocketSinkConfig {
     pub path: PathBuf,
     pub mode: Mode,
@@ -295,7 +295,7 @@ pub struct SocketSinkConfig {
     pub max_connections: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ExecSinkConfig {
     pub command: Vec<String>,
     #[serde(with = "duration")]
@@ -599,6 +599,11 @@ impl Config {
                     duration::display(r.max_interval)
                 ),
             );
+        }
+        for (i, expression) in r.cron.iter().enumerate() {
+            if let Err(message) = crate::schedule::parse_cron(expression) {
+                found.add(format!("refresh.cron[{i}]"), message);
+            }
         }
         if r.backoff_max < r.min_interval {
             found.add(

@@ -6,7 +6,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -77,7 +77,7 @@ pub async fn run() -> anyhow::Result<()> {
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| "mcp-token-sync".into()),
     );
-    daemon::serve(parts).await?;
+    daemon::serve(PathBuf::from("<demo>"), parts).await?;
     Ok(())
 }
 

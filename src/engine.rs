@@ -18,7 +18,8 @@ use tracing::{debug, info, warn};
 use crate::clock;
 use crate::config::Config;
 use crate::schedule::{self, LastFetch};
-use crate::source::{FetchError, SetupError, Source};
+use crate::source::{FetchError, Source};
+use crate::systemd::Watchdog;
 use crate::token::{CurrentToken, TokenState};
 use crate::validate::{self, Candidate, Rejection};
 
@@ -64,13 +65,19 @@ struct Trigger {
     reply: Option<oneshot::Sender<RefreshResult>>,
 }
 
+enum Message {
+    Refresh(Trigger),
+    /// A reloaded configuration: used from the next fetch on.
+    Reconfigure(Arc<Config>, Box<Source>),
+}
+
 /// Triggers queued beyond this are dropped by [`EngineHandle::request_refresh`]: a full queue
 /// already guarantees a fetch.
 const TRIGGER_QUEUE: usize = 1024;
 
 #[derive(Clone)]
 pub struct EngineHandle {
-    triggers: mpsc::Sender<Trigger>,
+    inbox: mpsc::Sender<Message>,
     token: watch::Receiver<TokenState>,
     status: watch::Receiver<EngineStatus>,
 }
@@ -80,7 +87,7 @@ impl EngineHandle {
     pub async fn refresh(&self, reason: &'static str) -> RefreshResult {
         let (reply, result) = oneshot::channel();
         let stopped = || Arc::new(RefreshError::Stopped);
-        if self.triggers.send(Trigger { reason, reply: Some(reply) }).await.is_err() {
+        if self.inbox.send(Message::Refresh(Trigger { reason, reply: Some(reply) })).await.is_err() {
             return Err(stopped());
         }
         result.await.unwrap_or_else(|_| Err(stopped()))
@@ -88,7 +95,12 @@ impl EngineHandle {
 
     /// Asks for a fetch without waiting for it (signals).
     pub fn request_refresh(&self, reason: &'static str) {
-        let _ = self.triggers.try_send(Trigger { reason, reply: None });
+        let _ = self.inbox.try_send(Message::Refresh(Trigger { reason, reply: None }));
+    }
+
+    /// Hands the engine a reloaded configuration and the source built from it.
+    pub async fn reconfigure(&self, config: Arc<Config>, source: Source) {
+        let _ = self.inbox.send(Message::Reconfigure(config, Box::new(source))).await;
     }
 
     pub fn token(&self) -> watch::Receiver<TokenState> {
@@ -103,55 +115,105 @@ impl EngineHandle {
 pub struct Engine {
     config: Arc<Config>,
     source: Source,
+    /// `refresh.cron`, parsed (the config check already refused bad ones).
+    crons: Vec<croner::Cron>,
     token: watch::Sender<TokenState>,
     status: watch::Sender<EngineStatus>,
-    triggers: mpsc::Receiver<Trigger>,
+    inbox: mpsc::Receiver<Message>,
+    /// A configuration that arrived during a fetch, applied once it is over.
+    pending: Option<(Arc<Config>, Box<Source>)>,
+    watchdog: Watchdog,
+}
+
+fn parse_crons(config: &Config) -> Vec<croner::Cron> {
+    config.refresh.cron.iter().filter_map(|c| schedule::parse_cron(c).ok()).collect()
 }
 
 impl Engine {
-    pub fn new(config: Arc<Config>) -> Result<(Engine, EngineHandle), SetupError> {
-        let source = Source::new(&config.source)?;
-        let (token, token_rx) = watch::channel(TokenState::Empty);
+    /// An engine that starts out holding `initial` (restored from the state file, or empty).
+    pub fn new(config: Arc<Config>, source: Source, initial: TokenState) -> (Engine, EngineHandle) {
+        let (token, token_rx) = watch::channel(initial);
         let (status, status_rx) = watch::channel(EngineStatus::default());
-        let (triggers_tx, triggers) = mpsc::channel(TRIGGER_QUEUE);
-        let handle = EngineHandle { triggers: triggers_tx, token: token_rx, status: status_rx };
-        Ok((Engine { config, source, token, status, triggers }, handle))
+        let (inbox_tx, inbox) = mpsc::channel(TRIGGER_QUEUE);
+        let handle = EngineHandle { inbox: inbox_tx, token: token_rx, status: status_rx };
+        let crons = parse_crons(&config);
+        let engine = Engine {
+            config,
+            source,
+            crons,
+            token,
+            status,
+            inbox,
+            pending: None,
+            watchdog: Watchdog::from_env(),
+        };
+        (engine, handle)
     }
 
-    /// One fetch outside the loop, for `once`.
-    pub async fn fetch_once(&self) -> Result<Candidate, RefreshError> {
-        fetch_validated(&self.source, &self.config).await
+    fn reconfigure(&mut self, config: Arc<Config>, source: Box<Source>) {
+        self.crons = parse_crons(&config);
+        self.config = config;
+        self.source = *source;
+        info!("configuration reloaded: source and schedule apply from the next fetch");
     }
 
     pub async fn run(mut self, cancel: CancellationToken) {
         let mut last = LastFetch::Never;
         let mut waiters: Vec<oneshot::Sender<RefreshResult>> = Vec::new();
+        // A trigger asked for a fetch (some, like signals, wait for no answer).
+        let mut requested = false;
         let mut next: Option<SystemTime> = None;
+        let mut next_cron = schedule::next_cron(&self.crons, SystemTime::now());
+        self.watchdog.ping();
         loop {
             if let Some(due) = next {
-                let wake = match self.token.borrow().current() {
-                    Some(current) => due.min(current.expires_at),
-                    None => due,
-                };
+                let expiry = self.token.borrow().current().map(|c| c.expires_at);
+                let wake = [Some(due), expiry, next_cron].into_iter().flatten().min().expect("due is set");
                 tokio::select! {
                     _ = cancel.cancelled() => return,
-                    Some(trigger) = self.triggers.recv() => {
-                        info!("refresh requested by {}", trigger.reason);
-                        waiters.extend(trigger.reply);
-                        next = schedule::next_refresh(&last, true, &self.config.refresh, rand::random());
+                    _ = self.watchdog.due() => {
+                        self.watchdog.ping();
+                        continue;
+                    }
+                    Some(message) = self.inbox.recv() => {
+                        match message {
+                            Message::Refresh(trigger) => {
+                                info!("refresh requested by {}", trigger.reason);
+                                waiters.extend(trigger.reply);
+                                requested = true;
+                            }
+                            Message::Reconfigure(config, source) => {
+                                self.reconfigure(config, source);
+                                next_cron = schedule::next_cron(&self.crons, SystemTime::now());
+                            }
+                        }
+                        next = schedule::next_refresh(&last, requested, &self.config.refresh, rand::random());
                         continue;
                     }
                     _ = clock::sleep_until(wake, SystemTime::now) => {}
                 }
                 let now = SystemTime::now();
                 self.expire_if_due(now);
+                if next_cron.is_some_and(|at| now >= at) {
+                    // An extra trigger, held to min_interval like any other.
+                    info!("refresh requested by refresh.cron");
+                    next_cron = schedule::next_cron(&self.crons, now);
+                    requested = true;
+                    next = schedule::next_refresh(&last, requested, &self.config.refresh, rand::random());
+                    continue;
+                }
                 if now < due {
                     continue;
                 }
             }
 
             let Some(result) = self.fetch_collecting(&mut waiters, &cancel).await else { return };
+            requested = false;
             last = self.settle(result, &last, &mut waiters);
+            if let Some((config, source)) = self.pending.take() {
+                self.reconfigure(config, source);
+                next_cron = schedule::next_cron(&self.crons, SystemTime::now());
+            }
             next = schedule::next_refresh(&last, false, &self.config.refresh, rand::random());
             self.status.send_modify(|s| s.next_refresh_at = next);
             match (last, next) {
@@ -175,10 +237,14 @@ impl Engine {
         loop {
             tokio::select! {
                 result = &mut fetch => return Some(result),
-                Some(trigger) = self.triggers.recv() => {
-                    debug!("refresh requested by {} joins the fetch in flight", trigger.reason);
-                    waiters.extend(trigger.reply);
-                }
+                Some(message) = self.inbox.recv() => match message {
+                    Message::Refresh(trigger) => {
+                        debug!("refresh requested by {} joins the fetch in flight", trigger.reason);
+                        waiters.extend(trigger.reply);
+                    }
+                    Message::Reconfigure(config, source) => self.pending = Some((config, source)),
+                },
+                _ = self.watchdog.due() => self.watchdog.ping(),
                 _ = cancel.cancelled() => return None,
             }
         }
@@ -286,8 +352,8 @@ impl Engine {
     }
 }
 
-/// Fetch → validate (rules 1-5) → probe (rule 6).
-async fn fetch_validated(source: &Source, config: &Config) -> Result<Candidate, RefreshError> {
+/// Fetch → validate (rules 1-5) → probe (rule 6). The engine's fetch, and `once`'s.
+pub async fn fetch_validated(source: &Source, config: &Config) -> Result<Candidate, RefreshError> {
     let answer = source.fetch().await?;
     let candidate = validate::check_answer(
         &answer.body,

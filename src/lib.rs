@@ -28,5 +28,7 @@ pub mod process;
 pub mod schedule;
 pub mod sinks;
 pub mod source;
+pub mod state;
+pub mod systemd;
 pub mod token;
 pub mod validate;

@@ -65,6 +65,23 @@ pub fn next_refresh(
     Some(at + jittered(wait, config.jitter, config.min_interval, ceiling, draw))
 }
 
+/// Parses a `refresh.cron` expression: 6 fields with seconds, evaluated in UTC.
+pub fn parse_cron(expression: &str) -> Result<croner::Cron, String> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .build()
+        .parse(expression)
+        .map_err(|e| {
+            format!("{expression:?} is not a cron expression with seconds ({e}); e.g. \"0 0 3 * * *\"")
+        })
+}
+
+/// The first instant after `after` at which any of the expressions fires, in UTC.
+pub fn next_cron(crons: &[croner::Cron], after: SystemTime) -> Option<SystemTime> {
+    let after = chrono::DateTime::<chrono::Utc>::from(after);
+    crons.iter().filter_map(|cron| cron.find_next_occurrence(&after, false).ok()).min().map(SystemTime::from)
+}
+
 /// Exponential from `min_interval`, doubling per failure, up to `backoff_max`.
 fn backoff(consecutive: u32, config: &RefreshConfig) -> Duration {
     let doublings = consecutive.saturating_sub(1).min(31);
@@ -178,6 +195,19 @@ mod tests {
         let failed = LastFetch::Failed { at: t(0), consecutive: 6 };
         assert_eq!(next_refresh(&failed, true, &c, 0.9), Some(t(5)), "a request cuts a long backoff short");
         assert_eq!(next_refresh(&LastFetch::Never, true, &c, 0.9), None);
+    }
+
+    #[test]
+    fn cron_fires_at_the_next_matching_second_of_any_expression() {
+        let crons = [parse_cron("0 0 3 * * *").unwrap(), parse_cron("*/20 * * * * *").unwrap()];
+        // 2027-01-15T08:00:05Z → the next multiple of 20 seconds.
+        let at = crate::clock::parse_rfc3339("2027-01-15T08:00:05Z").unwrap();
+        assert_eq!(next_cron(&crons, at), crate::clock::parse_rfc3339("2027-01-15T08:00:20Z"));
+        let nightly = [parse_cron("0 0 3 * * *").unwrap()];
+        assert_eq!(next_cron(&nightly, at), crate::clock::parse_rfc3339("2027-01-16T03:00:00Z"));
+        assert_eq!(next_cron(&[], at), None);
+        assert!(parse_cron("0 3 * * *").is_err(), "5 fields lack the seconds");
+        assert!(parse_cron("every night").is_err());
     }
 
     #[test]

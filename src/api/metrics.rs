@@ -110,6 +110,7 @@ impl Snapshot {
             valid: matches!(state, TokenState::Valid(_)),
             sinks: shared
                 .sinks
+                .borrow()
                 .iter()
                 .map(|r| {
                     let r = r.borrow();

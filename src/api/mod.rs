@@ -29,7 +29,7 @@ use tracing::{debug, warn};
 
 pub use socket::{BindError, SocketFile, bind};
 
-use crate::config::{RefreshConfig, SocketSinkConfig};
+use crate::config::{Config, SocketSinkConfig};
 use crate::engine::EngineHandle;
 use crate::sinks::SinkReport;
 
@@ -37,24 +37,28 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Request line and headers. Our requests are a few hundred bytes; hyper's floor is 8 KiB.
 const MAX_HEAD: usize = 16 * 1024;
 
-/// What every connection's handlers read.
+/// What every connection's handlers read. Sinks and config change on reload.
 pub struct Shared {
     pub engine: EngineHandle,
     /// Every sink's report, sockets included, for status, health and metrics.
-    pub sinks: Vec<watch::Receiver<SinkReport>>,
-    /// For telling `fresh` from `expiring` in status.
-    pub refresh: RefreshConfig,
+    pub sinks: watch::Receiver<Vec<watch::Receiver<SinkReport>>>,
+    pub config: watch::Receiver<Arc<Config>>,
     pub counters: metrics::Counters,
 }
 
 impl Shared {
     pub fn new(
         engine: EngineHandle,
-        sinks: Vec<watch::Receiver<SinkReport>>,
-        refresh: RefreshConfig,
+        sinks: watch::Receiver<Vec<watch::Receiver<SinkReport>>>,
+        config: watch::Receiver<Arc<Config>>,
     ) -> Shared {
-        Shared { engine, sinks, refresh, counters: metrics::Counters::default() }
+        Shared { engine, sinks, config, counters: metrics::Counters::default() }
     }
+}
+
+/// A socket's line in status: healthy while it listens, which it does for its whole life.
+pub fn listening_report(path: &std::path::Path) -> watch::Receiver<SinkReport> {
+    watch::channel(SinkReport::new("socket", path.display().to_string())).1
 }
 
 /// Who may talk to one socket: root, the daemon's own uid, and the configured uids and gids.

@@ -27,7 +27,7 @@ pub fn status(shared: &Shared) -> Value {
     let time = |t: Option<SystemTime>| t.map(clock::rfc3339);
     let current = state.current();
     json!({
-        "state": state_name(&state, shared.refresh.lifetime_fraction, SystemTime::now()),
+        "state": state_name(&state, shared.config.borrow().refresh.lifetime_fraction, SystemTime::now()),
         "version": state.version(),
         "agent_name": current.and_then(|c| c.agent_name.clone()),
         "fingerprint": current.map(|c| c.token.fingerprint().to_string()),
@@ -37,7 +37,7 @@ pub fn status(shared: &Shared) -> Value {
         "last_success_at": time(engine.last_success_at),
         "last_error": engine.last_error,
         "consecutive_failures": engine.consecutive_failures,
-        "sinks": shared.sinks.iter().map(|report| {
+        "sinks": shared.sinks.borrow().iter().map(|report| {
             let r = report.borrow();
             json!({
                 "type": r.kind,
@@ -59,7 +59,7 @@ pub fn health_problems(shared: &Shared) -> Vec<String> {
         TokenState::Empty => problems.push(no_token_reason(shared, "no token has been fetched yet")),
         TokenState::Expired { .. } => problems.push(no_token_reason(shared, "the token expired unreplaced")),
     }
-    for report in &shared.sinks {
+    for report in shared.sinks.borrow().iter() {
         let r = report.borrow();
         if !r.ok {
             problems.push(format!(

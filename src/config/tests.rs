@@ -332,3 +332,12 @@ fn sink_without_a_required_key_is_refused() {
     assert_eq!(line, Some(4), "falls back to the sink's own line");
     assert!(message.contains("is required"), "{message}");
 }
+
+#[test]
+fn a_bad_cron_expression_is_named_with_its_index() {
+    let (key, line, message) =
+        only_problem(&format!("{MINIMAL}[refresh]\ncron = [\"0 0 3 * * *\",\n  \"0 3 * * *\"]\n"));
+    assert_eq!(key.as_deref(), Some("refresh.cron[1]"));
+    assert_eq!(line, Some(6));
+    assert!(message.contains("seconds"), "{message}");
+}

@@ -16,12 +16,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::{KeyringBackend, SinkConfig};
 use crate::fsutil::WriteError;
+use crate::state::StateFile;
 use crate::token::TokenState;
 
 use exec::ExecSink;
@@ -56,6 +56,8 @@ pub enum Sink {
     #[cfg(feature = "secret-service")]
     SecretService(secret_service::SecretServiceSink),
     Exec(ExecSink),
+    /// The daemon's own state file, written like any sink.
+    State(StateFile),
 }
 
 /// How a sink is doing, published on its own `watch` channel for status, health and metrics.
@@ -70,6 +72,21 @@ pub struct SinkReport {
     pub error: Option<String>,
     pub writes_ok: u64,
     pub writes_failed: u64,
+}
+
+impl SinkReport {
+    /// A sink that has not written yet: healthy until a write fails.
+    pub fn new(kind: &'static str, target: String) -> SinkReport {
+        SinkReport {
+            kind,
+            target,
+            ok: true,
+            last_written_at: None,
+            error: None,
+            writes_ok: 0,
+            writes_failed: 0,
+        }
+    }
 }
 
 /// What applying a state did, for the log.
@@ -116,6 +133,7 @@ impl Sink {
             #[cfg(feature = "secret-service")]
             Sink::SecretService(_) => "keyring",
             Sink::Exec(_) => "exec",
+            Sink::State(_) => "state",
         }
     }
 
@@ -127,6 +145,7 @@ impl Sink {
             #[cfg(feature = "secret-service")]
             Sink::SecretService(s) => format!("secret-service {}/{}", s.service, s.account),
             Sink::Exec(s) => s.program().to_owned(),
+            Sink::State(s) => s.path.display().to_string(),
         }
     }
 
@@ -138,11 +157,15 @@ impl Sink {
     /// Brings the sink in line with `state`; blocking work runs off the async runtime.
     pub async fn apply(self: Arc<Self>, state: TokenState) -> Result<Applied, SinkError> {
         match &*self {
-            Sink::File(_) | Sink::Keyutils(_) => {
+            Sink::File(_) | Sink::Keyutils(_) | Sink::State(_) => {
                 let sink = self.clone();
                 tokio::task::spawn_blocking(move || match &*sink {
                     Sink::File(s) => s.apply(&state),
                     Sink::Keyutils(s) => s.apply(&state),
+                    Sink::State(s) => match state {
+                        TokenState::Empty => Ok(Applied::Nothing),
+                        _ => s.save(&state).map(|()| Applied::Wrote).map_err(SinkError::from),
+                    },
                     _ => unreachable!("matched above"),
                 })
                 .await
@@ -155,29 +178,14 @@ impl Sink {
     }
 }
 
-/// Starts one task per sink on `tasks`; returns their reports, in the order of `sinks`.
-pub fn spawn_all(
-    tasks: &mut JoinSet<()>,
-    sinks: Vec<Sink>,
-    token: &watch::Receiver<TokenState>,
-    cancel: &CancellationToken,
-) -> Vec<watch::Receiver<SinkReport>> {
-    sinks
-        .into_iter()
-        .map(|sink| {
-            let (report, receiver) = watch::channel(SinkReport {
-                kind: sink.kind(),
-                target: sink.target(),
-                ok: true,
-                last_written_at: None,
-                error: None,
-                writes_ok: 0,
-                writes_failed: 0,
-            });
-            tasks.spawn(run(Arc::new(sink), token.clone(), report, cancel.clone()));
-            receiver
-        })
-        .collect()
+/// Starts the sink's task; returns it and the sink's report channel.
+pub fn spawn(
+    sink: Sink,
+    token: watch::Receiver<TokenState>,
+    cancel: CancellationToken,
+) -> (tokio::task::JoinHandle<()>, watch::Receiver<SinkReport>) {
+    let (report, receiver) = watch::channel(SinkReport::new(sink.kind(), sink.target()));
+    (tokio::spawn(run(Arc::new(sink), token, report, cancel)), receiver)
 }
 
 async fn run(

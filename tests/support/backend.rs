@@ -57,6 +57,8 @@ struct State {
 pub struct Backend {
     addr: SocketAddr,
     scheme: &'static str,
+    /// A state directory for daemons of this backend, so no test sees another's state file.
+    state_dir: Arc<tempfile::TempDir>,
     state: Arc<Mutex<State>>,
     fetches: Arc<AtomicUsize>,
 }
@@ -91,7 +93,8 @@ impl Backend {
             serial: 1,
         }));
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let backend = Backend { addr, scheme, state, fetches: Arc::new(AtomicUsize::new(0)) };
+        let state_dir = Arc::new(tempfile::tempdir().unwrap());
+        let backend = Backend { addr, scheme, state_dir, state, fetches: Arc::new(AtomicUsize::new(0)) };
         let server = backend.clone();
         tokio::spawn(async move {
             loop {
@@ -123,6 +126,10 @@ impl Backend {
 
     pub fn url(&self) -> String {
         format!("{}://{}{PATH}", self.scheme, self.addr)
+    }
+
+    pub fn state_dir(&self) -> &std::path::Path {
+        self.state_dir.path()
     }
 
     pub fn addr(&self) -> SocketAddr {

@@ -49,9 +49,10 @@ pub fn config_text(backend: &Backend, extra: &str) -> String {
     format!(
         "[source]\nurl = \"{url}\"\nagent = \"{agent}\"\ntimeout = \"1s\"\n\n\
          [refresh]\njitter = 0.0\nmin_interval = \"1ms\"\nbackoff_max = \"200ms\"\n\n\
-         [validate]\nmin_remaining = \"1s\"\n\n{extra}\n",
+         [validate]\nmin_remaining = \"1s\"\n\n[daemon]\nstate_dir = \"{state}\"\n\n{extra}\n",
         url = backend.url(),
         agent = backend::AGENT,
+        state = backend.state_dir().display(),
     )
 }
 

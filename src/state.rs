@@ -1,0 +1,225 @@
+//! The state file: the last valid token, kept in `state_dir` so a restart serves it at once
+//! (while the first fetch is in flight, or the backend is down) and versions keep counting up.
+//!
+//! It is written like any sink, on every new version, atomically and 0600. At start it is
+//! restored only if it was written for the same `source.url` and `agent`: a token from another
+//! backend must never be served.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+use zeroize::Zeroizing;
+
+use crate::clock;
+use crate::config::{Mode, Ownership, SourceConfig};
+use crate::fsutil::{self, WriteError};
+use crate::token::{CurrentToken, Token, TokenState};
+
+const FILE_NAME: &str = "state.json";
+const FORMAT: u32 = 1;
+
+/// Whose token it is: a state file written for another source is ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Owner {
+    source_url: String,
+    agent: Option<String>,
+}
+
+impl Owner {
+    fn of(source: &SourceConfig) -> Owner {
+        Owner { source_url: source.url.to_string(), agent: source.agent.clone() }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    format: u32,
+    #[serde(flatten)]
+    owner: Owner,
+    version: u64,
+    /// Absent once the token expired unreplaced.
+    current: Option<Held>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Held {
+    token: String,
+    agent_name: Option<String>,
+    expires_at: String,
+    fetched_at: String,
+}
+
+pub struct StateFile {
+    pub path: PathBuf,
+    owner: Owner,
+}
+
+impl StateFile {
+    pub fn new(state_dir: &Path, source: &SourceConfig) -> StateFile {
+        StateFile { path: state_dir.join(FILE_NAME), owner: Owner::of(source) }
+    }
+
+    /// What to start with: the saved token if it is ours and unexpired; `Expired` (to keep the
+    /// version count) if it is ours but expired; else nothing.
+    pub fn restore(&self, now: SystemTime) -> TokenState {
+        let bytes = match fs::read(&self.path) {
+            Ok(bytes) => Zeroizing::new(bytes),
+            Err(e) if e.kind() == ErrorKind::NotFound => return TokenState::Empty,
+            Err(e) => {
+                warn!("state file {}: cannot read it ({e}); starting without it", self.path.display());
+                return TokenState::Empty;
+            }
+        };
+        let record: Record = match serde_json::from_slice(&bytes) {
+            Ok(record) => record,
+            Err(e) => {
+                warn!("state file {} is corrupt ({e}); ignoring it", self.path.display());
+                return TokenState::Empty;
+            }
+        };
+        if record.format != FORMAT || record.owner != self.owner {
+            warn!(
+                "state file {} was written for {} (agent {:?}), not this source; ignoring it",
+                self.path.display(),
+                record.owner.source_url,
+                record.owner.agent
+            );
+            return TokenState::Empty;
+        }
+        let expired = TokenState::Expired { version: record.version };
+        let Some(held) = record.current else { return expired };
+        let times = (clock::parse_rfc3339(&held.expires_at), clock::parse_rfc3339(&held.fetched_at));
+        let (Some(expires_at), Some(fetched_at)) = times else {
+            warn!("state file {} has unreadable times; ignoring it", self.path.display());
+            return TokenState::Empty;
+        };
+        if expires_at <= now || crate::validate::check_token_text(&held.token).is_err() {
+            info!("state file: version {} is no longer usable; fetching a new token", record.version);
+            return expired;
+        }
+        let current = CurrentToken {
+            token: Token::new(held.token),
+            agent_name: held.agent_name,
+            expires_at,
+            fetched_at,
+            version: record.version,
+        };
+        info!(
+            "restored {} from the state file, expires in {}",
+            current.describe(),
+            clock::until(now, expires_at)
+        );
+        TokenState::Valid(Arc::new(current))
+    }
+
+    /// Blocking. Saves `state`; creates `state_dir` (0700) if needed.
+    pub fn save(&self, state: &TokenState) -> Result<(), WriteError> {
+        let current = match state {
+            TokenState::Empty => return Ok(()),
+            TokenState::Valid(current) => Some(current),
+            TokenState::Expired { .. } => None,
+        };
+        let dir = self.path.parent().expect("the state file is inside state_dir");
+        match fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+            Ok(()) => {}
+            Err(source) => {
+                return Err(WriteError::Io {
+                    action: "create the state directory",
+                    path: dir.to_owned(),
+                    source,
+                });
+            }
+        }
+        let record = Record {
+            format: FORMAT,
+            owner: self.owner.clone(),
+            version: state.version(),
+            current: current.map(|c| Held {
+                token: c.token.expose().to_owned(),
+                agent_name: c.agent_name.clone(),
+                expires_at: clock::rfc3339(c.expires_at),
+                fetched_at: clock::rfc3339(c.fetched_at),
+            }),
+        };
+        let bytes = Zeroizing::new(serde_json::to_vec(&record).expect("a record serializes"));
+        // The record's own copy of the token is zeroed as it goes out of scope.
+        if let Some(held) = record.current {
+            drop(Zeroizing::new(held.token));
+        }
+        fsutil::write_atomic(&self.path, &bytes, Mode(0o600), Ownership::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn source(url: &str) -> SourceConfig {
+        let text = format!("[source]\nurl = \"{url}\"\nagent = \"a1\"\n");
+        let config =
+            crate::config::Config::parse(&text, Path::new("t.toml"), &crate::config::Environment::default())
+                .unwrap();
+        config.source
+    }
+
+    fn valid(version: u64, expires_in: Duration) -> TokenState {
+        let now = SystemTime::now();
+        TokenState::Valid(Arc::new(CurrentToken {
+            token: Token::new("SECRET-state-token".into()),
+            agent_name: Some("a1".into()),
+            expires_at: now + expires_in,
+            fetched_at: now,
+            version,
+        }))
+    }
+
+    #[test]
+    fn a_saved_token_is_restored_with_its_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(&dir.path().join("nested"), &source("https://b.example/t"));
+        file.save(&valid(7, Duration::from_secs(600))).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(fs::metadata(&file.path).unwrap().permissions().mode() & 0o777, 0o600);
+        let restored = file.restore(SystemTime::now());
+        let current = restored.current().expect("restored");
+        assert_eq!((current.version, current.token.expose()), (7, "SECRET-state-token"));
+    }
+
+    #[test]
+    fn an_expired_token_keeps_only_its_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path(), &source("https://b.example/t"));
+        file.save(&valid(4, Duration::from_secs(60))).unwrap();
+        let later = SystemTime::now() + Duration::from_secs(61);
+        assert!(matches!(file.restore(later), TokenState::Expired { version: 4 }));
+        file.save(&TokenState::Expired { version: 5 }).unwrap();
+        assert!(matches!(file.restore(SystemTime::now()), TokenState::Expired { version: 5 }));
+    }
+
+    #[test]
+    fn another_sources_state_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        StateFile::new(dir.path(), &source("https://b.example/t"))
+            .save(&valid(3, Duration::from_secs(600)))
+            .unwrap();
+        let other = StateFile::new(dir.path(), &source("https://other.example/t"));
+        assert!(matches!(other.restore(SystemTime::now()), TokenState::Empty));
+    }
+
+    #[test]
+    fn a_corrupt_or_missing_file_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path(), &source("https://b.example/t"));
+        assert!(matches!(file.restore(SystemTime::now()), TokenState::Empty));
+        fs::write(&file.path, b"{\"format\": 1, \"version\": ").unwrap();
+        assert!(matches!(file.restore(SystemTime::now()), TokenState::Empty));
+    }
+}
