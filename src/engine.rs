@@ -150,10 +150,10 @@ impl Engine {
         (engine, handle)
     }
 
-    fn reconfigure(&mut self, config: Arc<Config>, source: Box<Source>) {
+    fn reconfigure(&mut self, config: Arc<Config>, source: Source) {
         self.crons = parse_crons(&config);
         self.config = config;
-        self.source = *source;
+        self.source = source;
         info!("configuration reloaded: source and schedule apply from the next fetch");
     }
 
@@ -183,7 +183,7 @@ impl Engine {
                                 requested = true;
                             }
                             Message::Reconfigure(config, source) => {
-                                self.reconfigure(config, source);
+                                self.reconfigure(config, *source);
                                 next_cron = schedule::next_cron(&self.crons, SystemTime::now());
                             }
                         }
@@ -211,7 +211,7 @@ impl Engine {
             requested = false;
             last = self.settle(result, &last, &mut waiters);
             if let Some((config, source)) = self.pending.take() {
-                self.reconfigure(config, source);
+                self.reconfigure(config, *source);
                 next_cron = schedule::next_cron(&self.crons, SystemTime::now());
             }
             next = schedule::next_refresh(&last, false, &self.config.refresh, rand::random());
