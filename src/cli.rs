@@ -25,6 +25,24 @@ use crate::{clock, demo, logging, process};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log as "text" or "json" (one object per line); overrides [daemon] log_format.
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    log_format: Option<String>,
+    /// Log filter, e.g. "debug" or "mcp_token_sync=debug"; overrides MCP_TOKEN_SYNC_LOG.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+}
+
+/// What the command line says about logging, applied over the config's choice.
+struct LogChoice {
+    format: Option<LogFormat>,
+    level: Option<String>,
+}
+
+impl LogChoice {
+    fn init(&self, configured: LogFormat) {
+        logging::init(self.format.unwrap_or(configured), self.level.as_deref());
+    }
 }
 
 #[derive(Subcommand)]
@@ -90,11 +108,16 @@ const CONFIG_ERROR: u8 = 2;
 type Outcome = Result<(), ExitCode>;
 
 pub fn main() -> ExitCode {
-    let outcome = match Cli::parse().command {
-        Command::Run(c) => run(&c.config),
+    let cli = Cli::parse();
+    let logs = LogChoice {
+        format: cli.log_format.map(|f| if f == "json" { LogFormat::Json } else { LogFormat::Text }),
+        level: cli.log_level,
+    };
+    let outcome = match cli.command {
+        Command::Run(c) => run(&c.config, &logs),
         Command::Check(c) => check(&c.config),
-        Command::Once(c) => once(&c.config),
-        Command::Demo => demo(),
+        Command::Once(c) => once(&c.config, &logs),
+        Command::Demo => demo(&logs),
         Command::Token { socket, json } => client_verb(&socket.socket, |c| token(c, json)),
         Command::Report401 { socket, version } => client_verb(&socket.socket, |c| report_401(c, version)),
         Command::Refresh(socket) => client_verb(&socket.socket, refresh),
@@ -118,8 +141,8 @@ fn load(path: &Path) -> Result<(Config, Parts), ExitCode> {
 }
 
 /// Common start of the verbs that hold the token: logs, process hardening, the runtime.
-fn start(format: LogFormat) -> Result<tokio::runtime::Runtime, ExitCode> {
-    logging::init(format);
+fn start(logs: &LogChoice, configured: LogFormat) -> Result<tokio::runtime::Runtime, ExitCode> {
+    logs.init(configured);
     process::harden().map_err(|e| fail(RUNTIME_FAILURE, format!("cannot disable core dumps: {e}")))?;
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -135,9 +158,9 @@ fn block_on_then_stop<T>(rt: tokio::runtime::Runtime, work: impl std::future::Fu
     result
 }
 
-fn run(path: &Path) -> Outcome {
+fn run(path: &Path, logs: &LogChoice) -> Outcome {
     let (config, parts) = load(path)?;
-    let rt = start(config.daemon.log_format)?;
+    let rt = start(logs, config.daemon.log_format)?;
     block_on_then_stop(rt, daemon::serve(path.to_owned(), parts)).map_err(|e| fail(RUNTIME_FAILURE, e))
 }
 
@@ -148,14 +171,14 @@ fn check(path: &Path) -> Outcome {
     Ok(())
 }
 
-fn once(path: &Path) -> Outcome {
+fn once(path: &Path, logs: &LogChoice) -> Outcome {
     let (config, parts) = load(path)?;
-    let rt = start(config.daemon.log_format)?;
+    let rt = start(logs, config.daemon.log_format)?;
     rt.block_on(daemon::once(parts)).map_err(|e| fail(RUNTIME_FAILURE, e))
 }
 
-fn demo() -> Outcome {
-    let rt = start(LogFormat::Text)?;
+fn demo(logs: &LogChoice) -> Outcome {
+    let rt = start(logs, LogFormat::Text)?;
     block_on_then_stop(rt, demo::run()).map_err(|e| fail(RUNTIME_FAILURE, format!("demo: {e:#}")))
 }
 

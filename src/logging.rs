@@ -8,10 +8,13 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-/// `MCP_TOKEN_SYNC_LOG` takes a filter such as `debug` or `mcp_token_sync=debug`.
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("MCP_TOKEN_SYNC_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("warn,mcp_token_sync=info"));
+/// `level` (from `--log-level`), else `MCP_TOKEN_SYNC_LOG`, is a filter such as `debug` or
+/// `mcp_token_sync=debug`; the default shows this crate's info and everyone's warnings.
+pub fn init(format: LogFormat, level: Option<&str>) {
+    let filter = level
+        .map(EnvFilter::new)
+        .or_else(|| EnvFilter::try_from_env("MCP_TOKEN_SYNC_LOG").ok())
+        .unwrap_or_else(|| EnvFilter::new("warn,mcp_token_sync=info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

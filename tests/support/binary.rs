@@ -23,9 +23,15 @@ impl DaemonProcess {
     }
 
     pub fn spawn(args: &[&str]) -> DaemonProcess {
+        DaemonProcess::spawn_with_env(args, &[])
+    }
+
+    /// With extra environment variables.
+    pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> DaemonProcess {
         let mut child = Command::new(BIN)
             .args(args)
             .env("MCP_TOKEN_SYNC_LOG", "debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

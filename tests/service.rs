@@ -1,0 +1,259 @@
+//! Running as a service: sd_notify, reload (SIGHUP and file changes), state restore, cron and
+//! log formats, against the real binary.
+
+mod support;
+
+use std::fs;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use support::api::get;
+use support::{Backend, DaemonProcess, Reply, config_text, file_sink, read_new, wait_for};
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Writes `text` to `path` the way editors do: a new file renamed over the old one.
+fn replace_file(path: &Path, text: &str) {
+    let temp = path.with_extension("tmp-edit");
+    fs::write(&temp, text).unwrap();
+    fs::rename(&temp, path).unwrap();
+}
+
+struct Service {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Service {
+    fn new(backend: &Backend, extra: &str) -> Service {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.toml");
+        fs::write(&config, config_text(backend, extra)).unwrap();
+        Service { dir, config }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn run(&self) -> DaemonProcess {
+        DaemonProcess::run(&self.config)
+    }
+}
+
+/// Messages sent to a NOTIFY_SOCKET, collected until `until` arrives.
+fn collect_until(socket: &UnixDatagram, seen: &mut Vec<String>, until: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    let mut buf = [0u8; 4096];
+    while !seen.iter().any(|m| m.contains(until)) {
+        assert!(Instant::now() < deadline, "no {until:?} among {seen:?}");
+        if let Ok(n) = socket.recv(&mut buf) {
+            seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_status_reloading_watchdog_and_stopping() {
+    let backend = Backend::start().await;
+    let s = Service::new(&backend, "");
+    let notify_path = s.path("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let mut daemon = DaemonProcess::spawn_with_env(
+        &["run", "--config", s.config.to_str().unwrap()],
+        &[("NOTIFY_SOCKET", notify_path.to_str().unwrap()), ("WATCHDOG_USEC", "400000")],
+    );
+    let mut seen = Vec::new();
+    tokio::task::block_in_place(|| {
+        collect_until(&notify, &mut seen, "READY=1");
+        collect_until(&notify, &mut seen, "STATUS=version 1 (fingerprint");
+        // Half of WATCHDOG_USEC: a ping every 200 ms, from the engine's loop.
+        seen.clear();
+        let deadline = Instant::now() + PATIENCE;
+        while seen.iter().filter(|m| m.trim() == "WATCHDOG=1").count() < 3 {
+            assert!(Instant::now() < deadline, "too few watchdog pings: {seen:?}");
+            let mut buf = [0u8; 256];
+            if let Ok(n) = notify.recv(&mut buf) {
+                seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+
+        seen.clear();
+        daemon.signal(Signal::SIGHUP);
+        collect_until(&notify, &mut seen, "RELOADING=1");
+        let reloading = seen.iter().find(|m| m.contains("RELOADING=1")).unwrap();
+        assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+        collect_until(&notify, &mut seen, "READY=1");
+
+        seen.clear();
+        daemon.signal(Signal::SIGTERM);
+        collect_until(&notify, &mut seen, "STOPPING=1");
+    });
+    assert!(daemon.wait_exit(PATIENCE).success());
+    assert!(!seen.iter().any(|m| m.contains("SECRET-tok")), "a notification carried the token");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_by_sighup_and_by_renaming_the_file_swaps_sinks() {
+    let backend = Backend::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
+    let s = Service::new(&backend, &file_sink(&a, "raw"));
+    let mut daemon = s.run();
+    let first = backend.token();
+    wait_for("sink a", PATIENCE, || read_new(&a, None).filter(|t| *t == first));
+
+    // An editor-style save: a replaced by b. b gets the current token at once.
+    replace_file(&s.config, &config_text(&backend, &file_sink(&b, "raw")));
+    wait_for("sink b after the file changed", PATIENCE, || read_new(&b, None).filter(|t| *t == first));
+    let second = backend.rotate();
+    daemon.signal(Signal::SIGUSR1);
+    wait_for("b to follow the rotation", PATIENCE, || read_new(&b, None).filter(|t| *t == second));
+    assert_eq!(
+        fs::read_to_string(&a).unwrap(),
+        first,
+        "a was removed from the config and must not be written"
+    );
+
+    // A broken file is refused; the daemon keeps working with what it had.
+    replace_file(&s.config, "[source]\nurl = \"not a url\"\n");
+    daemon.wait_output("reload refused, the running configuration stays", PATIENCE);
+    let third = backend.rotate();
+    daemon.signal(Signal::SIGUSR1);
+    wait_for("b after a refused reload", PATIENCE, || read_new(&b, None).filter(|t| *t == third));
+
+    // SIGHUP reloads too (here without the file watcher's help: it is off in this config).
+    let no_watch = config_text(&backend, &format!("{}\n", file_sink(&c, "raw")))
+        .replace("[daemon]\n", "[daemon]\nwatch_config = false\n");
+    fs::write(&s.config, &no_watch).unwrap();
+    daemon.signal(Signal::SIGHUP);
+    wait_for("sink c after SIGHUP", PATIENCE, || read_new(&c, None).filter(|t| *t == third));
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.wait_exit(PATIENCE).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_serves_the_saved_token_while_the_backend_is_down() {
+    let backend = Backend::start().await;
+    let sockets = tempfile::tempdir().unwrap();
+    let socket = sockets.path().join("api.sock");
+    let s =
+        Service::new(&backend, &format!("[[sink]]\ntype = \"socket\"\npath = \"{}\"\n", socket.display()));
+    let token = backend.token();
+    let mut first = s.run();
+    wait_for("the state file", PATIENCE, || read_new(&backend.state_dir().join("state.json"), None));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(backend.state_dir().join("state.json")).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    first.signal(Signal::SIGTERM);
+    first.wait_exit(PATIENCE);
+
+    backend.set_reply(Reply::Raw { status: 503, body: b"down".to_vec() });
+    let second = s.run();
+    wait_for("the socket", PATIENCE, || socket.exists().then_some(()));
+    let reply = get(&socket, "/v1/token?format=raw").await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (200, token.as_str()),
+        "the restored token is served at once"
+    );
+    let status = get(&socket, "/v1/status").await.json();
+    assert_eq!(status["version"], 1);
+    second.wait_output("restored version 1", PATIENCE);
+    assert!(!second.output().contains(&token));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_state_is_ignored_when_expired_corrupt_or_foreign() {
+    let backend = Backend::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    let state = backend.state_dir().join("state.json");
+
+    // Expired: only the version count survives.
+    backend.set_lifetime(Duration::from_secs(2));
+    let s = Service::new(&backend, &file_sink(&file, "raw"));
+    let mut daemon = s.run();
+    wait_for("the state file", PATIENCE, || read_new(&state, None));
+    daemon.signal(Signal::SIGTERM);
+    daemon.wait_exit(PATIENCE);
+    let saved_until = backend.expires_at();
+    wait_for("the saved token to expire", PATIENCE, || {
+        (std::time::SystemTime::now() > saved_until).then_some(())
+    });
+    backend.set_reply(Reply::Raw { status: 503, body: Vec::new() });
+    let daemon = s.run();
+    daemon.wait_output("no longer usable", PATIENCE);
+    drop(daemon);
+
+    // Corrupt.
+    fs::write(&state, b"{\"format\": 1, \"vers").unwrap();
+    let daemon = s.run();
+    daemon.wait_output("is corrupt (", PATIENCE);
+    drop(daemon);
+
+    // Written for another backend (same state_dir).
+    backend.set_reply(Reply::Token);
+    backend.set_lifetime(Duration::from_secs(3600));
+    let mut daemon = s.run();
+    wait_for("a fresh state file", PATIENCE, || {
+        read_new(&state, None).filter(|t| t.contains("\"current\":{"))
+    });
+    daemon.signal(Signal::SIGTERM);
+    daemon.wait_exit(PATIENCE);
+    let other = Backend::start().await;
+    other.set_reply(Reply::Raw { status: 503, body: Vec::new() });
+    let foreign = config_text(&other, &file_sink(&dir.path().join("other"), "raw"))
+        .replace(&other.state_dir().display().to_string(), &backend.state_dir().display().to_string());
+    let foreign_config = dir.path().join("foreign.toml");
+    fs::write(&foreign_config, foreign).unwrap();
+    let daemon = DaemonProcess::run(&foreign_config);
+    daemon.wait_output("not this source; ignoring it", PATIENCE);
+    assert!(!dir.path().join("other").exists(), "another source's token was published");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cron_fetches_on_schedule_even_with_a_long_lived_token() {
+    let backend = Backend::start().await;
+    let s = Service::new(&backend, "");
+    let text = fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("[refresh]\n", "[refresh]\ncron = [\"*/2 * * * * *\"]\n");
+    fs::write(&s.config, text).unwrap();
+    let daemon = s.run();
+    wait_for("the first fetch", PATIENCE, || (backend.fetches() >= 1).then_some(()));
+    let start = backend.fetches();
+    // A 1-hour token: without cron nothing would fetch for 15 minutes.
+    wait_for("three cron fetches", PATIENCE, || (backend.fetches() >= start + 3).then_some(()));
+    daemon.wait_output("refresh requested by refresh.cron", PATIENCE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line() {
+    let backend = Backend::start().await;
+    let s = Service::new(&backend, "");
+    let mut daemon = DaemonProcess::spawn(&[
+        "run",
+        "--config",
+        s.config.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "--log-level",
+        "info",
+    ]);
+    daemon.wait_output("fetched new token", PATIENCE);
+    daemon.signal(Signal::SIGTERM);
+    daemon.wait_exit(PATIENCE);
+    let output = daemon.output();
+    for line in output.lines() {
+        let object: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(object["fields"]["message"].is_string(), "{line}");
+        assert_ne!(object["level"], "DEBUG", "--log-level info overrides MCP_TOKEN_SYNC_LOG=debug");
+    }
+    assert!(!output.contains("SECRET-tok"));
+}
