@@ -2,11 +2,18 @@
 //! headless hosts. Another process of the same uid reads it with
 //! `keyctl pipe $(keyctl search @u user SERVICE:ACCOUNT)`.
 //!
-//! Possession decides what a process may do with a key, and a daemon's session keyring is
-//! usually its own (systemd gives services a private one). So the key is added to the daemon's
-//! session keyring, where the daemon possesses it and may update it in place and set its
-//! timeout; given user view/read/search permission, so any process of the uid may find and read
-//! it without possessing it; and linked into the user keyring `@u`, where they look for it.
+//! Possession decides what a process may do with a key, and other processes of the uid do not
+//! possess what the daemon holds. So the key is added to the daemon's session keyring, where the
+//! daemon possesses it and may update it in place and set its timeout; given user
+//! view/read/search permission, so any process of the uid may find and read it without
+//! possessing it; and linked into the user keyring `@u`, where they look for it.
+//!
+//! The session keyring is looked up without "create": keyrings hang off per-thread credentials,
+//! and a thread that asks to create one joins a new anonymous keyring of its own (so do process
+//! keyrings created after the thread started), which would scatter the key over the
+//! blocking-pool threads. Without "create", a daemon with no session keyring gets the user
+//! session keyring `@us`, the same for every thread; under systemd it has a private one
+//! (`KeyringMode=private`) that all its threads inherit.
 
 use std::time::SystemTime;
 
@@ -29,7 +36,7 @@ impl KeyutilsSink {
     pub fn apply(&self, state: &TokenState) -> Result<Applied, SinkError> {
         // An unreplaced token disappears by itself: its key has the token's expiry as timeout.
         let TokenState::Valid(current) = state else { return Ok(Applied::Nothing) };
-        let session = KeyRing::from_special_id(KeyRingIdentifier::Session, true)
+        let session = KeyRing::from_special_id(KeyRingIdentifier::Session, false)
             .map_err(fail("open the session keyring"))?;
         let user = KeyRing::from_special_id(KeyRingIdentifier::User, false)
             .map_err(fail("open the user keyring"))?;
