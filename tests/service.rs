@@ -257,3 +257,52 @@ async fn json_logs_are_one_object_per_line() {
     }
     assert!(!output.contains("SECRET-tok"));
 }
+
+fn units() -> [PathBuf; 2] {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
+    [dir.join("mcp-token-sync.service"), dir.join("mcp-token-sync@.service")]
+}
+
+fn systemd_analyze(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("systemd-analyze")
+        .args(args)
+        .output()
+        .expect("systemd-analyze is installed (apt-get install systemd)");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[test]
+fn the_units_pass_systemd_analyze_verify() {
+    // Verified as installed: with ExecStart pointing at a binary that exists.
+    let dir = tempfile::tempdir().unwrap();
+    let mut copies = Vec::new();
+    for unit in units() {
+        let copy = dir.path().join(unit.file_name().unwrap());
+        let text =
+            fs::read_to_string(&unit).unwrap().replace("/usr/local/bin/mcp-token-sync", support::binary::BIN);
+        fs::write(&copy, text).unwrap();
+        copies.push(copy.to_str().unwrap().to_owned());
+    }
+    let mut args = vec!["verify"];
+    args.extend(copies.iter().map(String::as_str));
+    let (ok, output) = systemd_analyze(&args);
+    assert!(ok && output.trim().is_empty(), "systemd-analyze verify:\n{output}");
+}
+
+#[test]
+fn the_units_are_hardened_to_an_exposure_of_at_most_1_5() {
+    for unit in units() {
+        let (ok, output) = systemd_analyze(&["security", "--offline=true", unit.to_str().unwrap()]);
+        assert!(ok, "{output}");
+        let level = output
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("→ Overall exposure level for ")?.split(": ").nth(1)?.split_whitespace().next()
+            })
+            .and_then(|n| n.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no exposure level in:\n{output}"));
+        assert!(level <= 1.5, "{}: exposure {level}\n{output}", unit.display());
+    }
+}
