@@ -306,3 +306,24 @@ fn the_units_are_hardened_to_an_exposure_of_at_most_1_5() {
         assert!(level <= 1.5, "{}: exposure {level}\n{output}", unit.display());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_journald_text_logs_leave_timestamps_to_the_journal() {
+    let backend = Backend::start().await;
+    let s = Service::new(&backend, "");
+    let args = ["run", "--config", s.config.to_str().unwrap(), "--log-level", "info"];
+    let mut plain = DaemonProcess::spawn(&args);
+    let mut journald = DaemonProcess::spawn_with_env(&args, &[("JOURNAL_STREAM", "8:12345")]);
+    for daemon in [&plain, &journald] {
+        daemon.wait_output("fetched new token", PATIENCE);
+        daemon.signal(Signal::SIGTERM);
+    }
+    plain.wait_exit(PATIENCE);
+    journald.wait_exit(PATIENCE);
+    let stamped =
+        |output: String| output.lines().all(|l| l.starts_with("20") && l.as_bytes().get(10) == Some(&b'T'));
+    assert!(stamped(plain.output()), "{}", plain.output());
+    let under_journal = journald.output();
+    assert!(under_journal.lines().all(|l| !l.starts_with("20")), "{under_journal}");
+    assert!(under_journal.contains("INFO fetched new token"), "{under_journal}");
+}
