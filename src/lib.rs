@@ -7,11 +7,14 @@
 //! - [`validate`] applies the rules a token must pass before anyone sees it;
 //! - [`engine`] runs one fetch at a time, when [`schedule`] says or a trigger asks, and publishes
 //!   the current [`token`] (versioned) on a watch channel;
-//! - [`sinks`] subscribe to that channel and write the token where consumers read it, each on its
-//!   own, through [`fsutil`]'s atomic writes.
+//! - [`sinks`] subscribe to that channel and write the token where consumers read it (files
+//!   through [`fsutil`]'s atomic writes, keyrings, hooks, the [`state`] file), each on its own;
+//! - [`api`] serves it over Unix sockets, and turns clients' 401 reports into engine triggers.
 //!
-//! Around it: [`config`] (the TOML schema and its checks), [`daemon`] (assembly, signals, stop),
-//! [`cli`], [`demo`], and the small [`clock`], [`logging`] and [`process`] helpers.
+//! Around it: [`config`] (the TOML schema and its checks), [`daemon`] (assembly, signals,
+//! reload, stop), [`systemd`] (sd_notify and the watchdog), [`cli`] and [`client`] (the command
+//! line and its socket client), [`demo`], and the small [`clock`], [`logging`] and [`process`]
+//! helpers.
 #![forbid(unsafe_code)]
 
 pub mod api;
