@@ -2,7 +2,7 @@
 //! `once` and reload all share.
 //!
 //! Loading is two passes. serde turns the TOML into these structs (unknown keys, wrong types and
-//! malformed leaf values such as durations fail here, with toml's span); then [`Config::resolve`]
+//! malformed leaf values such as durations fail here, with toml's span); then `Config::resolve`
 //! checks what needs several keys at once or the environment (paths, users, cross-key limits).
 //! Either pass reports problems as [`ConfigError`], which names the file, the key and the line.
 
@@ -94,7 +94,7 @@ pub enum AuthKind {
 pub struct FieldsConfig {
     #[serde(default = "defaults::token_field")]
     pub token: String,
-    /// Filled with the default by [`Config::resolve`] unless `expires_in` is set.
+    /// Filled with the default by `Config::resolve` unless `expires_in` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -438,7 +438,7 @@ impl std::fmt::Display for ConfigError {
     }
 }
 
-/// What [`Config::resolve`] needs from the process environment, passed in so tests need not
+/// What `Config::resolve` needs from the process environment, passed in so tests need not
 /// touch the real environment.
 #[derive(Debug, Clone, Default)]
 pub struct Environment {

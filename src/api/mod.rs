@@ -6,9 +6,9 @@
 //!
 //! - at most `max_connections` are served at once per socket; beyond that, new peers wait in the
 //!   kernel's accept backlog while the served ones carry on;
-//! - a request head must arrive within [`HEADER_TIMEOUT`] (also the keep-alive idle limit) and
-//!   fit in [`MAX_HEAD`]; a body within 4 KiB and [`routes::BODY_TIMEOUT`];
-//! - a peer that stops reading is dropped after [`stall::WRITE_STALL`].
+//! - a request head must arrive within `HEADER_TIMEOUT` (also the keep-alive idle limit) and
+//!   fit in `MAX_HEAD`; a body within 4 KiB and `routes::BODY_TIMEOUT`;
+//! - a peer that stops reading is dropped after `stall::WRITE_STALL`.
 
 mod metrics;
 mod routes;
