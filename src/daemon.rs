@@ -175,7 +175,7 @@ impl Daemon {
         self.publish_reports();
     }
 
-    /// Stops every task, waiting at most [`STOP_GRACE`]; a sink stuck in a blocking write is
+    /// Stops every task, waiting at most `STOP_GRACE`; a sink stuck in a blocking write is
     /// abandoned rather than allowed to hold up the exit.
     pub async fn stop(self) {
         self.cancel.cancel();

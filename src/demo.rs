@@ -1,7 +1,7 @@
 //! `mcp-token-sync demo`: the whole idea in 30 seconds, with nothing to set up.
 //!
 //! An embedded backend on 127.0.0.1 speaks the seed's protocol and rotates its token every
-//! [`ROTATE_EVERY`] (each living [`LIFETIME`]); the real daemon, built from an embedded config,
+//! `ROTATE_EVERY` (each living `LIFETIME`); the real daemon, built from an embedded config,
 //! keeps files in a temporary directory fresh and logs what it does.
 
 use std::convert::Infallible;
