@@ -1,0 +1,389 @@
+//! What the daemon costs and saves, measured on the release binary (issue 6):
+//!
+//! 1. the seed's pattern (fetch the token from the backend on every use) vs a socket read;
+//! 2. a 401 storm: N reporters of one stale version → upstream fetches and time to the last answer;
+//! 3. idle cost: context switches over a quiet minute, RSS idle and after 100,000 reads, binary size;
+//! 4. start-up: process start to READY=1 and to the first token in a file.
+//!
+//!     cargo bench --bench operations                 # BENCH_IDLE_SECONDS=60 by default
+//!
+//! Only loopback and Unix sockets; every phase is bounded in count or time.
+
+use std::convert::Infallible;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream, UnixStream};
+
+const DAEMON: &str = env!("CARGO_BIN_EXE_mcp-token-sync");
+/// A simulated upstream round trip for the storm: loopback alone would hide the coalescing.
+const UPSTREAM_DELAY: Duration = Duration::from_millis(20);
+
+fn main() {
+    raise_fd_limit();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        seed_pattern_vs_socket().await;
+        storm().await;
+        idle_cost().await;
+        startup().await;
+    });
+}
+
+/// A backend that mints a new token per `rotate()` and counts fetches; `delay` before each answer.
+#[derive(Clone)]
+struct Backend {
+    addr: std::net::SocketAddr,
+    serial: Arc<AtomicUsize>,
+    fetches: Arc<AtomicUsize>,
+}
+
+impl Backend {
+    async fn start(delay: Duration) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let backend =
+            Backend { addr: listener.local_addr().unwrap(), serial: Arc::default(), fetches: Arc::default() };
+        let served = backend.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let served = served.clone();
+                let service = hyper::service::service_fn(move |_req| {
+                    let served = served.clone();
+                    async move {
+                        served.fetches.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(delay).await;
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(served.answer()))))
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        backend
+    }
+
+    fn token(&self) -> String {
+        format!("bench-token-{:08}-{}", self.serial.load(Ordering::SeqCst), "x".repeat(40))
+    }
+
+    fn answer(&self) -> String {
+        let expires = mcp_token_sync::clock::rfc3339(SystemTime::now() + Duration::from_secs(3600));
+        format!(r#"{{"agent_name":"a","token":"{}","expires_at":"{expires}","valid":true}}"#, self.token())
+    }
+
+    fn rotate(&self) {
+        self.serial.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/api/calendars/google-mcp-tokens/current-token/", self.addr)
+    }
+}
+
+struct Daemon {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("api.sock")
+    }
+
+    fn file(&self) -> PathBuf {
+        self.dir.path().join("token")
+    }
+
+    /// The release daemon with a file sink and a socket, optionally with NOTIFY_SOCKET.
+    fn spawn(backend: &Backend, notify: Option<&Path>) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[source]\nurl = \"{}\"\n\n[refresh]\nmin_interval = \"1ms\"\n\n[daemon]\nstate_dir = \"{}\"\nwatch_config = false\n\n\
+                 [[sink]]\ntype = \"file\"\npath = \"{}\"\n\n[[sink]]\ntype = \"socket\"\npath = \"{}\"\n",
+                backend.url(),
+                dir.path().join("state").display(),
+                dir.path().join("token").display(),
+                dir.path().join("api.sock").display()
+            ),
+        )
+        .unwrap();
+        let mut command = Command::new(DAEMON);
+        command.args(["run", "--config", config.to_str().unwrap()]).stderr(Stdio::null());
+        if let Some(notify) = notify {
+            command.env("NOTIFY_SOCKET", notify);
+        }
+        Daemon { child: command.spawn().unwrap(), dir }
+    }
+
+    async fn ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read(self.file()).is_ok_and(|t| !t.is_empty()) || !self.socket().exists() {
+            assert!(Instant::now() < deadline, "the daemon never became ready");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn quantiles(mut samples: Vec<Duration>) -> (f64, f64) {
+    samples.sort_unstable();
+    let at =
+        |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)].as_secs_f64() * 1e6;
+    (at(0.5), at(0.99))
+}
+
+async fn send<B: hyper::body::Body + Send + 'static>(
+    sender: &mut hyper::client::conn::http1::SendRequest<B>,
+    request: Request<B>,
+) -> Bytes
+where
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let response = sender.send_request(request).await.unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    response.into_body().collect().await.unwrap().to_bytes()
+}
+
+async fn unix_sender(socket: &Path) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(UnixStream::connect(socket).await.unwrap()))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+fn get(path: &str) -> Request<Full<Bytes>> {
+    Request::get(path).header("host", "localhost").body(Full::new(Bytes::new())).unwrap()
+}
+
+/// Section 1. Per use, the seed's `requests.get(backend)` (a new TCP connection and a JSON answer
+/// to parse) against reading the daemon's socket (a new connection, and a kept-alive one).
+async fn seed_pattern_vs_socket() {
+    const READS: usize = 5000;
+    let backend = Backend::start(Duration::ZERO).await;
+    let daemon = Daemon::spawn(&backend, None);
+    daemon.ready().await;
+
+    let mut seed = Vec::with_capacity(READS);
+    for _ in 0..READS {
+        let started = Instant::now();
+        let stream = TcpStream::connect(backend.addr).await.unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(connection);
+        let request = Request::get("/api/calendars/google-mcp-tokens/current-token/")
+            .header("host", "backend")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let body = send(&mut sender, request).await;
+        let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(answer["token"].is_string());
+        seed.push(started.elapsed());
+    }
+    let mut fresh_connection = Vec::with_capacity(READS);
+    for _ in 0..READS {
+        let started = Instant::now();
+        let mut sender = unix_sender(&daemon.socket()).await;
+        send(&mut sender, get("/v1/token?format=raw")).await;
+        fresh_connection.push(started.elapsed());
+    }
+    let mut kept_alive = Vec::with_capacity(READS);
+    let mut sender = unix_sender(&daemon.socket()).await;
+    for _ in 0..READS {
+        let started = Instant::now();
+        send(&mut sender, get("/v1/token?format=raw")).await;
+        kept_alive.push(started.elapsed());
+    }
+    println!("## 1. The seed's pattern vs the daemon ({READS} reads each, one client)\n");
+    println!("| how a client gets the token | p50 µs | p99 µs |\n|---|---:|---:|");
+    for (name, samples) in [
+        ("seed: GET the backend over TCP (loopback!), parse JSON", seed),
+        ("daemon socket, new connection per read", fresh_connection),
+        ("daemon socket, kept-alive connection", kept_alive),
+    ] {
+        let (p50, p99) = quantiles(samples);
+        println!("| {name} | {p50:.0} | {p99:.0} |");
+    }
+    println!();
+}
+
+/// Section 2. N clients got a 401 with version 1 at once; each reports it and waits for the new
+/// token.
+async fn storm() {
+    println!("## 2. 401 storm (upstream answers after {} ms)\n", UPSTREAM_DELAY.as_millis());
+    println!(
+        "| reporters | upstream fetches | last reporter answered after | target |\n|---:|---:|---:|---|"
+    );
+    for reporters in [10, 100, 1000] {
+        let backend = Backend::start(UPSTREAM_DELAY).await;
+        let daemon = Daemon::spawn(&backend, None);
+        daemon.ready().await;
+        backend.rotate();
+        let before = backend.fetches.load(Ordering::SeqCst);
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..reporters)
+            .map(|_| {
+                let socket = daemon.socket();
+                let expected = backend.token();
+                tokio::spawn(async move {
+                    let mut sender = unix_sender(&socket).await;
+                    let request = Request::post("/v1/report-401")
+                        .header("host", "localhost")
+                        .body(Full::new(Bytes::from_static(b"{\"version\": 1}")))
+                        .unwrap();
+                    let body = send(&mut sender, request).await;
+                    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    assert_eq!(answer["token"], expected);
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let elapsed = started.elapsed();
+        let fetches = backend.fetches.load(Ordering::SeqCst) - before;
+        println!(
+            "| {reporters} | {fetches} | {:.1} ms | 1 fetch; ≤ {} ms |",
+            elapsed.as_secs_f64() * 1e3,
+            UPSTREAM_DELAY.as_millis() + 50
+        );
+    }
+    println!();
+}
+
+fn context_switches(pid: u32) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| {
+                    l.starts_with("voluntary_ctxt_switches") || l.starts_with("nonvoluntary_ctxt_switches")
+                })
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap()
+}
+
+/// Section 3. With a 1-hour token nothing should happen for minutes: count what the threads do
+/// anyway.
+async fn idle_cost() {
+    let seconds: u64 = std::env::var("BENCH_IDLE_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let backend = Backend::start(Duration::ZERO).await;
+    let daemon = Daemon::spawn(&backend, None);
+    daemon.ready().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (switches_before, rss_idle) = (context_switches(daemon.pid()), rss_kib(daemon.pid()));
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let switches = context_switches(daemon.pid()) - switches_before;
+
+    const READS: usize = 100_000;
+    let per_client = READS / 16;
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let socket = daemon.socket();
+            tokio::spawn(async move {
+                let mut sender = unix_sender(&socket).await;
+                for _ in 0..per_client {
+                    send(&mut sender, get("/v1/token?format=raw")).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let rss_after = rss_kib(daemon.pid());
+    let binary = std::fs::metadata(DAEMON).unwrap().len();
+    println!("## 3. Idle cost\n");
+    println!("| measure | value | target |\n|---|---:|---|");
+    println!(
+        "| context switches, all threads, {seconds} s idle | {switches} ({:.1}/min) | ≤ 2/min |",
+        switches as f64 * 60.0 / seconds as f64
+    );
+    println!("| RSS at idle | {:.1} MiB | ≤ 8 MiB |", rss_idle as f64 / 1024.0);
+    println!("| RSS after {READS} socket reads | {:.1} MiB | ≤ 8 MiB |", rss_after as f64 / 1024.0);
+    println!("| release binary | {:.1} MiB | — |", binary as f64 / (1024.0 * 1024.0));
+    println!();
+}
+
+/// Section 4. From `exec` to READY=1 (what systemd waits for), and to the first token in a file.
+async fn startup() {
+    const RUNS: usize = 20;
+    let backend = Backend::start(Duration::ZERO).await;
+    let mut to_ready = Vec::new();
+    let mut to_token = Vec::new();
+    for _ in 0..RUNS {
+        let dir = tempfile::tempdir().unwrap();
+        let notify_path = dir.path().join("notify");
+        let notify = UnixDatagram::bind(&notify_path).unwrap();
+        notify.set_nonblocking(true).unwrap();
+        let started = Instant::now();
+        let daemon = Daemon::spawn(&backend, Some(&notify_path));
+        let (mut ready, mut token) = (None, None);
+        let mut buf = [0u8; 512];
+        while ready.is_none() || token.is_none() {
+            assert!(started.elapsed() < Duration::from_secs(10), "no start-up");
+            if ready.is_none() && notify.recv(&mut buf).is_ok_and(|n| buf[..n].starts_with(b"READY=1")) {
+                ready = Some(started.elapsed());
+            }
+            if token.is_none() && std::fs::read(daemon.file()).is_ok_and(|t| !t.is_empty()) {
+                token = Some(started.elapsed());
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        to_ready.push(ready.unwrap());
+        to_token.push(token.unwrap());
+    }
+    println!("## 4. Start-up ({RUNS} starts, backend on loopback)\n");
+    println!("| from process start to | p50 ms | p99 ms |\n|---|---:|---:|");
+    for (name, samples) in [("READY=1", to_ready), ("first token in the file sink", to_token)] {
+        let (p50, p99) = quantiles(samples);
+        println!("| {name} | {:.1} | {:.1} |", p50 / 1e3, p99 / 1e3);
+    }
+    println!();
+}
+
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
