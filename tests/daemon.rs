@@ -296,7 +296,9 @@ fn demo_fetches_writes_and_cleans_up() {
     let object: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(dir.join("token.json")).unwrap()).unwrap();
     assert_eq!(object["agent_name"], "google-calender-mcp");
-    assert_eq!(fs::read_to_string(dir.join("token")).unwrap(), object["token"].as_str().unwrap());
+    // Each sink writes on its own: wait for this one too.
+    let raw = object["token"].as_str().unwrap().to_owned();
+    wait_for("the raw token file", PATIENCE, || read_new(&dir.join("token"), None).filter(|t| *t == raw));
 
     demo.signal(Signal::SIGINT);
     assert!(demo.wait_exit(Duration::from_secs(5)).success());

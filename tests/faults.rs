@@ -1,0 +1,174 @@
+//! Faults: a backend outage longer than the token's life, and the daemon killed with SIGKILL
+//! while readers watch every sink.
+
+mod support;
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use support::api::{self, get};
+use support::{Backend, DaemonProcess, Reply, read_new, wait_for};
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+fn env_sink(path: &Path) -> String {
+    format!(
+        "[[sink]]\ntype = \"env_file\"\npath = \"{}\"\nvariable = \"TOKEN\"\non_expiry = \"remove\"\n",
+        path.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_longer_than_the_token_serves_it_until_expiry_then_recovers() {
+    let backend = Backend::start().await;
+    backend.set_lifetime(Duration::from_secs(3));
+    let dir = tempfile::tempdir().unwrap();
+    let env_file = dir.path().join("token.env");
+    let d = api::start_tweaked(&backend, &env_sink(&env_file), |t| {
+        t.replace("backoff_max = \"200ms\"", "backoff_max = \"1s\"")
+    });
+    let token = backend.token();
+    wait_for("the env file", PATIENCE, || read_new(&env_file, None));
+
+    backend.set_reply(Reply::Raw { status: 503, body: b"down".to_vec() });
+    let down_at = Instant::now();
+    // Until it expires, the last token is served.
+    let reply = get(&d.socket, "/v1/token?format=raw").await;
+    assert_eq!((reply.status, reply.body.as_str()), (200, token.as_str()));
+
+    // Then: expired, 503, on_expiry honoured.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let reply = get(&d.socket, "/v1/token").await;
+        if reply.status == 503 {
+            assert_eq!(reply.json()["error"], "token_expired");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the token never expired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(get(&d.socket, "/v1/status").await.json()["state"], "expired");
+    wait_for("the env file to be removed", PATIENCE, || (!env_file.exists()).then_some(()));
+
+    // Retries go on, spaced by backoff_max (1 s) once backed off.
+    let before = backend.fetches();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let retries = backend.fetches() - before;
+    assert!((2..=5).contains(&retries), "{retries} fetches in 3 s with backoff_max = 1s");
+    assert!(down_at.elapsed() > Duration::from_secs(3), "the outage outlived the token");
+
+    // The backend returns: service is back within one backoff (plus slack).
+    let fresh = backend.set_lifetime(Duration::from_secs(3600));
+    backend.set_reply(Reply::Token);
+    let back = Instant::now();
+    let deadline = back + PATIENCE;
+    loop {
+        let reply = get(&d.socket, "/v1/token?format=raw").await;
+        if reply.status == 200 {
+            assert_eq!(reply.body, fresh);
+            break;
+        }
+        assert!(Instant::now() < deadline, "service never came back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(back.elapsed() < Duration::from_millis(1500), "recovery took {:?}", back.elapsed());
+    wait_for("the env file again", PATIENCE, || read_new(&env_file, None).filter(|t| t.contains(&fresh)));
+}
+
+/// SIGKILL at random moments while tokens rotate: readers of the file, the env file and the
+/// socket never see a partial, empty or foreign value, and a restart with the backend down serves
+/// the saved token at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_rotations_never_shows_a_reader_a_bad_value() {
+    const ROTATIONS: usize = 1000;
+    const KILLS: usize = 8;
+    let backend = Backend::start().await;
+    backend.rotate_each_fetch(true);
+    let dir = tempfile::tempdir().unwrap();
+    let env_file = dir.path().join("token.env");
+    let d = api::start(&backend, &env_sink(&env_file));
+    let config = d.dir.path().join("config.toml");
+    let (file, socket) = (d.file.clone(), d.socket.clone());
+    let first = wait_for("the first token", PATIENCE, || read_new(&file, None));
+    wait_for("the env file", PATIENCE, || read_new(&env_file, None));
+    let token_len = first.len();
+    let valid = move |t: &str| t.len() == token_len && t.starts_with("SECRET-tok-");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicUsize::new(0));
+    let readers = {
+        let (stop, reads, file, env_file, socket) =
+            (stop.clone(), reads.clone(), file.clone(), env_file.clone(), socket.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let raw = fs::read_to_string(&file).expect("the file vanished");
+                assert!(valid(&raw), "partial file: {raw:?}");
+                let env = fs::read_to_string(&env_file).expect("the env file vanished");
+                let value = env.strip_prefix("TOKEN=").and_then(|v| v.strip_suffix('\n')).unwrap_or_default();
+                assert!(valid(value), "partial env file: {env:?}");
+                // The socket is away while the daemon is dead; when it answers, it answers right.
+                if let Ok(mut s) = std::os::unix::net::UnixStream::connect(&socket) {
+                    use std::io::{Read, Write};
+                    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                    if s.write_all(
+                        b"GET /v1/token?format=raw HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                    )
+                    .is_ok()
+                    {
+                        let mut answer = String::new();
+                        if s.read_to_string(&mut answer).is_ok() && answer.starts_with("HTTP/1.1 200") {
+                            let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+                            assert!(valid(body), "bad socket answer: {answer:?}");
+                        }
+                    }
+                }
+                reads.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+
+    let mut daemon = d.daemon;
+    let mut last = first;
+    for i in 0..ROTATIONS {
+        if i % (ROTATIONS / KILLS) == ROTATIONS / KILLS / 2 {
+            // Mid-stream, without warning: the next write may be half done.
+            daemon.signal(Signal::SIGKILL);
+            daemon.wait_exit(PATIENCE);
+            daemon = DaemonProcess::run(&config);
+            // The killed daemon left its socket file; the new one answers once it has replaced
+            // it, and by then its signal handlers are in place (SIGUSR1 would kill it before).
+            wait_for("the restarted daemon's socket", PATIENCE, || {
+                std::os::unix::net::UnixStream::connect(&socket).ok().map(drop)
+            });
+        }
+        daemon.signal(Signal::SIGUSR1);
+        last = wait_for("the next rotation", PATIENCE, || read_new(&file, Some(&last)));
+    }
+    stop.store(true, Ordering::Relaxed);
+    readers.join().expect("a reader saw a bad value");
+    assert!(reads.load(Ordering::Relaxed) > ROTATIONS, "the readers barely ran");
+
+    // Killed once more; restarted with the backend down, the saved token is served at once.
+    daemon.signal(Signal::SIGKILL);
+    daemon.wait_exit(PATIENCE);
+    let saved = fs::read_to_string(&file).unwrap();
+    backend.set_reply(Reply::Raw { status: 503, body: Vec::new() });
+    let _daemon = DaemonProcess::run(&config);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        // The file may be the killed daemon's: ask only once something listens.
+        if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+            let reply = get(&socket, "/v1/token?format=raw").await;
+            if reply.status == 200 {
+                assert_eq!(reply.body, saved, "the restored token is the last one written");
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the state file did not restore service");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
