@@ -102,6 +102,7 @@ async fn load(socket: &Path, path: &'static str, clients: usize, duration: Durat
                 let mut latencies = Vec::with_capacity(100_000);
                 while started.elapsed() < duration {
                     let sent = Instant::now();
+                    sender.ready().await.expect("the connection stays up");
                     let response = sender.send_request(get(path)).await.expect("an answer");
                     assert!(response.status().is_success());
                     response.into_body().collect().await.unwrap();

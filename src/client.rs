@@ -74,6 +74,7 @@ impl Client {
             .header(hyper::header::HOST, "localhost")
             .body(Full::new(Bytes::from(body)))
             .expect("a request from constant parts");
+        sender.ready().await.map_err(|e| self.protocol(e))?;
         sender.send_request(request).await.map_err(|e| self.protocol(e))
     }
 
