@@ -217,7 +217,7 @@ impl Engine {
             next = schedule::next_refresh(&last, false, &self.config.refresh, rand::random());
             self.status.send_modify(|s| s.next_refresh_at = next);
             match (last, next) {
-                (LastFetch::NewToken { .. }, Some(at)) => {
+                (LastFetch::First { .. } | LastFetch::NewToken { .. }, Some(at)) => {
                     info!("next refresh in {}", clock::until(SystemTime::now(), at));
                 }
                 (_, Some(at)) => debug!("next refresh in {}", clock::until(SystemTime::now(), at)),
@@ -261,6 +261,11 @@ impl Engine {
         let (last, reply) = match result {
             Ok(candidate) => {
                 let expires_at = candidate.expires_at;
+                // The run's first success: the schedule spreads the next fetch over a full cycle.
+                let first = {
+                    let s = self.status.borrow();
+                    s.fetches_new + s.fetches_unchanged == 0
+                };
                 let refreshed = self.publish(candidate, now);
                 let failures = previous.consecutive_failures();
                 if failures > 0 {
@@ -277,7 +282,9 @@ impl Engine {
                         s.fetches_unchanged += 1;
                     }
                 });
-                let last = if refreshed.changed {
+                let last = if first {
+                    LastFetch::First { at: now, expires_at }
+                } else if refreshed.changed {
                     LastFetch::NewToken { at: now, expires_at }
                 } else {
                     LastFetch::SameToken { at: now, expires_at }

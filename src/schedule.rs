@@ -5,6 +5,11 @@
 //! (`min_interval`..`max_interval`, or ..`backoff_max` after failures). Clipping the window
 //! instead of the drawn value matters for fleets: when many daemons are held at `max_interval`,
 //! they spread uniformly below it instead of all landing on it.
+//!
+//! The first refresh after start is drawn over the whole range `min_interval`..wait instead
+//! (when jitter is on at all). A fleet started at one instant — a rack rebooting — would
+//! otherwise fetch within one `± jitter` window every cycle and drift apart only slowly;
+//! spread once over a full cycle, it stays spread (`benches/fleet.rs` measures both).
 
 use std::time::{Duration, SystemTime};
 
@@ -15,6 +20,8 @@ use crate::config::RefreshConfig;
 pub enum LastFetch {
     /// None yet this run: fetch at once.
     Never,
+    /// The first success of this run, whatever it returned.
+    First { at: SystemTime, expires_at: SystemTime },
     /// A token not held before.
     NewToken { at: SystemTime, expires_at: SystemTime },
     /// The token already held.
@@ -27,7 +34,8 @@ impl LastFetch {
     pub fn at(&self) -> Option<SystemTime> {
         match *self {
             LastFetch::Never => None,
-            LastFetch::NewToken { at, .. }
+            LastFetch::First { at, .. }
+            | LastFetch::NewToken { at, .. }
             | LastFetch::SameToken { at, .. }
             | LastFetch::Failed { at, .. } => Some(at),
         }
@@ -56,6 +64,15 @@ pub fn next_refresh(
     }
     let (wait, ceiling) = match *last {
         LastFetch::Never => unreachable!("handled by last.at()"),
+        LastFetch::First { at, expires_at } if config.jitter > 0.0 => {
+            let wait = lifetime(at, expires_at).mul_f64(config.lifetime_fraction);
+            let (floor, ceiling) =
+                (config.min_interval, wait.clamp(config.min_interval, config.max_interval));
+            return Some(at + floor + (ceiling - floor).mul_f64(draw.clamp(0.0, 1.0)));
+        }
+        LastFetch::First { at, expires_at } => {
+            (lifetime(at, expires_at).mul_f64(config.lifetime_fraction), config.max_interval)
+        }
         LastFetch::NewToken { at, expires_at } => {
             (lifetime(at, expires_at).mul_f64(config.lifetime_fraction), config.max_interval)
         }
@@ -126,6 +143,18 @@ mod tests {
         // 10-minute token, 0.6 → 6 minutes.
         let last = LastFetch::NewToken { at: t(0), expires_at: t(600) };
         assert_eq!(after(next_refresh(&last, false, &config(0.0), 0.5), t(0)), 360.0);
+    }
+
+    #[test]
+    fn the_first_refresh_after_start_spreads_over_the_whole_cycle() {
+        // A 1-hour token: planned at 15 min (max_interval); the first one anywhere from 5 s on.
+        let first = LastFetch::First { at: t(0), expires_at: t(3600) };
+        let c = config(0.1);
+        assert_eq!(after(next_refresh(&first, false, &c, 0.0), t(0)), 5.0);
+        assert_eq!(after(next_refresh(&first, false, &c, 0.5), t(0)), 452.5);
+        assert!(after(next_refresh(&first, false, &c, 0.999_999), t(0)) <= 900.0);
+        // Without jitter the schedule stays deterministic.
+        assert_eq!(after(next_refresh(&first, false, &config(0.0), 0.3), t(0)), 900.0);
     }
 
     #[test]
