@@ -172,3 +172,146 @@ async fn kill_9_during_rotations_never_shows_a_reader_a_bad_value() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A small tmpfs, unmounted on drop; `None` (and a loud note) where mounting is not allowed.
+struct SmallFs(tempfile::TempDir);
+
+impl SmallFs {
+    fn mount(size: &str) -> Option<SmallFs> {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", dir.path().to_str().unwrap()])
+            .status();
+        match status {
+            Ok(s) if s.success() => Some(SmallFs(dir)),
+            _ => {
+                eprintln!("SKIPPED: cannot mount a tmpfs here (needs root); the disk-full test did not run");
+                None
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_its_sink_alone_and_it_recovers() {
+    let Some(small) = SmallFs::mount("64k") else { return };
+    let backend = Backend::start().await;
+    let full_file = small.path().join("token");
+    let d = api::start(&backend, &support::file_sink(&full_file, "raw"));
+    let first = backend.token();
+    wait_for("the token on the small filesystem", PATIENCE, || {
+        read_new(&full_file, None).filter(|t| *t == first)
+    });
+
+    // Fill what is left.
+    let filler = small.path().join("filler");
+    {
+        use std::io::Write;
+        let mut f = fs::File::create(&filler).unwrap();
+        while f.write_all(&[0u8; 4096]).is_ok() {}
+    }
+    let second = backend.rotate();
+    d.daemon.signal(Signal::SIGUSR1);
+    wait_for("the other sink to get the new token", PATIENCE, || {
+        read_new(&d.file, None).filter(|t| *t == second)
+    });
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let status = get(&d.socket, "/v1/status").await.json();
+        let entry = status["sinks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["path"] == full_file.to_str().unwrap())
+            .cloned();
+        if let Some(e) = entry.filter(|e| e["ok"] == false) {
+            assert!(e["error"].as_str().unwrap().contains("No space left"), "{e}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the full disk was never reported: {status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(fs::read_to_string(&full_file).unwrap(), first, "the old file stays whole");
+    assert_eq!(get(&d.socket, "/v1/health").await.status, 503);
+
+    // Space comes back: the retry writes the new token, and nothing temporary is left behind.
+    fs::remove_file(&filler).unwrap();
+    wait_for("the sink to recover", Duration::from_secs(40), || {
+        read_new(&full_file, None).filter(|t| *t == second)
+    });
+    let names: Vec<String> = fs::read_dir(small.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["token"]);
+    assert_eq!(get(&d.socket, "/v1/health").await.status, 200);
+}
+
+/// Every token the daemon ever held, and its bootstrap credential, searched for in every byte it
+/// wrote where they must not be: logs, status, metrics, health, and the state file outside the
+/// token's own field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_escapes_into_logs_status_metrics_or_state() {
+    const CREDENTIAL: &str = "BOOTSTRAP-9c1e77d0-credential";
+    let backend = Backend::start().await;
+    backend.require_header("authorization", &format!("Bearer {CREDENTIAL}"));
+    backend.rotate_each_fetch(true);
+    let dir = tempfile::tempdir().unwrap();
+    let credential = dir.path().join("key");
+    fs::write(&credential, format!("{CREDENTIAL}\n")).unwrap();
+    let hook = dir.path().join("hook.sh");
+    fs::write(&hook, "cat >/dev/null; echo 'hook failed on purpose' >&2; exit 1\n").unwrap();
+    let extra = format!(
+        "[source.auth]\ntype = \"bearer\"\ncredential_file = \"{}\"\n{}[[sink]]\ntype = \"exec\"\ncommand = [\"/bin/sh\", \"{}\"]\n",
+        credential.display(),
+        env_sink(&dir.path().join("token.env")),
+        hook.display()
+    );
+    let d = api::start(&backend, &extra);
+    let mut tokens = vec![wait_for("the first token", PATIENCE, || read_new(&d.file, None))];
+    // Rotations, 401 reports, a refresh, failures of every kind, a reload.
+    for _ in 0..5 {
+        d.daemon.signal(Signal::SIGUSR1);
+        let last = tokens.last().cloned();
+        tokens.push(wait_for("a rotation", PATIENCE, || read_new(&d.file, last.as_deref())));
+    }
+    for body in [&b"{\"version\": 1}"[..], b"", b"{\"version\": 999}"] {
+        let reply = support::api::post(&d.socket, "/v1/report-401", body).await;
+        tokens.push(reply.json()["token"].as_str().unwrap().to_owned());
+    }
+    support::api::post(&d.socket, "/v1/refresh", b"").await;
+    let mut forged = backend.answer();
+    forged["token"] = serde_json::json!("SECRET-tok-forged value");
+    backend.set_reply(Reply::Json(forged));
+    support::api::post(&d.socket, "/v1/refresh", b"").await;
+    backend.set_reply(Reply::Raw { status: 500, body: CREDENTIAL.as_bytes().to_vec() });
+    support::api::post(&d.socket, "/v1/refresh", b"").await;
+    tokens.push(backend.token());
+    d.daemon.signal(Signal::SIGHUP);
+    d.daemon.wait_output("reloading", PATIENCE);
+
+    let mut written = String::new();
+    for path in ["/v1/status", "/metrics", "/v1/health"] {
+        written.push_str(&get(&d.socket, path).await.body);
+    }
+    let mut state: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(backend.state_dir().join("state.json")).unwrap()).unwrap();
+    state["current"]["token"] = serde_json::Value::Null;
+    written.push_str(&state.to_string());
+    written.push_str(&d.daemon.output());
+
+    for secret in tokens.iter().map(String::as_str).chain([CREDENTIAL, "SECRET-tok-forged"]) {
+        assert!(!written.contains(secret), "{secret:?} escaped into:\n{written}");
+    }
+    assert!(written.contains("fingerprint"), "the logs should name tokens by fingerprint");
+}
