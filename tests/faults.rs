@@ -254,7 +254,12 @@ async fn a_full_disk_fails_its_sink_alone_and_it_recovers() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, ["token"]);
-    assert_eq!(get(&d.socket, "/v1/health").await.status, 200);
+    // The file is visible a moment before the sink reports its success.
+    let deadline = Instant::now() + PATIENCE;
+    while get(&d.socket, "/v1/health").await.status != 200 {
+        assert!(Instant::now() < deadline, "health never recovered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Every token the daemon ever held, and its bootstrap credential, searched for in every byte it
