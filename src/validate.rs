@@ -46,6 +46,10 @@ pub enum Rejection {
     AgentMissing { pointer: String, expected: String },
     #[error("the token was issued for agent {found:?}, not {expected:?} (source.agent)")]
     WrongAgent { found: String, expected: String },
+    #[error(
+        "the agent name at {0} holds the token itself; check source.fields.agent and source.fields.token"
+    )]
+    AgentHoldsToken(String),
     #[error("the answer has no expiry at {0}")]
     ExpiryMissing(String),
     #[error("the expiry at {0} is not an RFC 3339 time like \"2026-08-02T22:03:29Z\"")]
@@ -91,6 +95,14 @@ pub fn check_answer(
         Some(Value::String(name)) => Some(name.clone()),
         _ => None,
     };
+    // The agent name is shown in errors and status; one that carries the token (a field pointer
+    // aimed at the wrong place, say) must go no further.
+    if let (Some(name), Some(token)) = (&agent_name, answer.pointer(&fields.token).and_then(Value::as_str))
+        && !token.is_empty()
+        && name.contains(token)
+    {
+        return Err(Rejection::AgentHoldsToken(fields.agent.clone()));
+    }
     if let Some(expected) = agent {
         match &agent_name {
             None => {

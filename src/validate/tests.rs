@@ -213,3 +213,24 @@ fn no_rejection_message_contains_the_token() {
         assert!(!err.contains(SECRET) && !err.contains("CN8F"), "{err}");
     }
 }
+
+#[test]
+fn an_agent_name_holding_the_token_is_rejected_without_quoting_it() {
+    // Found by fuzzing (fuzz/artifacts, backend_answer): the wrong-agent message quoted it.
+    let body = br#"{"agent_name": " kxpireycBSaEQKtS2sDAhJNAhTHFc~P4Qi-ljp5wJC-qZKgrZKgr3NKVPc", "expires_at": "2027-01-15T083Z", "valid": true, "message":"google-calender-mcp", "token": " kxpireycBSaEQKtS2sDAhJNAhTHFc~P4Qi-ljp5wJC-qZKgrZKgr3NKVPc", "expires_at": "2027-01-15T083Z", "valid": true, "message": "Currentetrieved sly"}"#;
+    let err = check_answer(
+        body,
+        now(),
+        &FieldsConfig::default(),
+        Some("google-calender-mcp"),
+        &ValidateConfig::default(),
+    )
+    .unwrap_err();
+    assert_eq!(err, Rejection::AgentHoldsToken("/agent_name".into()));
+    assert!(!err.to_string().contains("kxpirey"));
+
+    // The same through a misdirected pointer, with no source.agent to compare against.
+    let fields = FieldsConfig { agent: "/token".into(), ..FieldsConfig::default() };
+    let err = check_with(&seed_answer(), &fields, None).unwrap_err();
+    assert_eq!(err, Rejection::AgentHoldsToken("/token".into()));
+}
