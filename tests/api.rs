@@ -17,20 +17,10 @@ const PATIENCE: Duration = Duration::from_secs(10);
 
 /// Waits until `/v1/token` serves `token`.
 async fn serving(socket: &std::path::Path, token: &str) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let reply = get(socket, "/v1/token?format=raw").await;
-        if reply.status == 200 && reply.body == token {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the socket never served the token: {} {}",
-            reply.status,
-            reply.body
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    api::get_until(socket, "/v1/token?format=raw", "the socket to serve the token", |r| {
+        r.status == 200 && r.body == token
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,11 +118,10 @@ async fn without_a_token_the_api_says_so_with_503() {
     backend.set_reply(Reply::Raw { status: 500, body: b"down".to_vec() });
     let d = api::start(&backend, "");
     // The socket listens before the first fetch; wait until that fetch has failed.
-    let deadline = Instant::now() + PATIENCE;
-    while get(&d.socket, "/v1/status").await.json()["consecutive_failures"] == 0 {
-        assert!(Instant::now() < deadline, "the first fetch never failed");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    api::get_until(&d.socket, "/v1/status", "the first fetch to fail", |r| {
+        r.json()["consecutive_failures"] != 0
+    })
+    .await;
     let reply = get(&d.socket, "/v1/token").await;
     assert_eq!((reply.status, reply.json()["error"].as_str()), (503, Some("no_valid_token")));
     assert_eq!(get(&d.socket, "/v1/token?format=raw").await.status, 503);
@@ -153,16 +142,8 @@ async fn an_expired_token_is_served_as_503_token_expired() {
     let d = api::start(&backend, "");
     serving(&d.socket, &backend.token()).await;
     backend.set_reply(Reply::Raw { status: 502, body: b"gone".to_vec() });
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let reply = get(&d.socket, "/v1/token").await;
-        if reply.status == 503 {
-            assert_eq!(reply.json()["error"], "token_expired");
-            break;
-        }
-        assert!(Instant::now() < deadline, "the token never expired");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let reply = api::get_until(&d.socket, "/v1/token", "the token to expire", |r| r.status == 503).await;
+    assert_eq!(reply.json()["error"], "token_expired");
     assert_eq!(get(&d.socket, "/v1/status").await.json()["state"], "expired");
 }
 

@@ -41,16 +41,8 @@ async fn an_outage_longer_than_the_token_serves_it_until_expiry_then_recovers() 
     assert_eq!((reply.status, reply.body.as_str()), (200, token.as_str()));
 
     // Then: expired, 503, on_expiry honoured.
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let reply = get(&d.socket, "/v1/token").await;
-        if reply.status == 503 {
-            assert_eq!(reply.json()["error"], "token_expired");
-            break;
-        }
-        assert!(Instant::now() < deadline, "the token never expired");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let reply = api::get_until(&d.socket, "/v1/token", "the token to expire", |r| r.status == 503).await;
+    assert_eq!(reply.json()["error"], "token_expired");
     assert_eq!(get(&d.socket, "/v1/status").await.json()["state"], "expired");
     wait_for("the env file to be removed", PATIENCE, || (!env_file.exists()).then_some(()));
 
@@ -65,16 +57,9 @@ async fn an_outage_longer_than_the_token_serves_it_until_expiry_then_recovers() 
     let fresh = backend.set_lifetime(Duration::from_secs(3600));
     backend.set_reply(Reply::Token);
     let back = Instant::now();
-    let deadline = back + PATIENCE;
-    loop {
-        let reply = get(&d.socket, "/v1/token?format=raw").await;
-        if reply.status == 200 {
-            assert_eq!(reply.body, fresh);
-            break;
-        }
-        assert!(Instant::now() < deadline, "service never came back");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let reply =
+        api::get_until(&d.socket, "/v1/token?format=raw", "service to return", |r| r.status == 200).await;
+    assert_eq!(reply.body, fresh);
     assert!(back.elapsed() < Duration::from_millis(1500), "recovery took {:?}", back.elapsed());
     wait_for("the env file again", PATIENCE, || read_new(&env_file, None).filter(|t| t.contains(&fresh)));
 }
@@ -225,22 +210,8 @@ async fn a_full_disk_fails_its_sink_alone_and_it_recovers() {
     wait_for("the other sink to get the new token", PATIENCE, || {
         read_new(&d.file, None).filter(|t| *t == second)
     });
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let status = get(&d.socket, "/v1/status").await.json();
-        let entry = status["sinks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["path"] == full_file.to_str().unwrap())
-            .cloned();
-        if let Some(e) = entry.filter(|e| e["ok"] == false) {
-            assert!(e["error"].as_str().unwrap().contains("No space left"), "{e}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "the full disk was never reported: {status}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let entry = api::sink_status(&d.socket, full_file.to_str().unwrap(), |e| e["ok"] == false).await;
+    assert!(entry["error"].as_str().unwrap().contains("No space left"), "{entry}");
     assert_eq!(fs::read_to_string(&full_file).unwrap(), first, "the old file stays whole");
     assert_eq!(get(&d.socket, "/v1/health").await.status, 503);
 
@@ -255,11 +226,7 @@ async fn a_full_disk_fails_its_sink_alone_and_it_recovers() {
         .collect();
     assert_eq!(names, ["token"]);
     // The file is visible a moment before the sink reports its success.
-    let deadline = Instant::now() + PATIENCE;
-    while get(&d.socket, "/v1/health").await.status != 200 {
-        assert!(Instant::now() < deadline, "health never recovered");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    api::get_until(&d.socket, "/v1/health", "health to recover", |r| r.status == 200).await;
 }
 
 /// Every token the daemon ever held, and its bootstrap credential, searched for in every byte it

@@ -7,10 +7,10 @@ mod support;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use support::api::{self, get};
+use support::api::{self, get, sink_status};
 use support::{Backend, Reply, read_new, wait_for};
 
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -29,29 +29,6 @@ fn env_sink(path: &Path) -> String {
         "[[sink]]\ntype = \"env_file\"\npath = \"{}\"\nvariable = \"GOOGLE_MCP_TOKEN\"\nexpires_variable = \"GOOGLE_MCP_TOKEN_EXPIRES_AT\"\nmode = \"0640\"\n",
         path.display()
     )
-}
-
-/// The status entry of the sink whose path contains `needle`, once `ready` holds for it.
-async fn sink_status(
-    socket: &Path,
-    needle: &str,
-    ready: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let status = get(socket, "/v1/status").await.json();
-        let entry = status["sinks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["path"].as_str().unwrap().contains(needle))
-            .cloned();
-        if let Some(entry) = entry.filter(|e| ready(e)) {
-            return entry;
-        }
-        assert!(Instant::now() < deadline, "sink {needle} never reached the expected state: {status}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

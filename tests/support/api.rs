@@ -50,6 +50,47 @@ pub async fn request_with(socket: &std::path::Path, path: &str, header: (&str, &
     Reply { status, headers, body: String::from_utf8_lossy(&body).into_owned() }
 }
 
+/// GETs `path` until `accept` holds for the answer, and returns it; fails the test after 10 s.
+pub async fn get_until(
+    socket: &std::path::Path,
+    path: &str,
+    what: &str,
+    accept: impl Fn(&Reply) -> bool,
+) -> Reply {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = get(socket, path).await;
+        if accept(&reply) {
+            return reply;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}; last answer {} {}",
+            reply.status,
+            reply.body
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The status entry of the sink whose path contains `needle`, once `ready` holds for it.
+pub async fn sink_status(
+    socket: &std::path::Path,
+    needle: &str,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let entry = |reply: &Reply| {
+        reply.json()["sinks"]
+            .as_array()?
+            .iter()
+            .find(|s| s["path"].as_str().is_some_and(|p| p.contains(needle)))
+            .filter(|e| ready(e))
+            .cloned()
+    };
+    let reply = get_until(socket, "/v1/status", &format!("sink {needle}"), |r| entry(r).is_some()).await;
+    entry(&reply).expect("accepted above")
+}
+
 pub async fn get(socket: &std::path::Path, path: &str) -> Reply {
     request(socket, Method::GET, path, b"").await
 }
