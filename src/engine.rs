@@ -63,6 +63,9 @@ struct Trigger {
     /// For the log: who asked ("SIGUSR1", "401 report", …).
     reason: &'static str,
     reply: Option<oneshot::Sender<RefreshResult>>,
+    /// Wanted only while the held version is at most this: a 401 on version N is answered by any
+    /// later token, fetched before the report reached the engine or not.
+    against: Option<u64>,
 }
 
 enum Message {
@@ -85,9 +88,20 @@ pub struct EngineHandle {
 impl EngineHandle {
     /// Asks for a fetch and waits for its result (joining one in flight, if any).
     pub async fn refresh(&self, reason: &'static str) -> RefreshResult {
+        self.ask(Trigger { reason, reply: None, against: None }).await
+    }
+
+    /// Asks for a token newer than `version` and waits for it: a fetch, unless one already
+    /// replaced that version by the time the engine reads the request.
+    pub async fn refresh_past(&self, version: u64, reason: &'static str) -> RefreshResult {
+        self.ask(Trigger { reason, reply: None, against: Some(version) }).await
+    }
+
+    async fn ask(&self, mut trigger: Trigger) -> RefreshResult {
         let (reply, result) = oneshot::channel();
+        trigger.reply = Some(reply);
         let stopped = || Arc::new(RefreshError::Stopped);
-        if self.inbox.send(Message::Refresh(Trigger { reason, reply: Some(reply) })).await.is_err() {
+        if self.inbox.send(Message::Refresh(trigger)).await.is_err() {
             return Err(stopped());
         }
         result.await.unwrap_or_else(|_| Err(stopped()))
@@ -95,7 +109,7 @@ impl EngineHandle {
 
     /// Asks for a fetch without waiting for it (signals).
     pub fn request_refresh(&self, reason: &'static str) {
-        let _ = self.inbox.try_send(Message::Refresh(Trigger { reason, reply: None }));
+        let _ = self.inbox.try_send(Message::Refresh(Trigger { reason, reply: None, against: None }));
     }
 
     /// Hands the engine a reloaded configuration and the source built from it.
@@ -178,9 +192,11 @@ impl Engine {
                     Some(message) = self.inbox.recv() => {
                         match message {
                             Message::Refresh(trigger) => {
-                                info!("refresh requested by {}", trigger.reason);
-                                waiters.extend(trigger.reply);
-                                requested = true;
+                                if let Some(trigger) = self.answer_if_superseded(trigger) {
+                                    info!("refresh requested by {}", trigger.reason);
+                                    waiters.extend(trigger.reply);
+                                    requested = true;
+                                }
                             }
                             Message::Reconfigure(config, source) => {
                                 self.reconfigure(config, *source);
@@ -224,6 +240,20 @@ impl Engine {
                 (_, None) => {}
             }
         }
+    }
+
+    /// Answers at once a trigger whose version a newer valid token already replaced; hands back
+    /// any other.
+    fn answer_if_superseded(&self, trigger: Trigger) -> Option<Trigger> {
+        let held = match (&*self.token.borrow(), trigger.against) {
+            (TokenState::Valid(current), Some(against)) if current.version > against => current.version,
+            _ => return Some(trigger),
+        };
+        debug!("refresh requested by {} is already answered by version {held}", trigger.reason);
+        if let Some(reply) = trigger.reply {
+            let _ = reply.send(Ok(Refreshed { version: held, changed: true }));
+        }
+        None
     }
 
     /// Runs one fetch; triggers that arrive meanwhile join it. `None` when cancelled.

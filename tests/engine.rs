@@ -141,6 +141,27 @@ async fn triggers_during_a_fetch_share_it() {
     daemon.stop().await;
 }
 
+/// Reports that reach the engine after their version was replaced are late, not new: however
+/// the reporters interleave with the fetch, one 401 wave makes one fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_on_a_replaced_version_is_answered_without_a_fetch() {
+    let backend = Backend::start().await;
+    let daemon = start(&backend, "");
+    let first = daemon.handle().refresh("test").await.unwrap();
+    backend.rotate();
+    let second = daemon.handle().refresh_past(first.version, "test").await.unwrap();
+    assert_eq!(second, Refreshed { version: first.version + 1, changed: true });
+
+    let before = backend.fetches();
+    let late = daemon.handle().refresh_past(first.version, "test").await.unwrap();
+    assert_eq!(late, second);
+    assert_eq!(backend.fetches(), before, "the late report fetched again");
+    // A report on the held version still fetches.
+    daemon.handle().refresh_past(second.version, "test").await.unwrap();
+    assert_eq!(backend.fetches(), before + 1);
+    daemon.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_token_is_not_a_new_version() {
     let backend = Backend::start().await;

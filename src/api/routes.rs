@@ -232,7 +232,7 @@ async fn report_401(shared: &Shared, request: Request<Incoming>) -> Response<Bod
     }
     let reported = reported.unwrap_or(held.version()).min(held.version());
 
-    let outcome = tokio::time::timeout(wait, shared.engine.refresh("401 report")).await;
+    let outcome = tokio::time::timeout(wait, shared.engine.refresh_past(reported, "401 report")).await;
     let changed = match outcome {
         Ok(Ok(refreshed)) => {
             if !refreshed.changed {
