@@ -144,6 +144,9 @@ fn load(path: &Path) -> Result<(Config, Parts), ExitCode> {
 fn start(logs: &LogChoice, configured: LogFormat) -> Result<tokio::runtime::Runtime, ExitCode> {
     logs.init(configured);
     process::harden().map_err(|e| fail(RUNTIME_FAILURE, format!("cannot disable core dumps: {e}")))?;
+    if let Err(e) = process::raise_fd_limit() {
+        tracing::warn!("cannot raise the open-file limit, sockets may run out of descriptors: {e}");
+    }
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

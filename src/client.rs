@@ -13,6 +13,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use zeroize::Zeroizing;
 
+/// How long a connect retries while the daemon's accept queue is full (EAGAIN on a Unix socket).
+const BUSY_PATIENCE: Duration = Duration::from_secs(5);
+
 /// Longest a call waits: a refresh the daemon waits on for up to 60 s, plus slack.
 const CALL_TIMEOUT: Duration = Duration::from_secs(70);
 
@@ -55,6 +58,31 @@ impl Client {
         ClientError::Protocol { path: self.socket.clone(), reason: reason.to_string() }
     }
 
+    /// Connects, waiting out a full accept queue: a daemon under a connection flood is busy, not
+    /// gone.
+    async fn connect(&self) -> Result<UnixStream, ClientError> {
+        let give_up = tokio::time::Instant::now() + BUSY_PATIENCE;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match UnixStream::connect(&self.socket).await {
+                Ok(stream) => return Ok(stream),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        && tokio::time::Instant::now() < give_up =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                Err(e) => {
+                    return Err(ClientError::Unreachable {
+                        path: self.socket.clone(),
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
+
     /// Sends one request and returns the response with its body still streaming.
     pub async fn open(
         &self,
@@ -62,9 +90,7 @@ impl Client {
         path: &str,
         body: Vec<u8>,
     ) -> Result<hyper::Response<Incoming>, ClientError> {
-        let stream = UnixStream::connect(&self.socket)
-            .await
-            .map_err(|e| ClientError::Unreachable { path: self.socket.clone(), reason: e.to_string() })?;
+        let stream = self.connect().await?;
         let (mut sender, connection) =
             http1::handshake(TokioIo::new(stream)).await.map_err(|e| self.protocol(e))?;
         tokio::spawn(connection);

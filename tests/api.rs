@@ -512,27 +512,60 @@ async fn token_verb_exits_1_without_a_valid_token() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no valid token"));
 }
 
+/// A kept-alive connection that has answered its request.
+fn served_and_kept(socket: &std::path::Path) -> UnixStream {
+    let mut s = UnixStream::connect(socket).unwrap();
+    s.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut head = [0u8; 1024];
+    let n = s.read(&mut head).unwrap();
+    assert!(head[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head[..n]));
+    s
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn beyond_max_connections_new_clients_wait_their_turn() {
+async fn beyond_max_connections_the_idlest_connection_makes_room() {
     let backend = Backend::start().await;
     let d = api::start(&backend, "max_connections = 2\n");
     let token = backend.token();
     serving(&d.socket, &token).await;
-    // Two slots, taken by clients that keep their connections open.
-    let mut held: Vec<UnixStream> = Vec::new();
-    for _ in 0..2 {
-        let mut s = UnixStream::connect(&d.socket).unwrap();
-        s.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let mut head = [0u8; 9];
-        s.read_exact(&mut head).unwrap();
-        assert_eq!(&head, b"HTTP/1.1 ", "the first two are served");
-        held.push(s);
-    }
+    let mut oldest = served_and_kept(&d.socket);
+    let mut newer = served_and_kept(&d.socket);
+
+    let reply = tokio::time::timeout(PATIENCE, get(&d.socket, "/v1/token?format=raw")).await.unwrap();
+    assert_eq!((reply.status, reply.body), (200, token));
+    oldest.set_read_timeout(Some(PATIENCE)).unwrap();
+    assert_eq!(oldest.read(&mut [0u8; 64]).unwrap(), 0, "the idlest connection is closed");
+    newer.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut head = [0u8; 12];
+    newer.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200", "the other kept-alive connection still works");
+    assert!(api::metric(&d.socket, "mcp_token_sync_connections_closed_for_room_total").await >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_in_a_request_are_never_closed_for_room_newcomers_wait() {
+    let backend = Backend::start().await;
+    let d = api::start(&backend, "max_connections = 2\n");
+    let token = backend.token();
+    serving(&d.socket, &token).await;
+    backend.set_reply(Reply::Slow(Duration::from_millis(900)));
+    // Both slots in a request: a refresh waiting on the slow backend, and one joining it.
+    let refresh = || {
+        let socket = d.socket.clone();
+        tokio::spawn(async move { post(&socket, "/v1/refresh", b"").await })
+    };
+    let first = refresh();
+    d.daemon.wait_output("refresh requested by POST /v1/refresh", PATIENCE);
+    let second = refresh();
+    d.daemon.wait_output("POST /v1/refresh joins the fetch in flight", PATIENCE);
+    let refreshes = [first, second];
     let socket = d.socket.clone();
     let third = tokio::spawn(async move { get(&socket, "/v1/token?format=raw").await });
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!third.is_finished(), "a third connection was served beyond max_connections = 2");
-    drop(held.pop());
+    for refresh in refreshes {
+        assert_eq!(refresh.await.unwrap().status, 200, "a request in progress was cut off");
+    }
     let reply = tokio::time::timeout(PATIENCE, third).await.expect("served once a slot frees").unwrap();
     assert_eq!((reply.status, reply.body), (200, token));
 }

@@ -50,6 +50,7 @@ pub struct Counters {
     requests: Mutex<BTreeMap<(Route, u16), u64>>,
     reports: Mutex<BTreeMap<ReportOutcome, u64>>,
     refused_peers: AtomicU64,
+    made_room: AtomicU64,
 }
 
 impl Counters {
@@ -63,6 +64,10 @@ impl Counters {
 
     pub fn refused_peer(&self) {
         self.refused_peers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn made_room(&self) {
+        self.made_room.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -87,6 +92,7 @@ struct Snapshot {
     reports: Vec<(&'static str, u64)>,
     requests: Vec<(&'static str, String, u64)>,
     refused_peers: u64,
+    made_room: u64,
 }
 
 fn seconds(t: SystemTime) -> f64 {
@@ -134,6 +140,7 @@ impl Snapshot {
                 .map(|((route, code), n)| (route.label(), code.to_string(), *n))
                 .collect(),
             refused_peers: shared.counters.refused_peers.load(Ordering::Relaxed),
+            made_room: shared.counters.made_room.load(Ordering::Relaxed),
         }
     }
 }
@@ -221,7 +228,14 @@ impl Collector for Snapshot {
             None,
             MetricType::Counter,
         )?;
-        ConstCounter::new(self.refused_peers).encode(family)
+        ConstCounter::new(self.refused_peers).encode(family)?;
+        let family = encoder.encode_descriptor(
+            "connections_closed_for_room",
+            "Idle connections closed because a socket had no free slot for a new one",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.made_room).encode(family)
     }
 }
 

@@ -4,12 +4,14 @@
 //! the same routes from the same [`Shared`] view of the daemon. Connections are independent
 //! tasks, so a slow, idle, hostile or forbidden peer costs only its own task:
 //!
-//! - at most `max_connections` are served at once per socket; beyond that, new peers wait in the
-//!   kernel's accept backlog while the served ones carry on;
+//! - at most `max_connections` are served at once per socket; beyond that, the idlest connection
+//!   is closed to admit a new one (see `connections`), so hoarded sockets cost neither memory
+//!   nor service;
 //! - a request head must arrive within `HEADER_TIMEOUT` (also the keep-alive idle limit) and
 //!   fit in `MAX_HEAD`; a body within 4 KiB and `routes::BODY_TIMEOUT`;
 //! - a peer that stops reading is dropped after `stall::WRITE_STALL`.
 
+mod connections;
 mod metrics;
 mod routes;
 mod socket;
@@ -18,15 +20,16 @@ mod status;
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::UnixListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use connections::{Admitted, Connections, IdleReads, Phase, Tracked};
 pub use socket::{BindError, SocketFile, bind};
 
 use crate::config::{Config, SocketSinkConfig};
@@ -36,6 +39,8 @@ use crate::sinks::SinkReport;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Request line and headers. Our requests are a few hundred bytes; hyper's floor is 8 KiB.
 const MAX_HEAD: usize = 16 * 1024;
+/// How often a socket that keeps running out of connections says so.
+const FULL_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 /// What every connection's handlers read. Sinks and config change on reload.
 pub struct Shared {
@@ -103,14 +108,10 @@ pub async fn serve(listener: Listener, shared: Arc<Shared>, cancel: Cancellation
         uids: config.allow_uids.clone(),
         gids: config.allow_gids.clone(),
     });
-    let slots = Arc::new(Semaphore::new(config.max_connections));
+    let connections = Connections::new(config.max_connections);
     let mut accept_errors = 0u32;
+    let mut warned_full: Option<Instant> = None;
     loop {
-        // A slot first, then accept: over the limit, peers queue in the kernel, not in memory.
-        let slot = tokio::select! {
-            _ = cancel.cancelled() => break,
-            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
-        };
         let stream = tokio::select! {
             _ = cancel.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -127,10 +128,29 @@ pub async fn serve(listener: Listener, shared: Arc<Shared>, cancel: Cancellation
                 }
             },
         };
+        // Accepted first, then given a slot: the peer waiting is one we know exists, and at most
+        // one connection beyond the limit is ever held.
+        let Admitted { slot, made_room } = tokio::select! {
+            _ = cancel.cancelled() => break,
+            admitted = connections.admit() => admitted,
+        };
+        if made_room {
+            shared.counters.made_room();
+            if warned_full.is_none_or(|at| at.elapsed() >= FULL_WARNING_EVERY) {
+                warned_full = Some(Instant::now());
+                warn!(
+                    "socket {}: all {} connections in use; closing the idlest to admit new ones \
+                     (a client leaking connections? see max_connections)",
+                    socket.path().display(),
+                    config.max_connections
+                );
+            }
+        }
         let (shared, acl, cancel) = (shared.clone(), acl.clone(), cancel.clone());
         let path = socket.path().to_owned();
         tokio::spawn(async move {
-            let _slot = slot;
+            let mut stream = stream;
+            let slot = Arc::new(slot);
             let peer = stream.peer_cred().ok();
             let allowed = peer.is_some_and(|p| acl.allows(p.uid(), p.gid()));
             if !allowed {
@@ -143,20 +163,24 @@ pub async fn serve(listener: Listener, shared: Arc<Shared>, cancel: Cancellation
                 shared.counters.refused_peer();
             }
             let service = hyper::service::service_fn(|request| {
-                let shared = shared.clone();
+                let (shared, slot) = (shared.clone(), slot.clone());
+                slot.set(Phase::Answering);
                 async move {
                     let response =
                         if allowed { routes::handle(&shared, request).await } else { routes::forbidden() };
-                    Ok::<_, Infallible>(response)
+                    Ok::<_, Infallible>(response.map(|body| Tracked::new(body, slot)))
                 }
             });
+            let (reader, writer) = stream.split();
+            let io = tokio::io::join(IdleReads::new(reader, slot.clone()), stall::StallGuard::new(writer));
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .max_buf_size(MAX_HEAD)
-                .serve_connection(TokioIo::new(stall::StallGuard::new(stream)), service);
+                .serve_connection(TokioIo::new(io), service);
             tokio::select! {
                 result = connection => if let Err(e) = result { debug!("connection closed: {e}") },
+                _ = slot.evicted() => debug!("connection closed to make room"),
                 _ = cancel.cancelled() => {}
             }
         });

@@ -91,6 +91,13 @@ pub async fn sink_status(
     entry(&reply).expect("accepted above")
 }
 
+/// The value of an unlabelled metric.
+pub async fn metric(socket: &std::path::Path, name: &str) -> f64 {
+    let metrics = get(socket, "/metrics").await.body;
+    let value = metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' '));
+    value.and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no metric {name} in:\n{metrics}"))
+}
+
 pub async fn get(socket: &std::path::Path, path: &str) -> Reply {
     request(socket, Method::GET, path, b"").await
 }

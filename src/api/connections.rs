@@ -1,0 +1,350 @@
+//! The connection slots of one socket, and which connection gives way when they run out.
+//!
+//! A socket serves at most `max_connections` at once, so memory is bounded however many peers
+//! connect. When every slot is taken, a new peer is not left queueing behind connections that do
+//! nothing: the one idle longest is closed to make room, as nginx does with its idle
+//! connections. Idle connections (no request, or kept alive between requests: hoarded sockets and
+//! slowloris heads alike) give way first; then `/v1/watch` streams with nothing to send, which
+//! reconnect and read the current token first thing when they do.
+//!
+//! Never closed for room: a connection in a request (a 401 report waiting for its refresh, an
+//! answer being written), and one just accepted or just answered until a read finds nothing to
+//! do, so a newcomer is not closed before hyper has read the request it already sent. When no
+//! connection can give way, new peers wait in the kernel's backlog.
+
+use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// What a connection is doing, in the order connections are closed for room.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub enum Phase {
+    /// Waiting for a request that has not come.
+    Idle,
+    /// Streaming a body of unknown length (`/v1/watch`).
+    Watching,
+    /// Just accepted, or just answered: reading what the peer sent, if anything.
+    Reading,
+    /// Handling a request or writing its answer.
+    Answering,
+}
+
+impl Phase {
+    const ALL: [Phase; 4] = [Phase::Idle, Phase::Watching, Phase::Reading, Phase::Answering];
+
+    fn gives_way(self) -> bool {
+        self < Phase::Reading
+    }
+}
+
+pub struct Connections {
+    capacity: usize,
+    live: Mutex<HashMap<u64, Arc<Entry>>>,
+    /// Rung when a slot is freed or a busy connection goes idle.
+    room: Notify,
+    /// Orders phase changes: a smaller stamp changed phase earlier. Also names connections.
+    clock: AtomicU64,
+}
+
+struct Entry {
+    phase: AtomicU8,
+    stamp: AtomicU64,
+    close: CancellationToken,
+}
+
+impl Entry {
+    fn phase(&self) -> Phase {
+        Phase::ALL[usize::from(self.phase.load(Ordering::Relaxed))]
+    }
+
+    fn rank(&self) -> (Phase, u64) {
+        (self.phase(), self.stamp.load(Ordering::Relaxed))
+    }
+}
+
+/// One admitted connection's slot; freed on drop.
+pub struct Slot {
+    id: u64,
+    entry: Arc<Entry>,
+    connections: Arc<Connections>,
+}
+
+/// What admitting a connection took.
+pub struct Admitted {
+    pub slot: Slot,
+    /// Another connection was closed to make room.
+    pub made_room: bool,
+}
+
+impl Connections {
+    pub fn new(capacity: usize) -> Arc<Connections> {
+        Arc::new(Connections {
+            capacity,
+            live: Mutex::default(),
+            room: Notify::new(),
+            clock: AtomicU64::new(0),
+        })
+    }
+
+    /// A slot for a connection just accepted: a free one, else the idlest connection's, else the
+    /// first to free up.
+    pub async fn admit(self: &Arc<Self>) -> Admitted {
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if let Some(admitted) = self.try_admit() {
+                return admitted;
+            }
+            room.await;
+        }
+    }
+
+    fn try_admit(self: &Arc<Self>) -> Option<Admitted> {
+        let mut live = self.live.lock().expect("never poisoned");
+        let made_room = live.len() >= self.capacity;
+        if made_room {
+            let (&idlest, _) = live
+                .iter()
+                .filter(|(_, entry)| entry.phase().gives_way())
+                .min_by_key(|(_, entry)| entry.rank())?;
+            let evicted = live.remove(&idlest).expect("just found");
+            evicted.close.cancel();
+        }
+        let id = self.clock.fetch_add(1, Ordering::Relaxed);
+        let entry = Arc::new(Entry {
+            phase: AtomicU8::new(Phase::Reading as u8),
+            stamp: AtomicU64::new(id),
+            close: CancellationToken::new(),
+        });
+        live.insert(id, entry.clone());
+        Some(Admitted { slot: Slot { id, entry, connections: self.clone() }, made_room })
+    }
+}
+
+impl Slot {
+    pub fn set(&self, phase: Phase) {
+        let entry = &self.entry;
+        entry.stamp.store(self.connections.clock.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+        entry.phase.store(phase as u8, Ordering::Relaxed);
+        if phase.gives_way() {
+            self.connections.room.notify_one();
+        }
+    }
+
+    fn phase(&self) -> Phase {
+        self.entry.phase()
+    }
+
+    /// Resolves when this connection has been closed to make room for another.
+    pub async fn evicted(&self) {
+        self.entry.close.cancelled().await
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.connections.live.lock().expect("never poisoned").remove(&self.id);
+        self.connections.room.notify_one();
+    }
+}
+
+/// The reading side of a connection, which marks it idle when a read finds nothing between
+/// requests.
+pub struct IdleReads<R> {
+    inner: R,
+    slot: Arc<Slot>,
+}
+
+impl<R> IdleReads<R> {
+    pub fn new(inner: R, slot: Arc<Slot>) -> IdleReads<R> {
+        IdleReads { inner, slot }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for IdleReads<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if poll.is_pending() && self.slot.phase() == Phase::Reading {
+            self.slot.set(Phase::Idle);
+        }
+        poll
+    }
+}
+
+/// A response body that keeps its connection's phase: answering (or watching, for a stream of
+/// unknown length) until hyper is done with it, reading after.
+pub struct Tracked<B> {
+    body: B,
+    slot: Arc<Slot>,
+}
+
+impl<B: Body> Tracked<B> {
+    pub fn new(body: B, slot: Arc<Slot>) -> Tracked<B> {
+        if body.size_hint().exact().is_none() {
+            slot.set(Phase::Watching);
+        }
+        Tracked { body, slot }
+    }
+}
+
+impl<B: Body + Unpin> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl<B> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        self.slot.set(Phase::Reading);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn is_evicted(slot: &Slot) -> bool {
+        slot.entry.close.is_cancelled()
+    }
+
+    async fn admit_as(connections: &Arc<Connections>, phase: Phase) -> Slot {
+        let slot = connections.admit().await.slot;
+        slot.set(phase);
+        slot
+    }
+
+    #[tokio::test]
+    async fn free_slots_are_handed_out_without_closing_anyone() {
+        let connections = Connections::new(2);
+        let a = connections.admit().await;
+        let b = connections.admit().await;
+        assert!(!a.made_room && !b.made_room);
+        assert!(!is_evicted(&a.slot) && !is_evicted(&b.slot));
+    }
+
+    #[tokio::test]
+    async fn when_full_idle_connections_give_way_before_watchers() {
+        let connections = Connections::new(3);
+        let watcher = admit_as(&connections, Phase::Watching).await;
+        let idle = admit_as(&connections, Phase::Idle).await;
+        let answering = admit_as(&connections, Phase::Answering).await;
+
+        let newcomer = connections.admit().await;
+        assert!(newcomer.made_room);
+        assert!(is_evicted(&idle) && !is_evicted(&watcher), "idle goes first, though it is younger");
+        drop(idle);
+        newcomer.slot.set(Phase::Answering);
+
+        let _last = connections.admit().await;
+        assert!(is_evicted(&watcher) && !is_evicted(&answering));
+    }
+
+    #[tokio::test]
+    async fn among_equals_the_one_idle_longest_gives_way() {
+        let connections = Connections::new(2);
+        let first = admit_as(&connections, Phase::Answering).await;
+        let second = admit_as(&connections, Phase::Idle).await;
+        first.set(Phase::Idle);
+        let _newcomer = connections.admit().await;
+        assert!(is_evicted(&second) && !is_evicted(&first));
+    }
+
+    #[tokio::test]
+    async fn a_read_that_finds_nothing_makes_a_newcomer_idle_and_a_request_makes_it_answer() {
+        let connections = Connections::new(1);
+        let slot = Arc::new(connections.admit().await.slot);
+        assert_eq!(slot.phase(), Phase::Reading, "not closed before its request is read");
+        let (ours, mut theirs) = tokio::io::duplex(64);
+        let mut reads = IdleReads::new(ours, slot.clone());
+        let mut buf = [0u8; 16];
+        let mut read_finds_nothing = || {
+            let mut buf = ReadBuf::new(&mut buf);
+            let poll =
+                Pin::new(&mut reads).poll_read(&mut Context::from_waker(std::task::Waker::noop()), &mut buf);
+            poll.is_pending()
+        };
+        assert!(read_finds_nothing());
+        assert_eq!(slot.phase(), Phase::Idle);
+
+        slot.set(Phase::Answering);
+        assert!(read_finds_nothing());
+        assert_eq!(slot.phase(), Phase::Answering, "a request waiting for its body is not idle");
+        tokio::io::AsyncWriteExt::write_all(&mut theirs, b"x").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_stream_body_watches_a_sized_one_answers_and_both_read_after() {
+        let connections = Connections::new(2);
+        let slot = Arc::new(connections.admit().await.slot);
+        slot.set(Phase::Answering);
+        let sized = Tracked::new(http_body_util::Full::new(bytes::Bytes::from_static(b"t")), slot.clone());
+        assert_eq!(slot.phase(), Phase::Answering);
+        drop(sized);
+        assert_eq!(slot.phase(), Phase::Reading);
+        let stream = http_body_util::StreamBody::new(futures_util::stream::pending::<
+            Result<Frame<bytes::Bytes>, std::convert::Infallible>,
+        >());
+        let watching = Tracked::new(stream, slot.clone());
+        assert_eq!(slot.phase(), Phase::Watching);
+        drop(watching);
+        assert_eq!(slot.phase(), Phase::Reading);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_no_connection_can_give_way_a_newcomer_waits_for_one_to() {
+        let connections = Connections::new(2);
+        let answering = admit_as(&connections, Phase::Answering).await;
+        let _just_accepted = connections.admit().await.slot;
+        let waiting = tokio::spawn({
+            let connections = connections.clone();
+            async move { connections.admit().await.made_room }
+        });
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!waiting.is_finished(), "nobody may be closed in a request or before it is read");
+        answering.set(Phase::Idle);
+        assert!(waiting.await.unwrap(), "the connection gone idle gives way");
+        assert!(is_evicted(&answering));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_connection_frees_its_slot() {
+        let connections = Connections::new(1);
+        let answering = admit_as(&connections, Phase::Answering).await;
+        let waiting = tokio::spawn({
+            let connections = connections.clone();
+            async move { connections.admit().await.made_room }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        drop(answering);
+        assert!(!waiting.await.unwrap());
+    }
+}
