@@ -3,7 +3,10 @@
 //! 1. the seed's pattern (fetch the token from the backend on every use) vs a socket read;
 //! 2. a 401 storm: N reporters of one stale version → upstream fetches and time to the last answer;
 //! 3. idle cost: context switches over a quiet minute, RSS idle and after 100,000 reads, binary size;
-//! 4. start-up: process start to READY=1 and to the first token in a file.
+//! 4. start-up: process start to READY=1 and to the first token in a file;
+//! 5. a flood: 10,000 connections held open (silent, half-sent heads, watchers and pipeliners
+//!    that never read) and 1,000 reporters, while clients read the token: their latency, and
+//!    the daemon's memory and open files.
 //!
 //!     cargo bench --bench operations                 # BENCH_IDLE_SECONDS=60 by default
 //!
@@ -35,6 +38,7 @@ fn main() {
         storm().await;
         idle_cost().await;
         startup().await;
+        flood().await;
     });
 }
 
@@ -389,6 +393,118 @@ async fn startup() {
         let (p50, p99) = quantiles(samples);
         println!("| {name} | {:.1} | {:.1} |", p50 / 1e3, p99 / 1e3);
     }
+    println!();
+}
+
+fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+}
+
+/// Section 5. Peers that hold connections and never finish (or never read), a 401 flood, and
+/// clients that just want the token.
+async fn flood() {
+    use tokio::io::AsyncWriteExt;
+    const HELD: usize = 10_000;
+    // Within the default 1,024 slots beside the slow peers that keep theirs: with more clients
+    // at once than slots, the ones that connected and have not spoken yet are fair game too.
+    const REPORTERS: usize = 500;
+    const READS: usize = 2000;
+    let backend = Backend::start(UPSTREAM_DELAY).await;
+    let daemon = Daemon::spawn(&backend, None);
+    daemon.ready().await;
+    let rss_before = rss_kib(daemon.pid());
+
+    let intake = Instant::now();
+    let mut held = Vec::with_capacity(HELD);
+    for i in 0..HELD {
+        let mut stream = loop {
+            match UnixStream::connect(daemon.socket()).await {
+                Ok(stream) => break stream,
+                // The accept backlog is full: the daemon is still taking connections in.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(intake.elapsed() < Duration::from_secs(60), "the daemon stopped accepting");
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err(e) => panic!("connect: {e}"),
+            }
+        };
+        let sent: Vec<u8> = match i % 10 {
+            0 => b"GET /v1/token HTTP/1.1\r\nHost: localhost\r\nX-Slow: ".to_vec(),
+            1 => b"GET /v1/watch HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(),
+            2 => b"GET /v1/token?format=raw HTTP/1.1\r\nHost: localhost\r\n\r\n".repeat(2000),
+            _ => Vec::new(),
+        };
+        stream.write_all(&sent).await.unwrap();
+        held.push(stream);
+    }
+    // Taken in once the daemon has closed all it has no room for.
+    loop {
+        let metrics = send(&mut unix_sender(&daemon.socket()).await, get("/metrics")).await;
+        let closed = String::from_utf8_lossy(&metrics)
+            .lines()
+            .find_map(|l| l.strip_prefix("mcp_token_sync_connections_closed_for_room_total ")?.parse().ok())
+            .unwrap_or(0);
+        if closed >= HELD - 1024 {
+            break;
+        }
+        assert!(intake.elapsed() < Duration::from_secs(60), "the daemon stopped taking connections in");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let intake = intake.elapsed();
+
+    backend.rotate();
+    let reporters: Vec<_> = (0..REPORTERS)
+        .map(|_| {
+            let socket = daemon.socket();
+            tokio::spawn(async move {
+                let mut sender = unix_sender(&socket).await;
+                let request = Request::post("/v1/report-401")
+                    .header("host", "localhost")
+                    .body(Full::new(Bytes::from_static(b"{\"version\": 1}")))
+                    .unwrap();
+                send(&mut sender, request).await;
+            })
+        })
+        .collect();
+    let mut fresh = Vec::with_capacity(READS);
+    let mut kept = Vec::with_capacity(READS);
+    let mut sender = unix_sender(&daemon.socket()).await;
+    let mut reconnects = 0;
+    for _ in 0..READS {
+        let asked = Instant::now();
+        send(&mut unix_sender(&daemon.socket()).await, get("/v1/token?format=raw")).await;
+        fresh.push(asked.elapsed());
+        let asked = Instant::now();
+        // As HTTP clients do when the server has closed an idle kept-alive connection: reconnect
+        // and ask again, within the measured time.
+        if sender.ready().await.is_err() {
+            reconnects += 1;
+            sender = unix_sender(&daemon.socket()).await;
+        }
+        send(&mut sender, get("/v1/token?format=raw")).await;
+        kept.push(asked.elapsed());
+    }
+    for reporter in reporters {
+        reporter.await.unwrap();
+    }
+    let (rss_after, files) = (rss_kib(daemon.pid()), open_files(daemon.pid()));
+    drop(held);
+
+    println!("## 5. Flood: {HELD} connections held, {REPORTERS} reporters\n");
+    println!(
+        "{HELD} connections opened and taken in by the daemon in {:.2} s; then {READS} reads of each \
+         kind, alongside the reporters.\n",
+        intake.as_secs_f64()
+    );
+    println!("| served client | p50 µs | p99 µs | target |\n|---|---:|---:|---|");
+    for (name, samples) in [("new connection per read", fresh), ("kept-alive connection", kept)] {
+        let (p50, p99) = quantiles(samples);
+        println!("| {name} | {p50:.0} | {p99:.0} | p99 < 10 ms |");
+    }
+    println!("\n| daemon | before | during |\n|---|---:|---:|");
+    println!("| RSS | {:.1} MiB | {:.1} MiB |", rss_before as f64 / 1024.0, rss_after as f64 / 1024.0);
+    println!("| open files | — | {files} |");
+    println!("\nThe kept-alive client found its connection closed for room {reconnects} times.");
     println!();
 }
 

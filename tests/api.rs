@@ -523,7 +523,7 @@ fn served_and_kept(socket: &std::path::Path) -> UnixStream {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn beyond_max_connections_the_idlest_connection_makes_room() {
+async fn beyond_max_connections_the_longest_idle_connection_makes_room() {
     let backend = Backend::start().await;
     let d = api::start(&backend, "max_connections = 2\n");
     let token = backend.token();
@@ -534,7 +534,7 @@ async fn beyond_max_connections_the_idlest_connection_makes_room() {
     let reply = tokio::time::timeout(PATIENCE, get(&d.socket, "/v1/token?format=raw")).await.unwrap();
     assert_eq!((reply.status, reply.body), (200, token));
     oldest.set_read_timeout(Some(PATIENCE)).unwrap();
-    assert_eq!(oldest.read(&mut [0u8; 64]).unwrap(), 0, "the idlest connection is closed");
+    assert_eq!(oldest.read(&mut [0u8; 64]).unwrap(), 0, "the longest idle connection is closed");
     newer.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let mut head = [0u8; 12];
     newer.read_exact(&mut head).unwrap();

@@ -2,20 +2,21 @@
 //!
 //! A socket serves at most `max_connections` at once, so memory is bounded however many peers
 //! connect. When every slot is taken, a new peer is not left queueing behind connections that do
-//! nothing: the one idle longest is closed to make room, as nginx does with its idle
-//! connections. Idle connections (no request, or kept alive between requests: hoarded sockets and
-//! slowloris heads alike) give way first; then `/v1/watch` streams with nothing to send, which
-//! reconnect and read the current token first thing when they do.
+//! nothing: the one that has done nothing for longest is closed to make room, as nginx does with
+//! its idle connections. Doing nothing means waiting for a request that has not come (a peer
+//! hoarding sockets, a head sent halfway, a kept-alive client between requests), waiting on a
+//! `/v1/watch` stream for the next version (a watcher that reconnects reads the current token
+//! first thing), or a peer not reading its answers (a write that cannot make progress).
 //!
 //! Never closed for room: a connection in a request (a 401 report waiting for its refresh, an
-//! answer being written), and one just accepted or just answered until a read finds nothing to
-//! do, so a newcomer is not closed before hyper has read the request it already sent. When no
-//! connection can give way, new peers wait in the kernel's backlog.
+//! answer being written to a peer that reads it), and one just accepted or just answered until a
+//! read finds nothing to do, so a newcomer is not closed before hyper has read the request it
+//! already sent. When no connection can give way, new peers wait in the kernel's backlog.
 
 use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -24,38 +25,35 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-/// What a connection is doing, in the order connections are closed for room.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+/// What a connection is doing.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Phase {
-    /// Waiting for a request that has not come.
-    Idle,
-    /// Streaming a body of unknown length (`/v1/watch`).
-    Watching,
     /// Just accepted, or just answered: reading what the peer sent, if anything.
     Reading,
     /// Handling a request or writing its answer.
     Answering,
+    /// For the peer's next request, or on a stream for the next version.
+    Waiting,
 }
 
 impl Phase {
-    const ALL: [Phase; 4] = [Phase::Idle, Phase::Watching, Phase::Reading, Phase::Answering];
-
-    fn gives_way(self) -> bool {
-        self < Phase::Reading
-    }
+    const ALL: [Phase; 3] = [Phase::Reading, Phase::Answering, Phase::Waiting];
 }
 
 pub struct Connections {
     capacity: usize,
     live: Mutex<HashMap<u64, Arc<Entry>>>,
-    /// Rung when a slot is freed or a busy connection goes idle.
+    /// Rung when a slot is freed or a connection starts doing nothing.
     room: Notify,
-    /// Orders phase changes: a smaller stamp changed phase earlier. Also names connections.
+    /// Orders changes: a smaller stamp changed earlier. Also names connections.
     clock: AtomicU64,
 }
 
 struct Entry {
     phase: AtomicU8,
+    /// A write is waiting for the peer to read.
+    stalled: AtomicBool,
+    /// When the connection last started doing nothing (or was admitted).
     stamp: AtomicU64,
     close: CancellationToken,
 }
@@ -65,8 +63,8 @@ impl Entry {
         Phase::ALL[usize::from(self.phase.load(Ordering::Relaxed))]
     }
 
-    fn rank(&self) -> (Phase, u64) {
-        (self.phase(), self.stamp.load(Ordering::Relaxed))
+    fn gives_way(&self) -> bool {
+        self.phase() == Phase::Waiting || self.stalled.load(Ordering::Relaxed)
     }
 }
 
@@ -94,8 +92,8 @@ impl Connections {
         })
     }
 
-    /// A slot for a connection just accepted: a free one, else the idlest connection's, else the
-    /// first to free up.
+    /// A slot for a connection just accepted: a free one, else the one of the connection that
+    /// has done nothing for longest, else the first to free up.
     pub async fn admit(self: &Arc<Self>) -> Admitted {
         loop {
             let room = self.room.notified();
@@ -114,30 +112,45 @@ impl Connections {
         if made_room {
             let (&idlest, _) = live
                 .iter()
-                .filter(|(_, entry)| entry.phase().gives_way())
-                .min_by_key(|(_, entry)| entry.rank())?;
+                .filter(|(_, entry)| entry.gives_way())
+                .min_by_key(|(_, entry)| entry.stamp.load(Ordering::Relaxed))?;
             let evicted = live.remove(&idlest).expect("just found");
             evicted.close.cancel();
         }
-        let id = self.clock.fetch_add(1, Ordering::Relaxed);
+        let id = self.tick();
         let entry = Arc::new(Entry {
             phase: AtomicU8::new(Phase::Reading as u8),
+            stalled: AtomicBool::new(false),
             stamp: AtomicU64::new(id),
             close: CancellationToken::new(),
         });
         live.insert(id, entry.clone());
         Some(Admitted { slot: Slot { id, entry, connections: self.clone() }, made_room })
     }
+
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::Relaxed)
+    }
 }
 
 impl Slot {
     pub fn set(&self, phase: Phase) {
-        let entry = &self.entry;
-        entry.stamp.store(self.connections.clock.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
-        entry.phase.store(phase as u8, Ordering::Relaxed);
-        if phase.gives_way() {
-            self.connections.room.notify_one();
+        self.entry.phase.store(phase as u8, Ordering::Relaxed);
+        if phase == Phase::Waiting {
+            self.gave_way_now();
         }
+    }
+
+    /// Whether a write is waiting for the peer to read (see `stall`).
+    pub fn set_stalled(&self, stalled: bool) {
+        if self.entry.stalled.swap(stalled, Ordering::Relaxed) != stalled && stalled {
+            self.gave_way_now();
+        }
+    }
+
+    fn gave_way_now(&self) {
+        self.entry.stamp.store(self.connections.tick(), Ordering::Relaxed);
+        self.connections.room.notify_one();
     }
 
     fn phase(&self) -> Phase {
@@ -157,7 +170,7 @@ impl Drop for Slot {
     }
 }
 
-/// The reading side of a connection, which marks it idle when a read finds nothing between
+/// The reading side of a connection, which marks it waiting when a read finds nothing between
 /// requests.
 pub struct IdleReads<R> {
     inner: R,
@@ -178,14 +191,14 @@ impl<R: AsyncRead + Unpin> AsyncRead for IdleReads<R> {
     ) -> Poll<io::Result<()>> {
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         if poll.is_pending() && self.slot.phase() == Phase::Reading {
-            self.slot.set(Phase::Idle);
+            self.slot.set(Phase::Waiting);
         }
         poll
     }
 }
 
-/// A response body that keeps its connection's phase: answering (or watching, for a stream of
-/// unknown length) until hyper is done with it, reading after.
+/// A response body that keeps its connection's phase: answering until hyper is done with it
+/// (waiting, for a stream of unknown length: `/v1/watch` between versions), reading after.
 pub struct Tracked<B> {
     body: B,
     slot: Arc<Slot>,
@@ -194,7 +207,7 @@ pub struct Tracked<B> {
 impl<B: Body> Tracked<B> {
     pub fn new(body: B, slot: Arc<Slot>) -> Tracked<B> {
         if body.size_hint().exact().is_none() {
-            slot.set(Phase::Watching);
+            slot.set(Phase::Waiting);
         }
         Tracked { body, slot }
     }
@@ -252,57 +265,62 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn when_full_idle_connections_give_way_before_watchers() {
+    async fn when_full_the_connection_waiting_longest_gives_way() {
         let connections = Connections::new(3);
-        let watcher = admit_as(&connections, Phase::Watching).await;
-        let idle = admit_as(&connections, Phase::Idle).await;
         let answering = admit_as(&connections, Phase::Answering).await;
+        let later = admit_as(&connections, Phase::Answering).await;
+        let earlier = admit_as(&connections, Phase::Answering).await;
+        earlier.set(Phase::Waiting);
+        later.set(Phase::Waiting);
 
         let newcomer = connections.admit().await;
         assert!(newcomer.made_room);
-        assert!(is_evicted(&idle) && !is_evicted(&watcher), "idle goes first, though it is younger");
-        drop(idle);
+        assert!(is_evicted(&earlier) && !is_evicted(&later), "admitted later, but waiting longer");
+        drop(earlier);
         newcomer.slot.set(Phase::Answering);
 
         let _last = connections.admit().await;
-        assert!(is_evicted(&watcher) && !is_evicted(&answering));
+        assert!(is_evicted(&later) && !is_evicted(&answering));
     }
 
     #[tokio::test]
-    async fn among_equals_the_one_idle_longest_gives_way() {
+    async fn a_peer_that_does_not_read_its_answers_gives_way_mid_answer() {
         let connections = Connections::new(2);
-        let first = admit_as(&connections, Phase::Answering).await;
-        let second = admit_as(&connections, Phase::Idle).await;
-        first.set(Phase::Idle);
+        let waiting = admit_as(&connections, Phase::Answering).await;
+        let stalled = admit_as(&connections, Phase::Answering).await;
+        waiting.set(Phase::Waiting);
+        stalled.set_stalled(true);
+        stalled.set_stalled(false);
+        stalled.set_stalled(true);
         let _newcomer = connections.admit().await;
-        assert!(is_evicted(&second) && !is_evicted(&first));
+        assert!(is_evicted(&waiting) && !is_evicted(&stalled), "waiting since before the stall");
+        let _another = connections.admit().await;
+        assert!(is_evicted(&stalled));
     }
 
     #[tokio::test]
-    async fn a_read_that_finds_nothing_makes_a_newcomer_idle_and_a_request_makes_it_answer() {
+    async fn a_read_that_finds_nothing_makes_a_newcomer_wait_and_a_request_makes_it_answer() {
         let connections = Connections::new(1);
         let slot = Arc::new(connections.admit().await.slot);
         assert_eq!(slot.phase(), Phase::Reading, "not closed before its request is read");
-        let (ours, mut theirs) = tokio::io::duplex(64);
+        let (ours, _theirs) = tokio::io::duplex(64);
         let mut reads = IdleReads::new(ours, slot.clone());
         let mut buf = [0u8; 16];
         let mut read_finds_nothing = || {
             let mut buf = ReadBuf::new(&mut buf);
-            let poll =
-                Pin::new(&mut reads).poll_read(&mut Context::from_waker(std::task::Waker::noop()), &mut buf);
-            poll.is_pending()
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            Pin::new(&mut reads).poll_read(&mut cx, &mut buf).is_pending()
         };
         assert!(read_finds_nothing());
-        assert_eq!(slot.phase(), Phase::Idle);
+        assert_eq!(slot.phase(), Phase::Waiting);
 
         slot.set(Phase::Answering);
         assert!(read_finds_nothing());
         assert_eq!(slot.phase(), Phase::Answering, "a request waiting for its body is not idle");
-        tokio::io::AsyncWriteExt::write_all(&mut theirs, b"x").await.unwrap();
     }
 
     #[tokio::test]
-    async fn a_stream_body_watches_a_sized_one_answers_and_both_read_after() {
+    async fn a_sized_body_answers_a_stream_waits_and_both_read_after() {
         let connections = Connections::new(2);
         let slot = Arc::new(connections.admit().await.slot);
         slot.set(Phase::Answering);
@@ -314,7 +332,7 @@ mod tests {
             Result<Frame<bytes::Bytes>, std::convert::Infallible>,
         >());
         let watching = Tracked::new(stream, slot.clone());
-        assert_eq!(slot.phase(), Phase::Watching);
+        assert_eq!(slot.phase(), Phase::Waiting);
         drop(watching);
         assert_eq!(slot.phase(), Phase::Reading);
     }
@@ -330,8 +348,8 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert!(!waiting.is_finished(), "nobody may be closed in a request or before it is read");
-        answering.set(Phase::Idle);
-        assert!(waiting.await.unwrap(), "the connection gone idle gives way");
+        answering.set_stalled(true);
+        assert!(waiting.await.unwrap(), "the connection whose peer stopped reading gives way");
         assert!(is_evicted(&answering));
     }
 

@@ -4,9 +4,9 @@
 //! the same routes from the same [`Shared`] view of the daemon. Connections are independent
 //! tasks, so a slow, idle, hostile or forbidden peer costs only its own task:
 //!
-//! - at most `max_connections` are served at once per socket; beyond that, the idlest connection
-//!   is closed to admit a new one (see `connections`), so hoarded sockets cost neither memory
-//!   nor service;
+//! - at most `max_connections` are served at once per socket; beyond that, the connection that
+//!   has done nothing for longest is closed to admit a new one (see `connections`), so hoarded
+//!   sockets cost neither memory nor service;
 //! - a request head must arrive within `HEADER_TIMEOUT` (also the keep-alive idle limit) and
 //!   fit in `MAX_HEAD`; a body within 4 KiB and `routes::BODY_TIMEOUT`;
 //! - a peer that stops reading is dropped after `stall::WRITE_STALL`.
@@ -139,7 +139,7 @@ pub async fn serve(listener: Listener, shared: Arc<Shared>, cancel: Cancellation
             if warned_full.is_none_or(|at| at.elapsed() >= FULL_WARNING_EVERY) {
                 warned_full = Some(Instant::now());
                 warn!(
-                    "socket {}: all {} connections in use; closing the idlest to admit new ones \
+                    "socket {}: all {} connections in use; closing the longest idle to admit new ones \
                      (a client leaking connections? see max_connections)",
                     socket.path().display(),
                     config.max_connections
@@ -172,7 +172,14 @@ pub async fn serve(listener: Listener, shared: Arc<Shared>, cancel: Cancellation
                 }
             });
             let (reader, writer) = stream.split();
-            let io = tokio::io::join(IdleReads::new(reader, slot.clone()), stall::StallGuard::new(writer));
+            let stalled = {
+                let slot = slot.clone();
+                move |stalled| slot.set_stalled(stalled)
+            };
+            let io = tokio::io::join(
+                IdleReads::new(reader, slot.clone()),
+                stall::StallGuard::new(writer, stalled),
+            );
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
