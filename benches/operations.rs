@@ -190,6 +190,14 @@ fn get(path: &str) -> Request<Full<Bytes>> {
     Request::get(path).header("host", "localhost").body(Full::new(Bytes::new())).unwrap()
 }
 
+/// `POST /v1/report-401` for the daemon's first token.
+fn report_version_1() -> Request<Full<Bytes>> {
+    Request::post("/v1/report-401")
+        .header("host", "localhost")
+        .body(Full::new(Bytes::from_static(b"{\"version\": 1}")))
+        .unwrap()
+}
+
 /// Section 1. Per use, the seed's `requests.get(backend)` (a new TCP connection and a JSON answer
 /// to parse) against reading the daemon's socket (a new connection, and a kept-alive one).
 async fn seed_pattern_vs_socket() {
@@ -261,11 +269,7 @@ async fn storm() {
                 let expected = backend.token();
                 tokio::spawn(async move {
                     let mut sender = unix_sender(&socket).await;
-                    let request = Request::post("/v1/report-401")
-                        .header("host", "localhost")
-                        .body(Full::new(Bytes::from_static(b"{\"version\": 1}")))
-                        .unwrap();
-                    let body = send(&mut sender, request).await;
+                    let body = send(&mut sender, report_version_1()).await;
                     let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
                     assert_eq!(answer["token"], expected);
                 })
@@ -458,11 +462,7 @@ async fn flood() {
             let socket = daemon.socket();
             tokio::spawn(async move {
                 let mut sender = unix_sender(&socket).await;
-                let request = Request::post("/v1/report-401")
-                    .header("host", "localhost")
-                    .body(Full::new(Bytes::from_static(b"{\"version\": 1}")))
-                    .unwrap();
-                send(&mut sender, request).await;
+                send(&mut sender, report_version_1()).await;
             })
         })
         .collect();
