@@ -112,14 +112,15 @@ impl Daemon {
         self.dir.path().join("token")
     }
 
-    /// The release daemon with a file sink and a socket, optionally with NOTIFY_SOCKET.
+    /// The release daemon with a file sink and a socket, watching its config as by default; without
+    /// jitter, so the next fetch after the first is 15 min (max_interval) away.
     fn spawn(backend: &Backend, notify: Option<&Path>) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config.toml");
         std::fs::write(
             &config,
             format!(
-                "[source]\nurl = \"{}\"\n\n[refresh]\nmin_interval = \"1ms\"\n\n[daemon]\nstate_dir = \"{}\"\nwatch_config = false\n\n\
+                "[source]\nurl = \"{}\"\n\n[refresh]\nmin_interval = \"1ms\"\njitter = 0.0\n\n[daemon]\nstate_dir = \"{}\"\n\n\
                  [[sink]]\ntype = \"file\"\npath = \"{}\"\n\n[[sink]]\ntype = \"socket\"\npath = \"{}\"\n",
                 backend.url(),
                 dir.path().join("state").display(),
@@ -254,39 +255,66 @@ async fn seed_pattern_vs_socket() {
 async fn storm() {
     println!("## 2. 401 storm (upstream answers after {} ms)\n", UPSTREAM_DELAY.as_millis());
     println!(
-        "| reporters | upstream fetches | last reporter answered after | target |\n|---:|---:|---:|---|"
+        "| reporters | upstream fetches | last reporter answered after | daemon CPU | same clients, token reads only | target |\n\
+         |---:|---:|---:|---:|---:|---|"
     );
     for reporters in [10, 100, 1000] {
         let backend = Backend::start(UPSTREAM_DELAY).await;
         let daemon = Daemon::spawn(&backend, None);
         daemon.ready().await;
+        // The load's own floor: as many clients connecting at once for a plain read.
+        let floor = at_once(reporters, &daemon.socket(), || get("/v1/token?format=raw"), |_| {}).await;
         backend.rotate();
         let before = backend.fetches.load(Ordering::SeqCst);
-        let started = Instant::now();
-        let tasks: Vec<_> = (0..reporters)
-            .map(|_| {
-                let socket = daemon.socket();
-                let expected = backend.token();
-                tokio::spawn(async move {
-                    let mut sender = unix_sender(&socket).await;
-                    let body = send(&mut sender, report_version_1()).await;
-                    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                    assert_eq!(answer["token"], expected);
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.unwrap();
-        }
-        let elapsed = started.elapsed();
+        let expected = backend.token();
+        let cpu = cpu_time(daemon.pid());
+        let elapsed = at_once(reporters, &daemon.socket(), report_version_1, move |body| {
+            let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(answer["token"], expected);
+        })
+        .await;
+        let cpu = cpu_time(daemon.pid()) - cpu;
         let fetches = backend.fetches.load(Ordering::SeqCst) - before;
         println!(
-            "| {reporters} | {fetches} | {:.1} ms | 1 fetch; ≤ {} ms |",
+            "| {reporters} | {fetches} | {:.1} ms | {:.1} ms | {:.1} ms | 1 fetch; ≤ {} ms |",
             elapsed.as_secs_f64() * 1e3,
+            cpu.as_secs_f64() * 1e3,
+            floor.as_secs_f64() * 1e3,
             UPSTREAM_DELAY.as_millis() + 50
         );
     }
     println!();
+}
+
+/// `n` clients each open a connection and send one request at the same moment; the time until
+/// the last has its answer (checked by `check`).
+async fn at_once(
+    n: usize,
+    socket: &Path,
+    request: impl Fn() -> Request<Full<Bytes>>,
+    check: impl Fn(Bytes) + Clone + Send + Sync + 'static,
+) -> Duration {
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (socket, request, check) = (socket.to_owned(), request(), check.clone());
+            tokio::spawn(async move { check(send(&mut unix_sender(&socket).await, request).await) })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    started.elapsed()
+}
+
+/// CPU time so far, all the process's threads.
+fn cpu_time(pid: u32) -> Duration {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let nanos = tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|line| line.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
 }
 
 /// Context switches so far, per thread id.

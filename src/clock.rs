@@ -1,13 +1,25 @@
 //! Wall-clock time: RFC 3339 in and out, and sleeping until a wall-clock deadline.
 //!
 //! Token expiry is a wall-clock fact, but tokio's timers run on the monotonic clock, which stands
-//! still while the host is suspended and ignores clock steps. [`sleep_until`] therefore never
-//! trusts one long timer: it wakes at least every [`RECHECK`] to look at the wall clock again.
+//! still while the host is suspended and ignores clock steps. [`wake_at`] asks the kernel
+//! instead: a `CLOCK_REALTIME` timerfd set to the deadline fires when the wall clock reaches it,
+//! suspend or not, and is cancelled when the clock is set, so a step wakes the daemon to look
+//! again. One timer, one wake-up: an idle daemon sleeps until its next refresh without ticking
+//! (tokio's timer wheel would wake three times on the way to a 60 s deadline, cascading it down
+//! its levels). Where no timerfd can be had, [`sleep_until`] polls the wall clock every
+//! [`RECHECK`].
 
-use std::time::{Duration, SystemTime};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::sync::Once;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use nix::errno::Errno;
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 
 /// How stale the daemon's view of the wall clock may get (DESIGN §5: "within 60 s").
 pub const RECHECK: Duration = Duration::from_secs(60);
@@ -26,6 +38,57 @@ pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
 pub fn until(from: SystemTime, to: SystemTime) -> String {
     let secs = to.duration_since(from).unwrap_or_default().as_secs();
     crate::config::duration_display(Duration::from_secs(secs))
+}
+
+/// Returns once the wall clock has reached `deadline`, or earlier if the clock was set: callers
+/// look at the clock again and call back if it is not time yet.
+pub async fn wake_at(deadline: SystemTime) {
+    if let Err(e) = wall_timer(deadline).await {
+        static WARNED: Once = Once::new();
+        WARNED.call_once(|| {
+            tracing::warn!(
+                "no wall-clock timer ({e}); checking the clock every {}s instead",
+                RECHECK.as_secs()
+            )
+        });
+        sleep_until(deadline, SystemTime::now).await;
+    }
+}
+
+/// A timerfd, which tokio can wait on.
+struct Timer(TimerFd);
+
+impl AsRawFd for Timer {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+async fn wall_timer(deadline: SystemTime) -> std::io::Result<()> {
+    // A zero expiration would disarm the timer, and the epoch is long past anyway.
+    let Some(since_epoch) = deadline.duration_since(UNIX_EPOCH).ok().filter(|d| !d.is_zero()) else {
+        return Ok(());
+    };
+    let timer = TimerFd::new(ClockId::CLOCK_REALTIME, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)?;
+    // An absolute deadline already past fires at once.
+    timer.set(
+        Expiration::OneShot(TimeSpec::from_duration(since_epoch)),
+        TimerSetTimeFlags::TFD_TIMER_ABSTIME | TimerSetTimeFlags::TFD_TIMER_CANCEL_ON_SET,
+    )?;
+    // SAFETY: the TimerFd owns its descriptor and closes it only when dropped with the AsyncFd;
+    // `Timer::as_raw_fd` always returns that descriptor.
+    #[allow(unsafe_code)]
+    let timer = unsafe { AsyncFd::register_with_interest(Timer(timer), Interest::READABLE) }
+        .map_err(std::io::Error::from)?;
+    loop {
+        let mut ready = timer.readable().await?;
+        match nix::unistd::read(timer.get_ref().0.as_fd(), &mut [0u8; 8]) {
+            // Fired, or cancelled by a clock change.
+            Ok(_) | Err(Errno::ECANCELED) => return Ok(()),
+            Err(Errno::EAGAIN | Errno::EINTR) => ready.clear_ready(),
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Returns once `now()` has reached `deadline`, re-reading `now()` at least every [`RECHECK`].
@@ -93,6 +156,34 @@ mod tests {
         let now = move || origin + start.elapsed();
         sleep_until(now() + Duration::from_secs(150), now).await;
         assert_eq!(start.elapsed().as_secs(), 150);
+    }
+
+    #[tokio::test]
+    async fn the_wall_timer_fires_at_the_deadline() {
+        let deadline = SystemTime::now() + Duration::from_millis(200);
+        // As the engine does: a clock change (the next test sets it) wakes it early to look again.
+        while SystemTime::now() < deadline {
+            tokio::time::timeout(Duration::from_secs(10), wall_timer(deadline)).await.unwrap().unwrap();
+        }
+        let past = SystemTime::now() - Duration::from_secs(5);
+        tokio::time::timeout(Duration::from_secs(1), wall_timer(past)).await.unwrap().unwrap();
+    }
+
+    /// Setting the clock, even to the time it already shows, is a discontinuous change to the
+    /// kernel: a sleeper for an hour from now wakes to look again. Needs CAP_SYS_TIME (root).
+    #[tokio::test]
+    async fn setting_the_clock_wakes_the_wall_timer() {
+        let sleeper = tokio::spawn(wall_timer(SystemTime::now() + Duration::from_secs(3600)));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!sleeper.is_finished());
+        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME).unwrap();
+        nix::time::clock_settime(nix::time::ClockId::CLOCK_REALTIME, now)
+            .expect("setting the clock needs CAP_SYS_TIME; run the tests as root");
+        tokio::time::timeout(Duration::from_secs(10), sleeper)
+            .await
+            .expect("the clock change woke the sleeper")
+            .unwrap()
+            .unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -206,7 +206,7 @@ impl Engine {
                         next = schedule::next_refresh(&last, requested, &self.config.refresh, rand::random());
                         continue;
                     }
-                    _ = clock::sleep_until(wake, SystemTime::now) => {}
+                    _ = clock::wake_at(wake) => {}
                 }
                 let now = SystemTime::now();
                 self.expire_if_due(now);

@@ -15,7 +15,8 @@
 //! reload, stop), [`systemd`] (sd_notify and the watchdog), [`cli`] and [`client`] (the command
 //! line and its socket client), [`demo`], and the small [`clock`], [`logging`] and [`process`]
 //! helpers.
-#![forbid(unsafe_code)]
+// One reviewed exception: registering the wall-clock timerfd with tokio (`clock`).
+#![deny(unsafe_code)]
 
 pub mod api;
 pub mod cli;
