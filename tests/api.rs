@@ -512,6 +512,23 @@ async fn token_verb_exits_1_without_a_valid_token() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no valid token"));
 }
 
+/// `printf 'GET …' | nc -N -U api.sock` and the like close their sending side after the request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
+    let backend = Backend::start().await;
+    let d = api::start(&backend, "");
+    let token = backend.token();
+    serving(&d.socket, &token).await;
+    for _ in 0..200 {
+        let mut s = UnixStream::connect(&d.socket).unwrap();
+        s.write_all(b"GET /v1/token?format=raw HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with(&token), "{answer:?}");
+    }
+}
+
 /// A kept-alive connection that has answered its request.
 fn served_and_kept(socket: &std::path::Path) -> UnixStream {
     let mut s = UnixStream::connect(socket).unwrap();

@@ -23,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 const TOKEN: &str = "fuzz-secret-token-4f1c9a7e2b";
 /// How long an answer may pause before we take it as complete (a `/v1/watch` stream never ends).
 const QUIET: Duration = Duration::from_millis(30);
+/// For answers that must come, however slow the instrumented build.
+const PATIENCE: Duration = Duration::from_secs(5);
 
 struct Server {
     rt: Runtime,
@@ -59,14 +61,15 @@ static SERVER: LazyLock<Server> = LazyLock::new(|| {
     });
     let server = Server { rt, socket, _dir: dir };
     // The harness itself works: a plain request through it is answered.
-    let answer = server.exchange(b"GET /v1/token?format=raw HTTP/1.1\r\nHost: x\r\n\r\n");
+    let answer = server.exchange(b"GET /v1/token?format=raw HTTP/1.1\r\nHost: x\r\n\r\n", PATIENCE);
     assert!(answer.starts_with(b"HTTP/1.1 200") && contains(&answer, TOKEN.as_bytes()));
     server
 });
 
 impl Server {
-    /// Writes `request`, closes the writing side, and reads until the daemon is done or quiet.
-    fn exchange(&self, request: &[u8]) -> Vec<u8> {
+    /// Writes `request`, closes the writing side, and reads until the daemon is done, or quiet
+    /// for `quiet`.
+    fn exchange(&self, request: &[u8], quiet: Duration) -> Vec<u8> {
         self.rt.block_on(async {
             let mut stream = UnixStream::connect(&self.socket).await.expect("the daemon accepts");
             // The daemon may close early on garbage; what it answered is still read below.
@@ -74,7 +77,7 @@ impl Server {
             let _ = stream.shutdown().await;
             let mut answer = Vec::new();
             let mut buf = [0u8; 4096];
-            while let Ok(Ok(n @ 1..)) = tokio::time::timeout(QUIET, stream.read(&mut buf)).await {
+            while let Ok(Ok(n @ 1..)) = tokio::time::timeout(quiet, stream.read(&mut buf)).await {
                 answer.extend_from_slice(&buf[..n]);
             }
             answer
@@ -107,7 +110,7 @@ fn answers(stream: &[u8]) -> Vec<(u16, &[u8])> {
 
 fuzz_target!(|request: &[u8]| {
     let server = &*SERVER;
-    let answer = server.exchange(request);
+    let answer = server.exchange(request, QUIET);
     // A request may itself hold a line starting "HTTP/1.1 " in a body we echo nowhere: only what
     // the daemon wrote is parsed, and it never echoes request bytes.
     for (code, text) in answers(&answer) {
@@ -121,6 +124,6 @@ fuzz_target!(|request: &[u8]| {
         }
     }
     // Everyone else is still served.
-    let next = server.exchange(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n");
+    let next = server.exchange(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n", PATIENCE);
     assert!(next.starts_with(b"HTTP/1.1 200"), "the next client got {:?}", String::from_utf8_lossy(&next));
 });

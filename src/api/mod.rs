@@ -183,6 +183,9 @@ pub async fn serve(listener: Listener, shared: Arc<Shared>, cancel: Cancellation
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
+                // A client that closes its sending side after the request (`nc -N`) still gets
+                // the answer; without this, hyper may drop it on seeing the end of input first.
+                .half_close(true)
                 .max_buf_size(MAX_HEAD)
                 .serve_connection(TokioIo::new(io), service);
             tokio::select! {
