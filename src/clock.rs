@@ -161,10 +161,14 @@ mod tests {
     #[tokio::test]
     async fn the_wall_timer_fires_at_the_deadline() {
         let deadline = SystemTime::now() + Duration::from_millis(200);
-        // As the engine does: a clock change (the next test sets it) wakes it early to look again.
+        // As the engine does: a clock change (the next test sets the clock once) wakes it early
+        // to look again. Any other early return would show as more waits.
+        let mut waits = 0;
         while SystemTime::now() < deadline {
+            waits += 1;
             tokio::time::timeout(Duration::from_secs(10), wall_timer(deadline)).await.unwrap().unwrap();
         }
+        assert!(waits <= 2, "woke {waits} times before the deadline");
         let past = SystemTime::now() - Duration::from_secs(5);
         tokio::time::timeout(Duration::from_secs(1), wall_timer(past)).await.unwrap().unwrap();
     }

@@ -88,19 +88,19 @@ pub struct EngineHandle {
 impl EngineHandle {
     /// Asks for a fetch and waits for its result (joining one in flight, if any).
     pub async fn refresh(&self, reason: &'static str) -> RefreshResult {
-        self.ask(Trigger { reason, reply: None, against: None }).await
+        self.ask(reason, None).await
     }
 
     /// Asks for a token newer than `version` and waits for it: a fetch, unless one already
     /// replaced that version by the time the engine reads the request.
     pub async fn refresh_past(&self, version: u64, reason: &'static str) -> RefreshResult {
-        self.ask(Trigger { reason, reply: None, against: Some(version) }).await
+        self.ask(reason, Some(version)).await
     }
 
-    async fn ask(&self, mut trigger: Trigger) -> RefreshResult {
+    async fn ask(&self, reason: &'static str, against: Option<u64>) -> RefreshResult {
         let (reply, result) = oneshot::channel();
-        trigger.reply = Some(reply);
         let stopped = || Arc::new(RefreshError::Stopped);
+        let trigger = Trigger { reason, reply: Some(reply), against };
         if self.inbox.send(Message::Refresh(trigger)).await.is_err() {
             return Err(stopped());
         }
