@@ -2,69 +2,49 @@
 //!
 //! A socket serves at most `max_connections` at once, so memory is bounded however many peers
 //! connect. When every slot is taken, a new peer is not left queueing behind connections that do
-//! nothing: the one that has done nothing for longest is closed to make room, as nginx does with
-//! its idle connections. Doing nothing means waiting for a request that has not come (a peer
-//! hoarding sockets, a head sent halfway, a kept-alive client between requests), waiting on a
-//! `/v1/watch` stream for the next version (a watcher that reconnects reads the current token
-//! first thing), or a peer not reading its answers (a write that cannot make progress).
+//! nothing: the one the daemon has done nothing for longest is closed to make room, as nginx does
+//! with its idle connections. The daemon last did something for a connection when it admitted
+//! it, finished an answer on it, started a `/v1/watch` stream on it, or began waiting for its
+//! peer to read. So hoarded sockets, heads sent halfway and kept-alive clients between requests
+//! give way oldest first; a watcher gives way in its turn (it reconnects, and reads the current
+//! token first thing); a newcomer, being the youngest, last of all.
 //!
 //! Never closed for room: a connection in a request (a 401 report waiting for its refresh, an
-//! answer being written to a peer that reads it), and one just accepted or just answered until a
-//! read finds nothing to do, so a newcomer is not closed before hyper has read the request it
-//! already sent. When no connection can give way, new peers wait in the kernel's backlog.
+//! answer being written to a peer that reads it). When every connection is in a request, new
+//! peers wait in the kernel's backlog.
 
 use std::collections::HashMap;
-use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-
-/// What a connection is doing.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Phase {
-    /// Just accepted, or just answered: reading what the peer sent, if anything.
-    Reading,
-    /// Handling a request or writing its answer.
-    Answering,
-    /// For the peer's next request, or on a stream for the next version.
-    Waiting,
-}
-
-impl Phase {
-    const ALL: [Phase; 3] = [Phase::Reading, Phase::Answering, Phase::Waiting];
-}
 
 pub struct Connections {
     capacity: usize,
     live: Mutex<HashMap<u64, Arc<Entry>>>,
-    /// Rung when a slot is freed or a connection starts doing nothing.
+    /// Rung when a slot is freed or a connection may give way again.
     room: Notify,
-    /// Orders changes: a smaller stamp changed earlier. Also names connections.
+    /// Orders events: a smaller stamp is earlier. Also names connections.
     clock: AtomicU64,
 }
 
 struct Entry {
-    phase: AtomicU8,
+    /// Handling a request or writing its answer.
+    answering: AtomicBool,
     /// A write is waiting for the peer to read.
     stalled: AtomicBool,
-    /// When the connection last started doing nothing (or was admitted).
+    /// When the daemon last did something for this connection.
     stamp: AtomicU64,
     close: CancellationToken,
 }
 
 impl Entry {
-    fn phase(&self) -> Phase {
-        Phase::ALL[usize::from(self.phase.load(Ordering::Relaxed))]
-    }
-
     fn gives_way(&self) -> bool {
-        self.phase() == Phase::Waiting || self.stalled.load(Ordering::Relaxed)
+        !self.answering.load(Ordering::Relaxed) || self.stalled.load(Ordering::Relaxed)
     }
 }
 
@@ -92,8 +72,8 @@ impl Connections {
         })
     }
 
-    /// A slot for a connection just accepted: a free one, else the one of the connection that
-    /// has done nothing for longest, else the first to free up.
+    /// A slot for a connection just accepted: a free one, else the one of the connection the
+    /// daemon has done nothing for longest, else the first to free up.
     pub async fn admit(self: &Arc<Self>) -> Admitted {
         loop {
             let room = self.room.notified();
@@ -119,7 +99,7 @@ impl Connections {
         }
         let id = self.tick();
         let entry = Arc::new(Entry {
-            phase: AtomicU8::new(Phase::Reading as u8),
+            answering: AtomicBool::new(false),
             stalled: AtomicBool::new(false),
             stamp: AtomicU64::new(id),
             close: CancellationToken::new(),
@@ -134,27 +114,25 @@ impl Connections {
 }
 
 impl Slot {
-    pub fn set(&self, phase: Phase) {
-        self.entry.phase.store(phase as u8, Ordering::Relaxed);
-        if phase == Phase::Waiting {
-            self.gave_way_now();
-        }
+    /// A request has come: not to be closed until it is answered.
+    pub fn answering(&self) {
+        self.entry.answering.store(true, Ordering::Relaxed);
+    }
+
+    /// An answer is out, or an answer of unknown length (`/v1/watch`) has started, with nothing
+    /// to do between its lines.
+    pub fn answered(&self) {
+        self.entry.stamp.store(self.connections.tick(), Ordering::Relaxed);
+        self.entry.answering.store(false, Ordering::Relaxed);
+        self.connections.room.notify_one();
     }
 
     /// Whether a write is waiting for the peer to read (see `stall`).
     pub fn set_stalled(&self, stalled: bool) {
         if self.entry.stalled.swap(stalled, Ordering::Relaxed) != stalled && stalled {
-            self.gave_way_now();
+            self.entry.stamp.store(self.connections.tick(), Ordering::Relaxed);
+            self.connections.room.notify_one();
         }
-    }
-
-    fn gave_way_now(&self) {
-        self.entry.stamp.store(self.connections.tick(), Ordering::Relaxed);
-        self.connections.room.notify_one();
-    }
-
-    fn phase(&self) -> Phase {
-        self.entry.phase()
     }
 
     /// Resolves when this connection has been closed to make room for another.
@@ -170,35 +148,8 @@ impl Drop for Slot {
     }
 }
 
-/// The reading side of a connection, which marks it waiting when a read finds nothing between
-/// requests.
-pub struct IdleReads<R> {
-    inner: R,
-    slot: Arc<Slot>,
-}
-
-impl<R> IdleReads<R> {
-    pub fn new(inner: R, slot: Arc<Slot>) -> IdleReads<R> {
-        IdleReads { inner, slot }
-    }
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for IdleReads<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if poll.is_pending() && self.slot.phase() == Phase::Reading {
-            self.slot.set(Phase::Waiting);
-        }
-        poll
-    }
-}
-
-/// A response body that keeps its connection's phase: answering until hyper is done with it
-/// (waiting, for a stream of unknown length: `/v1/watch` between versions), reading after.
+/// A response body that keeps its connection answering until hyper is done with it; a stream
+/// of unknown length (`/v1/watch`) counts as answered from the start.
 pub struct Tracked<B> {
     body: B,
     slot: Arc<Slot>,
@@ -207,7 +158,7 @@ pub struct Tracked<B> {
 impl<B: Body> Tracked<B> {
     pub fn new(body: B, slot: Arc<Slot>) -> Tracked<B> {
         if body.size_hint().exact().is_none() {
-            slot.set(Phase::Waiting);
+            slot.answered();
         }
         Tracked { body, slot }
     }
@@ -235,7 +186,7 @@ impl<B: Body + Unpin> Body for Tracked<B> {
 
 impl<B> Drop for Tracked<B> {
     fn drop(&mut self) {
-        self.slot.set(Phase::Reading);
+        self.slot.answered();
     }
 }
 
@@ -249,9 +200,13 @@ mod tests {
         slot.entry.close.is_cancelled()
     }
 
-    async fn admit_as(connections: &Arc<Connections>, phase: Phase) -> Slot {
+    fn is_answering(slot: &Slot) -> bool {
+        slot.entry.answering.load(Ordering::Relaxed)
+    }
+
+    async fn answering(connections: &Arc<Connections>) -> Slot {
         let slot = connections.admit().await.slot;
-        slot.set(phase);
+        slot.answering();
         slot
     }
 
@@ -265,104 +220,95 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn when_full_the_connection_waiting_longest_gives_way() {
+    async fn when_full_the_connection_idle_longest_gives_way() {
         let connections = Connections::new(3);
-        let answering = admit_as(&connections, Phase::Answering).await;
-        let later = admit_as(&connections, Phase::Answering).await;
-        let earlier = admit_as(&connections, Phase::Answering).await;
-        earlier.set(Phase::Waiting);
-        later.set(Phase::Waiting);
+        let busy = answering(&connections).await;
+        let later = answering(&connections).await;
+        let earlier = answering(&connections).await;
+        earlier.answered();
+        later.answered();
 
         let newcomer = connections.admit().await;
         assert!(newcomer.made_room);
-        assert!(is_evicted(&earlier) && !is_evicted(&later), "admitted later, but waiting longer");
+        assert!(is_evicted(&earlier) && !is_evicted(&later), "admitted later, but idle longer");
         drop(earlier);
-        newcomer.slot.set(Phase::Answering);
+        newcomer.slot.answering();
 
         let _last = connections.admit().await;
-        assert!(is_evicted(&later) && !is_evicted(&answering));
+        assert!(is_evicted(&later) && !is_evicted(&busy));
+    }
+
+    #[tokio::test]
+    async fn a_silent_peer_is_idle_since_it_came_and_newcomers_go_last() {
+        let connections = Connections::new(3);
+        let hoarder = connections.admit().await.slot;
+        let kept_alive = answering(&connections).await;
+        kept_alive.answered();
+        let newcomer = connections.admit().await.slot;
+        let _another = connections.admit().await;
+        assert!(is_evicted(&hoarder) && !is_evicted(&kept_alive) && !is_evicted(&newcomer));
+        drop(hoarder);
+        let _more = connections.admit().await;
+        assert!(is_evicted(&kept_alive) && !is_evicted(&newcomer));
     }
 
     #[tokio::test]
     async fn a_peer_that_does_not_read_its_answers_gives_way_mid_answer() {
         let connections = Connections::new(2);
-        let waiting = admit_as(&connections, Phase::Answering).await;
-        let stalled = admit_as(&connections, Phase::Answering).await;
-        waiting.set(Phase::Waiting);
+        let idle = answering(&connections).await;
+        idle.answered();
+        let stalled = answering(&connections).await;
         stalled.set_stalled(true);
         stalled.set_stalled(false);
         stalled.set_stalled(true);
         let _newcomer = connections.admit().await;
-        assert!(is_evicted(&waiting) && !is_evicted(&stalled), "waiting since before the stall");
+        assert!(is_evicted(&idle) && !is_evicted(&stalled), "idle since before the stall");
         let _another = connections.admit().await;
         assert!(is_evicted(&stalled));
     }
 
     #[tokio::test]
-    async fn a_read_that_finds_nothing_makes_a_newcomer_wait_and_a_request_makes_it_answer() {
-        let connections = Connections::new(1);
-        let slot = Arc::new(connections.admit().await.slot);
-        assert_eq!(slot.phase(), Phase::Reading, "not closed before its request is read");
-        let (ours, _theirs) = tokio::io::duplex(64);
-        let mut reads = IdleReads::new(ours, slot.clone());
-        let mut buf = [0u8; 16];
-        let mut read_finds_nothing = || {
-            let mut buf = ReadBuf::new(&mut buf);
-            let mut cx = Context::from_waker(std::task::Waker::noop());
-            Pin::new(&mut reads).poll_read(&mut cx, &mut buf).is_pending()
-        };
-        assert!(read_finds_nothing());
-        assert_eq!(slot.phase(), Phase::Waiting);
-
-        slot.set(Phase::Answering);
-        assert!(read_finds_nothing());
-        assert_eq!(slot.phase(), Phase::Answering, "a request waiting for its body is not idle");
-    }
-
-    #[tokio::test]
-    async fn a_sized_body_answers_a_stream_waits_and_both_read_after() {
+    async fn a_sized_body_keeps_its_connection_answering_a_stream_does_not() {
         let connections = Connections::new(2);
-        let slot = Arc::new(connections.admit().await.slot);
-        slot.set(Phase::Answering);
+        let slot = Arc::new(answering(&connections).await);
         let sized = Tracked::new(http_body_util::Full::new(bytes::Bytes::from_static(b"t")), slot.clone());
-        assert_eq!(slot.phase(), Phase::Answering);
+        assert!(is_answering(&slot));
         drop(sized);
-        assert_eq!(slot.phase(), Phase::Reading);
+        assert!(!is_answering(&slot));
+        slot.answering();
         let stream = http_body_util::StreamBody::new(futures_util::stream::pending::<
             Result<Frame<bytes::Bytes>, std::convert::Infallible>,
         >());
-        let watching = Tracked::new(stream, slot.clone());
-        assert_eq!(slot.phase(), Phase::Waiting);
-        drop(watching);
-        assert_eq!(slot.phase(), Phase::Reading);
+        let _watching = Tracked::new(stream, slot.clone());
+        assert!(!is_answering(&slot));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn when_no_connection_can_give_way_a_newcomer_waits_for_one_to() {
+    async fn when_every_connection_is_answering_a_newcomer_waits_for_one_to_give_way() {
         let connections = Connections::new(2);
-        let answering = admit_as(&connections, Phase::Answering).await;
-        let _just_accepted = connections.admit().await.slot;
+        let busy = answering(&connections).await;
+        let _also_busy = answering(&connections).await;
         let waiting = tokio::spawn({
             let connections = connections.clone();
             async move { connections.admit().await.made_room }
         });
         tokio::time::sleep(Duration::from_secs(60)).await;
-        assert!(!waiting.is_finished(), "nobody may be closed in a request or before it is read");
-        answering.set_stalled(true);
+        assert!(!waiting.is_finished(), "nobody may be closed in the middle of a request");
+        busy.set_stalled(true);
         assert!(waiting.await.unwrap(), "the connection whose peer stopped reading gives way");
-        assert!(is_evicted(&answering));
+        assert!(is_evicted(&busy));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_closed_connection_frees_its_slot() {
         let connections = Connections::new(1);
-        let answering = admit_as(&connections, Phase::Answering).await;
+        let busy = answering(&connections).await;
         let waiting = tokio::spawn({
             let connections = connections.clone();
             async move { connections.admit().await.made_room }
         });
         tokio::time::sleep(Duration::from_secs(1)).await;
-        drop(answering);
+        drop(busy);
         assert!(!waiting.await.unwrap());
     }
 }

@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use connections::{Admitted, Connections, IdleReads, Phase, Tracked};
+use connections::{Admitted, Connections, Tracked};
 pub use socket::{BindError, SocketFile, bind};
 
 use crate::config::{Config, SocketSinkConfig};
@@ -164,7 +164,7 @@ pub async fn serve(listener: Listener, shared: Arc<Shared>, cancel: Cancellation
             }
             let service = hyper::service::service_fn(|request| {
                 let (shared, slot) = (shared.clone(), slot.clone());
-                slot.set(Phase::Answering);
+                slot.answering();
                 async move {
                     let response =
                         if allowed { routes::handle(&shared, request).await } else { routes::forbidden() };
@@ -176,10 +176,7 @@ pub async fn serve(listener: Listener, shared: Arc<Shared>, cancel: Cancellation
                 let slot = slot.clone();
                 move |stalled| slot.set_stalled(stalled)
             };
-            let io = tokio::io::join(
-                IdleReads::new(reader, slot.clone()),
-                stall::StallGuard::new(writer, stalled),
-            );
+            let io = tokio::io::join(reader, stall::StallGuard::new(writer, stalled));
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
