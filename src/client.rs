@@ -13,8 +13,11 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use zeroize::Zeroizing;
 
+use crate::backoff::Backoff;
+
 /// How long a connect retries while the daemon's accept queue is full (EAGAIN on a Unix socket).
 const BUSY_PATIENCE: Duration = Duration::from_secs(5);
+const BUSY_RETRY: Backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(100));
 
 /// Longest a call waits: a refresh the daemon waits on for up to 60 s, plus slack.
 const CALL_TIMEOUT: Duration = Duration::from_secs(70);
@@ -62,7 +65,7 @@ impl Client {
     /// gone.
     async fn connect(&self) -> Result<UnixStream, ClientError> {
         let give_up = tokio::time::Instant::now() + BUSY_PATIENCE;
-        let mut pause = Duration::from_millis(1);
+        let mut attempts = 0;
         loop {
             match UnixStream::connect(&self.socket).await {
                 Ok(stream) => return Ok(stream),
@@ -70,8 +73,8 @@ impl Client {
                     if e.kind() == std::io::ErrorKind::WouldBlock
                         && tokio::time::Instant::now() < give_up =>
                 {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(100));
+                    attempts += 1;
+                    tokio::time::sleep(BUSY_RETRY.after(attempts)).await;
                 }
                 Err(e) => {
                     return Err(ClientError::Unreachable {

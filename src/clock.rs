@@ -13,25 +13,24 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::Once;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use nix::errno::Errno;
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 /// How stale the daemon's view of the wall clock may get (DESIGN §5: "within 60 s").
 pub const RECHECK: Duration = Duration::from_secs(60);
 
-/// RFC 3339 in UTC with `Z`, with as many fractional digits as the time has.
+/// RFC 3339 in UTC with `Z`, with the fractional digits the time needs (none, 3, 6 or 9).
 pub fn rfc3339(t: SystemTime) -> String {
-    OffsetDateTime::from(t).format(&Rfc3339).expect("any SystemTime after 1970 formats as RFC 3339")
+    DateTime::<Utc>::from(t).to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
 /// Parses an RFC 3339 time with any offset.
 pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
-    OffsetDateTime::parse(text, &Rfc3339).ok().map(SystemTime::from)
+    DateTime::parse_from_rfc3339(text).ok().map(SystemTime::from)
 }
 
 /// `59s`, `14m 59s`: a human distance between two instants, to the second; negative shows as `0s`.

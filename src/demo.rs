@@ -22,6 +22,7 @@ use tracing::info;
 use crate::clock;
 use crate::config::{Config, Environment};
 use crate::daemon::{self, Parts};
+use crate::logging::Logging;
 use crate::token::Fingerprint;
 
 const TOKEN_PATH: &str = "/api/calendars/google-mcp-tokens/current-token/";
@@ -29,7 +30,7 @@ const AGENT: &str = "google-calender-mcp";
 const ROTATE_EVERY: Duration = Duration::from_secs(20);
 const LIFETIME: Duration = Duration::from_secs(60);
 
-pub async fn run() -> anyhow::Result<()> {
+pub async fn run(logging: Logging) -> anyhow::Result<()> {
     let addr = start_backend().await.context("starting the embedded backend")?;
     let dir =
         tempfile::Builder::new().prefix("mcp-token-sync-demo-").tempdir().context("creating a temp dir")?;
@@ -77,7 +78,7 @@ pub async fn run() -> anyhow::Result<()> {
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| "mcp-token-sync".into()),
     );
-    daemon::serve(PathBuf::from("<demo>"), parts).await?;
+    daemon::serve(PathBuf::from("<demo>"), parts, logging).await?;
     Ok(())
 }
 

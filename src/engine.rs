@@ -6,7 +6,8 @@
 //!
 //! Refresh is single-flight by construction: the fetch runs inside the engine's own loop, and
 //! every trigger that arrives while it is in flight is answered with that fetch's result instead
-//! of starting another.
+//! of starting another. Whether a trigger still needs a fetch at all (a 401 on a version already
+//! replaced does not) is decided here, once, for every kind of trigger.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -17,8 +18,9 @@ use tracing::{debug, info, warn};
 
 use crate::clock;
 use crate::config::Config;
-use crate::schedule::{self, LastFetch};
-use crate::source::{FetchError, Source};
+use crate::metrics::Metrics;
+use crate::schedule::{self, Fetched, LastFetch};
+use crate::source::{FetchError, ProbeError, Source};
 use crate::systemd::Watchdog;
 use crate::token::{CurrentToken, TokenState};
 use crate::validate::{self, Candidate, Rejection};
@@ -30,6 +32,8 @@ pub enum RefreshError {
     Fetch(#[from] FetchError),
     #[error("rejected the backend's answer: {0}")]
     Rejected(#[from] Rejection),
+    #[error("rejected the backend's token: {0}")]
+    Probe(#[from] ProbeError),
     #[error("the daemon is stopping")]
     Stopped,
 }
@@ -41,22 +45,20 @@ pub type RefreshResult = Result<Refreshed, Arc<RefreshError>>;
 pub struct Refreshed {
     /// The version held after the fetch.
     pub version: u64,
-    /// Whether the fetch produced a new version.
+    /// Whether the held version is newer than the one the asker had: a new token from this
+    /// fetch, or from one that finished before the request reached the engine.
     pub changed: bool,
+    /// Whether a fetch answered; `false` when the held token already answered the request.
+    pub fetched: bool,
 }
 
-/// How fetching is going; published for status, health and metrics.
+/// How fetching is going; published for status and health.
 #[derive(Debug, Clone, Default)]
 pub struct EngineStatus {
-    pub last_fetch_at: Option<SystemTime>,
     pub last_success_at: Option<SystemTime>,
     pub next_refresh_at: Option<SystemTime>,
     pub last_error: Option<String>,
     pub consecutive_failures: u32,
-    /// Fetches since start, by result.
-    pub fetches_new: u64,
-    pub fetches_unchanged: u64,
-    pub fetches_failed: u64,
 }
 
 struct Trigger {
@@ -92,7 +94,8 @@ impl EngineHandle {
     }
 
     /// Asks for a token newer than `version` and waits for it: a fetch, unless one already
-    /// replaced that version by the time the engine reads the request.
+    /// replaced that version by the time the engine reads the request. A version the engine
+    /// does not know (newer than its own) counts as the current one.
     pub async fn refresh_past(&self, version: u64, reason: &'static str) -> RefreshResult {
         self.ask(reason, Some(version)).await
     }
@@ -128,117 +131,157 @@ impl EngineHandle {
 
 pub struct Engine {
     config: Arc<Config>,
-    source: Source,
-    /// `refresh.cron`, parsed (the config check already refused bad ones).
-    crons: Vec<croner::Cron>,
+    /// Shared with the fetch in flight, which must not borrow the engine.
+    source: Arc<Source>,
     token: watch::Sender<TokenState>,
     status: watch::Sender<EngineStatus>,
     inbox: mpsc::Receiver<Message>,
+    metrics: Arc<Metrics>,
+    watchdog: Watchdog,
+    last: LastFetch,
+    /// When the schedule wants the next fetch; `None` means now.
+    next: Option<SystemTime>,
+    next_cron: Option<SystemTime>,
+    /// A trigger asked for a fetch (some, like signals, wait for no answer).
+    requested: bool,
+    /// Who waits for the next fetch's result.
+    waiters: Vec<oneshot::Sender<RefreshResult>>,
     /// A configuration that arrived during a fetch, applied once it is over.
     pending: Option<(Arc<Config>, Box<Source>)>,
-    watchdog: Watchdog,
-}
-
-fn parse_crons(config: &Config) -> Vec<croner::Cron> {
-    config.refresh.cron.iter().filter_map(|c| schedule::parse_cron(c).ok()).collect()
 }
 
 impl Engine {
     /// An engine that starts out holding `initial` (restored from the state file, or empty).
-    pub fn new(config: Arc<Config>, source: Source, initial: TokenState) -> (Engine, EngineHandle) {
+    pub fn new(
+        config: Arc<Config>,
+        source: Source,
+        initial: TokenState,
+        metrics: Arc<Metrics>,
+    ) -> (Engine, EngineHandle) {
+        metrics.token(initial.version(), initial.current().map(|c| c.expires_at));
         let (token, token_rx) = watch::channel(initial);
         let (status, status_rx) = watch::channel(EngineStatus::default());
         let (inbox_tx, inbox) = mpsc::channel(TRIGGER_QUEUE);
         let handle = EngineHandle { inbox: inbox_tx, token: token_rx, status: status_rx };
-        let crons = parse_crons(&config);
+        let next_cron = schedule::next_cron(&config.refresh.cron, SystemTime::now());
         let engine = Engine {
             config,
-            source,
-            crons,
+            source: Arc::new(source),
             token,
             status,
             inbox,
-            pending: None,
+            metrics,
             watchdog: Watchdog::from_env(),
+            last: LastFetch::Never,
+            next: None,
+            next_cron,
+            requested: false,
+            waiters: Vec::new(),
+            pending: None,
         };
         (engine, handle)
     }
 
-    fn reconfigure(&mut self, config: Arc<Config>, source: Source) {
-        self.crons = parse_crons(&config);
-        self.config = config;
-        self.source = source;
-        info!("configuration reloaded: source and schedule apply from the next fetch");
-    }
-
+    /// Fetches until `cancel`: at once, then whenever the schedule or a trigger says.
     pub async fn run(mut self, cancel: CancellationToken) {
-        let mut last = LastFetch::Never;
-        let mut waiters: Vec<oneshot::Sender<RefreshResult>> = Vec::new();
-        // A trigger asked for a fetch (some, like signals, wait for no answer).
-        let mut requested = false;
-        let mut next: Option<SystemTime> = None;
-        let mut next_cron = schedule::next_cron(&self.crons, SystemTime::now());
         self.watchdog.ping();
         loop {
-            if let Some(due) = next {
-                let expiry = self.token.borrow().current().map(|c| c.expires_at);
-                let wake = [Some(due), expiry, next_cron].into_iter().flatten().min().expect("due is set");
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = self.watchdog.due() => {
-                        self.watchdog.ping();
-                        continue;
-                    }
-                    Some(message) = self.inbox.recv() => {
-                        match message {
-                            Message::Refresh(trigger) => {
-                                if let Some(trigger) = self.answer_if_superseded(trigger) {
-                                    info!("refresh requested by {}", trigger.reason);
-                                    waiters.extend(trigger.reply);
-                                    requested = true;
-                                }
-                            }
-                            Message::Reconfigure(config, source) => {
-                                self.reconfigure(config, *source);
-                                next_cron = schedule::next_cron(&self.crons, SystemTime::now());
-                            }
-                        }
-                        next = schedule::next_refresh(&last, requested, &self.config.refresh, rand::random());
-                        continue;
-                    }
-                    _ = clock::wake_at(wake) => {}
-                }
-                let now = SystemTime::now();
-                self.expire_if_due(now);
-                if next_cron.is_some_and(|at| now >= at) {
-                    // An extra trigger, held to min_interval like any other.
-                    info!("refresh requested by refresh.cron");
-                    next_cron = schedule::next_cron(&self.crons, now);
-                    requested = true;
-                    next = schedule::next_refresh(&last, requested, &self.config.refresh, rand::random());
-                    continue;
-                }
-                if now < due {
-                    continue;
-                }
+            if !self.wait_until_due(&cancel).await {
+                return;
             }
+            let Some(result) = self.fetch_joined(&cancel).await else { return };
+            // Every waiter has its answer; the loop only needs the schedule, already planned.
+            let _ = self.settle(result);
+        }
+    }
 
-            let Some(result) = self.fetch_collecting(&mut waiters, &cancel).await else { return };
-            requested = false;
-            last = self.settle(result, &last, &mut waiters);
-            if let Some((config, source)) = self.pending.take() {
-                self.reconfigure(config, *source);
-                next_cron = schedule::next_cron(&self.crons, SystemTime::now());
+    /// One fetch, published like any other, and its result (`mcp-token-sync once`).
+    pub async fn fetch_once(mut self) -> Result<Refreshed, Arc<RefreshError>> {
+        let result = fetch_validated(&self.source, &self.config).await;
+        self.settle(result)
+    }
+
+    /// Waits until a fetch is due, meanwhile taking messages, expiring the token and firing
+    /// cron triggers. `false` when cancelled.
+    async fn wait_until_due(&mut self, cancel: &CancellationToken) -> bool {
+        while let Some(due) = self.next {
+            let now = SystemTime::now();
+            if now >= due {
+                break;
             }
-            next = schedule::next_refresh(&last, false, &self.config.refresh, rand::random());
-            self.status.send_modify(|s| s.next_refresh_at = next);
-            match (last, next) {
-                (LastFetch::First { .. } | LastFetch::NewToken { .. }, Some(at)) => {
-                    info!("next refresh in {}", clock::until(SystemTime::now(), at));
+            let expiry = self.token.borrow().current().map(|c| c.expires_at);
+            let wake = [Some(due), expiry, self.next_cron].into_iter().flatten().min().unwrap_or(due);
+            tokio::select! {
+                _ = cancel.cancelled() => return false,
+                _ = self.watchdog.due() => self.watchdog.ping(),
+                Some(message) = self.inbox.recv() => {
+                    self.receive(message, false);
+                    self.apply_pending();
+                    self.plan();
                 }
-                (_, Some(at)) => debug!("next refresh in {}", clock::until(SystemTime::now(), at)),
-                (_, None) => {}
+                _ = clock::wake_at(wake) => self.on_wake(SystemTime::now()),
             }
+        }
+        true
+    }
+
+    /// Runs one fetch; triggers that arrive meanwhile join it. `None` when cancelled.
+    async fn fetch_joined(&mut self, cancel: &CancellationToken) -> Option<Result<Candidate, RefreshError>> {
+        let (source, config) = (self.source.clone(), self.config.clone());
+        let fetch = async move { fetch_validated(&source, &config).await };
+        tokio::pin!(fetch);
+        loop {
+            tokio::select! {
+                result = &mut fetch => return Some(result),
+                Some(message) = self.inbox.recv() => self.receive(message, true),
+                _ = self.watchdog.due() => self.watchdog.ping(),
+                _ = cancel.cancelled() => return None,
+            }
+        }
+    }
+
+    /// Takes a message: a trigger already answered by the held token is answered at once; any
+    /// other waits for the next fetch (the one in flight, if any). A configuration waits until
+    /// no fetch is in flight.
+    fn receive(&mut self, message: Message, in_flight: bool) {
+        match message {
+            Message::Refresh(trigger) => {
+                let Some(trigger) = self.answer_if_superseded(trigger) else { return };
+                if in_flight {
+                    debug!("refresh requested by {} joins the fetch in flight", trigger.reason);
+                } else {
+                    info!("refresh requested by {}", trigger.reason);
+                    self.requested = true;
+                }
+                self.waiters.extend(trigger.reply);
+            }
+            Message::Reconfigure(config, source) => self.pending = Some((config, source)),
+        }
+    }
+
+    fn apply_pending(&mut self) {
+        if let Some((config, source)) = self.pending.take() {
+            self.next_cron = schedule::next_cron(&config.refresh.cron, SystemTime::now());
+            self.config = config;
+            self.source = Arc::new(*source);
+            info!("configuration reloaded: source and schedule apply from the next fetch");
+        }
+    }
+
+    /// Sets the next deadline from the last fetch and whether a trigger asked for one.
+    fn plan(&mut self) {
+        self.next = schedule::next_refresh(&self.last, self.requested, &self.config.refresh, rand::random());
+        self.status.send_modify(|s| s.next_refresh_at = self.next);
+    }
+
+    fn on_wake(&mut self, now: SystemTime) {
+        self.expire_if_due(now);
+        if self.next_cron.is_some_and(|at| now >= at) {
+            // An extra trigger, held to min_interval like any other.
+            info!("refresh requested by refresh.cron");
+            self.next_cron = schedule::next_cron(&self.config.refresh.cron, now);
+            self.requested = true;
+            self.plan();
         }
     }
 
@@ -251,106 +294,78 @@ impl Engine {
         };
         debug!("refresh requested by {} is already answered by version {held}", trigger.reason);
         if let Some(reply) = trigger.reply {
-            let _ = reply.send(Ok(Refreshed { version: held, changed: true }));
+            let _ = reply.send(Ok(Refreshed { version: held, changed: true, fetched: false }));
         }
         None
     }
 
-    /// Runs one fetch; triggers that arrive meanwhile join it. `None` when cancelled.
-    async fn fetch_collecting(
-        &mut self,
-        waiters: &mut Vec<oneshot::Sender<RefreshResult>>,
-        cancel: &CancellationToken,
-    ) -> Option<Result<Candidate, RefreshError>> {
-        let fetch = fetch_validated(&self.source, &self.config);
-        tokio::pin!(fetch);
-        loop {
-            tokio::select! {
-                result = &mut fetch => return Some(result),
-                Some(message) = self.inbox.recv() => match message {
-                    Message::Refresh(trigger) => {
-                        debug!("refresh requested by {} joins the fetch in flight", trigger.reason);
-                        waiters.extend(trigger.reply);
-                    }
-                    Message::Reconfigure(config, source) => self.pending = Some((config, source)),
-                },
-                _ = self.watchdog.due() => self.watchdog.ping(),
-                _ = cancel.cancelled() => return None,
-            }
-        }
-    }
-
-    /// Publishes a fetch's outcome, answers its waiters and says what the schedule should know.
-    fn settle(
-        &mut self,
-        result: Result<Candidate, RefreshError>,
-        previous: &LastFetch,
-        waiters: &mut Vec<oneshot::Sender<RefreshResult>>,
-    ) -> LastFetch {
+    /// Publishes a fetch's outcome, tells the schedule and every waiter, and plans the next.
+    fn settle(&mut self, result: Result<Candidate, RefreshError>) -> RefreshResult {
         let now = SystemTime::now();
-        let (last, reply) = match result {
-            Ok(candidate) => {
-                let expires_at = candidate.expires_at;
-                // The run's first success: the schedule spreads the next fetch over a full cycle.
-                let first = {
-                    let s = self.status.borrow();
-                    s.fetches_new + s.fetches_unchanged == 0
-                };
-                let refreshed = self.publish(candidate, now);
-                let failures = previous.consecutive_failures();
-                if failures > 0 {
-                    info!("fetching works again after {failures} failed attempts");
-                }
-                self.status.send_modify(|s| {
-                    s.last_fetch_at = Some(now);
-                    s.last_success_at = Some(now);
-                    s.last_error = None;
-                    s.consecutive_failures = 0;
-                    if refreshed.changed {
-                        s.fetches_new += 1;
-                    } else {
-                        s.fetches_unchanged += 1;
-                    }
-                });
-                let last = if first {
-                    LastFetch::First { at: now, expires_at }
-                } else if refreshed.changed {
-                    LastFetch::NewToken { at: now, expires_at }
-                } else {
-                    LastFetch::SameToken { at: now, expires_at }
-                };
-                (last, Ok(refreshed))
-            }
-            Err(error) => {
-                let consecutive = previous.consecutive_failures() + 1;
-                let message = error.to_string();
-                let repeated = self.status.borrow().last_error.as_deref() == Some(message.as_str());
-                // Logged once per distinct error, not once per retry.
-                if repeated {
-                    debug!("fetch failed again ({consecutive} in a row): {message}");
-                } else {
-                    let kept = if self.token.borrow().current().is_some() {
-                        "the current token is kept; "
-                    } else {
-                        ""
-                    };
-                    warn!("fetch failed: {message}; {kept}retrying with backoff");
-                }
-                self.status.send_modify(|s| {
-                    s.last_fetch_at = Some(now);
-                    s.last_error = Some(message);
-                    s.consecutive_failures = consecutive;
-                    s.fetches_failed += 1;
-                });
-                (LastFetch::Failed { at: now, consecutive }, Err(Arc::new(error)))
-            }
+        let (fetched, reply) = match result {
+            Ok(candidate) => self.succeeded(candidate, now),
+            Err(error) => self.failed(error),
         };
-        for waiter in waiters.drain(..) {
+        self.last = self.last.then(fetched, now);
+        self.requested = false;
+        let failures = self.last.consecutive_failures();
+        let last_success = self.status.borrow().last_success_at;
+        self.metrics.fetched(fetch_label(fetched), failures, last_success);
+        for waiter in self.waiters.drain(..) {
             let _ = waiter.send(reply.clone());
         }
-        last
+        self.apply_pending();
+        self.plan();
+        if let Some(at) = self.next {
+            let wait = clock::until(SystemTime::now(), at);
+            match fetched {
+                Fetched::NewToken { .. } => info!("next refresh in {wait}"),
+                _ => debug!("next refresh in {wait}"),
+            }
+        }
+        reply
     }
 
+    fn succeeded(&mut self, candidate: Candidate, now: SystemTime) -> (Fetched, RefreshResult) {
+        let failures = self.last.consecutive_failures();
+        if failures > 0 {
+            info!("fetching works again after {failures} failed attempts");
+        }
+        let expires_at = candidate.expires_at;
+        let refreshed = self.publish(candidate, now);
+        self.status.send_modify(|s| {
+            s.last_success_at = Some(now);
+            s.last_error = None;
+            s.consecutive_failures = 0;
+        });
+        let fetched = if refreshed.changed {
+            Fetched::NewToken { expires_at }
+        } else {
+            Fetched::SameToken { expires_at }
+        };
+        (fetched, Ok(refreshed))
+    }
+
+    fn failed(&mut self, error: RefreshError) -> (Fetched, RefreshResult) {
+        let consecutive = self.last.consecutive_failures() + 1;
+        let message = error.to_string();
+        // Logged once per distinct error, not once per retry.
+        if self.status.borrow().last_error.as_deref() == Some(message.as_str()) {
+            debug!("fetch failed again ({consecutive} in a row): {message}");
+        } else {
+            let kept =
+                if self.token.borrow().current().is_some() { "the current token is kept; " } else { "" };
+            warn!("fetch failed: {message}; {kept}retrying with backoff");
+        }
+        self.status.send_modify(|s| {
+            s.last_error = Some(message);
+            s.consecutive_failures = consecutive;
+        });
+        (Fetched::Failed, Err(Arc::new(error)))
+    }
+
+    /// The one place a token becomes a version: a candidate equal to the held token (same
+    /// string and expiry) keeps its version; anything else is the next one.
     fn publish(&mut self, candidate: Candidate, now: SystemTime) -> Refreshed {
         let held = self.token.borrow().clone();
         if let Some(current) = held.current()
@@ -358,7 +373,7 @@ impl Engine {
             && current.expires_at == candidate.expires_at
         {
             debug!("backend still answers {}", current.describe());
-            return Refreshed { version: current.version, changed: false };
+            return Refreshed { version: current.version, changed: false, fetched: true };
         }
         let current = CurrentToken {
             token: candidate.token,
@@ -373,8 +388,9 @@ impl Engine {
             clock::until(now, current.expires_at)
         );
         let version = current.version;
+        self.metrics.token(version, Some(current.expires_at));
         self.token.send_replace(TokenState::Valid(Arc::new(current)));
-        Refreshed { version, changed: true }
+        Refreshed { version, changed: true, fetched: true }
     }
 
     fn expire_if_due(&mut self, now: SystemTime) {
@@ -384,13 +400,22 @@ impl Engine {
                 "token version {version} expired with no valid replacement; \
                  consumers get none until a fetch succeeds"
             );
+            self.metrics.token(version + 1, None);
             self.token.send_replace(TokenState::Expired { version: version + 1 });
         }
     }
 }
 
-/// Fetch → validate (rules 1-5) → probe (rule 6). The engine's fetch, and `once`'s.
-pub async fn fetch_validated(source: &Source, config: &Config) -> Result<Candidate, RefreshError> {
+fn fetch_label(fetched: Fetched) -> &'static str {
+    match fetched {
+        Fetched::NewToken { .. } => "new",
+        Fetched::SameToken { .. } => "unchanged",
+        Fetched::Failed => "failed",
+    }
+}
+
+/// Fetch → validate (rules 1-5) → probe (rule 6).
+async fn fetch_validated(source: &Source, config: &Config) -> Result<Candidate, RefreshError> {
     let answer = source.fetch().await?;
     let candidate = validate::check_answer(
         &answer.body,
@@ -400,7 +425,7 @@ pub async fn fetch_validated(source: &Source, config: &Config) -> Result<Candida
         &config.validate,
     )?;
     if let Some(probe) = &config.validate.probe {
-        validate::probe(source.client(), probe, &candidate.token).await?;
+        source.probe(probe, &candidate.token).await?;
     }
     Ok(candidate)
 }

@@ -19,6 +19,7 @@
 #![deny(unsafe_code)]
 
 pub mod api;
+pub mod backoff;
 pub mod cli;
 pub mod client;
 pub mod clock;
@@ -28,8 +29,10 @@ pub mod demo;
 pub mod engine;
 pub mod fsutil;
 pub mod logging;
+pub mod metrics;
 pub mod process;
 pub mod schedule;
+pub mod server;
 pub mod sinks;
 pub mod source;
 pub mod state;

@@ -13,7 +13,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::config::RefreshConfig;
+use crate::backoff::Backoff;
+use crate::config::{CronExpr, RefreshConfig};
 
 /// What the last fetch found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +28,15 @@ pub enum LastFetch {
     /// The token already held.
     SameToken { at: SystemTime, expires_at: SystemTime },
     /// `consecutive` failed fetches (validation failures included), the last at `at`.
-    Failed { at: SystemTime, consecutive: u32 },
+    Failed { at: SystemTime, consecutive: u32, succeeded_before: bool },
+}
+
+/// What one fetch found, as the schedule needs to know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetched {
+    NewToken { expires_at: SystemTime },
+    SameToken { expires_at: SystemTime },
+    Failed,
 }
 
 impl LastFetch {
@@ -45,6 +54,26 @@ impl LastFetch {
         match *self {
             LastFetch::Failed { consecutive, .. } => consecutive,
             _ => 0,
+        }
+    }
+
+    /// The record after a fetch at `at` found `fetched`. The run's first success is `First`,
+    /// whatever it returned, failures before it or not.
+    pub fn then(&self, fetched: Fetched, at: SystemTime) -> LastFetch {
+        let succeeded_before = match *self {
+            LastFetch::Never => false,
+            LastFetch::Failed { succeeded_before, .. } => succeeded_before,
+            LastFetch::First { .. } | LastFetch::NewToken { .. } | LastFetch::SameToken { .. } => true,
+        };
+        match fetched {
+            Fetched::Failed => {
+                LastFetch::Failed { at, consecutive: self.consecutive_failures() + 1, succeeded_before }
+            }
+            Fetched::NewToken { expires_at } | Fetched::SameToken { expires_at } if !succeeded_before => {
+                LastFetch::First { at, expires_at }
+            }
+            Fetched::NewToken { expires_at } => LastFetch::NewToken { at, expires_at },
+            Fetched::SameToken { expires_at } => LastFetch::SameToken { at, expires_at },
         }
     }
 }
@@ -77,32 +106,21 @@ pub fn next_refresh(
             (lifetime(at, expires_at).mul_f64(config.lifetime_fraction), config.max_interval)
         }
         LastFetch::SameToken { at, expires_at } => (lifetime(at, expires_at) / 2, config.max_interval),
-        LastFetch::Failed { consecutive, .. } => (backoff(consecutive, config), config.backoff_max),
+        LastFetch::Failed { consecutive, .. } => {
+            (Backoff::new(config.min_interval, config.backoff_max).after(consecutive), config.backoff_max)
+        }
     };
     Some(at + jittered(wait, config.jitter, config.min_interval, ceiling, draw))
 }
 
-/// Parses a `refresh.cron` expression: 6 fields with seconds, evaluated in UTC.
-pub fn parse_cron(expression: &str) -> Result<croner::Cron, String> {
-    croner::parser::CronParser::builder()
-        .seconds(croner::parser::Seconds::Required)
-        .build()
-        .parse(expression)
-        .map_err(|e| {
-            format!("{expression:?} is not a cron expression with seconds ({e}); e.g. \"0 0 3 * * *\"")
-        })
-}
-
 /// The first instant after `after` at which any of the expressions fires, in UTC.
-pub fn next_cron(crons: &[croner::Cron], after: SystemTime) -> Option<SystemTime> {
+pub fn next_cron(crons: &[CronExpr], after: SystemTime) -> Option<SystemTime> {
     let after = chrono::DateTime::<chrono::Utc>::from(after);
-    crons.iter().filter_map(|cron| cron.find_next_occurrence(&after, false).ok()).min().map(SystemTime::from)
-}
-
-/// Exponential from `min_interval`, doubling per failure, up to `backoff_max`.
-fn backoff(consecutive: u32, config: &RefreshConfig) -> Duration {
-    let doublings = consecutive.saturating_sub(1).min(31);
-    config.min_interval.saturating_mul(1 << doublings).min(config.backoff_max)
+    crons
+        .iter()
+        .filter_map(|cron| cron.schedule().find_next_occurrence(&after, false).ok())
+        .min()
+        .map(SystemTime::from)
 }
 
 fn lifetime(from: SystemTime, to: SystemTime) -> Duration {
@@ -196,22 +214,30 @@ mod tests {
         let c = config(0.0);
         let waits: Vec<f64> = (1..=8)
             .map(|n| {
-                after(next_refresh(&LastFetch::Failed { at: t(0), consecutive: n }, false, &c, 0.5), t(0))
+                after(
+                    next_refresh(
+                        &LastFetch::Failed { at: t(0), consecutive: n, succeeded_before: true },
+                        false,
+                        &c,
+                        0.5,
+                    ),
+                    t(0),
+                )
             })
             .collect();
         assert_eq!(waits, [5.0, 10.0, 20.0, 40.0, 80.0, 120.0, 120.0, 120.0]);
         // Retries never give up, and a huge count does not overflow.
-        let last = LastFetch::Failed { at: t(0), consecutive: u32::MAX };
+        let last = LastFetch::Failed { at: t(0), consecutive: u32::MAX, succeeded_before: true };
         assert_eq!(after(next_refresh(&last, false, &c, 0.5), t(0)), 120.0);
     }
 
     #[test]
     fn backoff_is_jittered_but_capped() {
         let c = config(0.1);
-        let last = LastFetch::Failed { at: t(0), consecutive: 3 };
+        let last = LastFetch::Failed { at: t(0), consecutive: 3, succeeded_before: true };
         assert_eq!(after(next_refresh(&last, false, &c, 0.0), t(0)), 18.0);
         assert!((after(next_refresh(&last, false, &c, 0.999_999), t(0)) - 22.0).abs() < 0.01);
-        let capped = LastFetch::Failed { at: t(0), consecutive: 30 };
+        let capped = LastFetch::Failed { at: t(0), consecutive: 30, succeeded_before: true };
         assert!(after(next_refresh(&capped, false, &c, 0.999_999), t(0)) <= 120.0);
         assert_eq!(after(next_refresh(&capped, false, &c, 0.0), t(0)), 108.0);
     }
@@ -221,22 +247,38 @@ mod tests {
         let c = config(0.1);
         let last = LastFetch::NewToken { at: t(0), expires_at: t(3600) };
         assert_eq!(next_refresh(&last, true, &c, 0.9), Some(t(5)));
-        let failed = LastFetch::Failed { at: t(0), consecutive: 6 };
+        let failed = LastFetch::Failed { at: t(0), consecutive: 6, succeeded_before: true };
         assert_eq!(next_refresh(&failed, true, &c, 0.9), Some(t(5)), "a request cuts a long backoff short");
         assert_eq!(next_refresh(&LastFetch::Never, true, &c, 0.9), None);
     }
 
     #[test]
     fn cron_fires_at_the_next_matching_second_of_any_expression() {
-        let crons = [parse_cron("0 0 3 * * *").unwrap(), parse_cron("*/20 * * * * *").unwrap()];
+        let parse = |text| CronExpr::parse(text).unwrap();
+        let crons = [parse("0 0 3 * * *"), parse("*/20 * * * * *")];
         // 2027-01-15T08:00:05Z → the next multiple of 20 seconds.
         let at = crate::clock::parse_rfc3339("2027-01-15T08:00:05Z").unwrap();
         assert_eq!(next_cron(&crons, at), crate::clock::parse_rfc3339("2027-01-15T08:00:20Z"));
-        let nightly = [parse_cron("0 0 3 * * *").unwrap()];
+        let nightly = [parse("0 0 3 * * *")];
         assert_eq!(next_cron(&nightly, at), crate::clock::parse_rfc3339("2027-01-16T03:00:00Z"));
         assert_eq!(next_cron(&[], at), None);
-        assert!(parse_cron("0 3 * * *").is_err(), "5 fields lack the seconds");
-        assert!(parse_cron("every night").is_err());
+        assert!(CronExpr::parse("0 3 * * *").is_err(), "5 fields lack the seconds");
+        assert!(CronExpr::parse("every night").is_err());
+    }
+
+    #[test]
+    fn the_first_success_of_the_run_is_first_even_after_failures() {
+        let expires_at = t(600);
+        let failed = LastFetch::Never.then(Fetched::Failed, t(0)).then(Fetched::Failed, t(5));
+        assert_eq!(failed, LastFetch::Failed { at: t(5), consecutive: 2, succeeded_before: false });
+        let first = failed.then(Fetched::SameToken { expires_at }, t(10));
+        assert_eq!(first, LastFetch::First { at: t(10), expires_at });
+        let new = first.then(Fetched::NewToken { expires_at }, t(20));
+        assert_eq!(new, LastFetch::NewToken { at: t(20), expires_at });
+        let failed_later = new.then(Fetched::Failed, t(30));
+        assert_eq!(failed_later, LastFetch::Failed { at: t(30), consecutive: 1, succeeded_before: true });
+        let same = failed_later.then(Fetched::SameToken { expires_at }, t(40));
+        assert_eq!(same, LastFetch::SameToken { at: t(40), expires_at });
     }
 
     #[test]

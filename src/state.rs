@@ -5,6 +5,7 @@
 //! restored only if it was written for the same `source.url` and `agent`: a token from another
 //! backend must never be served.
 
+use std::borrow::Cow;
 use std::fs;
 use std::io::ErrorKind;
 use std::os::unix::fs::DirBuilderExt;
@@ -19,7 +20,7 @@ use zeroize::Zeroizing;
 use crate::clock;
 use crate::config::{Mode, Ownership, SourceConfig};
 use crate::fsutil::{self, WriteError};
-use crate::token::{CurrentToken, Token, TokenState};
+use crate::token::{CurrentToken, Token, TokenState, secret_json};
 
 const FILE_NAME: &str = "state.json";
 const FORMAT: u32 = 1;
@@ -38,23 +39,27 @@ impl Owner {
 }
 
 #[derive(Serialize, Deserialize)]
-struct Record {
+struct Record<'a> {
     format: u32,
     #[serde(flatten)]
     owner: Owner,
     version: u64,
     /// Absent once the token expired unreplaced.
-    current: Option<Held>,
+    #[serde(borrow)]
+    current: Option<Held<'a>>,
 }
 
+/// Borrows the token when saving, so serializing makes no copy of it besides the file's bytes.
 #[derive(Serialize, Deserialize)]
-struct Held {
-    token: String,
+struct Held<'a> {
+    #[serde(borrow)]
+    token: Cow<'a, str>,
     agent_name: Option<String>,
     expires_at: String,
     fetched_at: String,
 }
 
+#[derive(Debug, Clone, PartialEq)]
 pub struct StateFile {
     pub path: PathBuf,
     owner: Owner,
@@ -104,7 +109,7 @@ impl StateFile {
             return expired;
         }
         let current = CurrentToken {
-            token: Token::new(held.token),
+            token: Token::new(held.token.into_owned()),
             agent_name: held.agent_name,
             expires_at,
             fetched_at,
@@ -141,18 +146,18 @@ impl StateFile {
             owner: self.owner.clone(),
             version: state.version(),
             current: current.map(|c| Held {
-                token: c.token.expose().to_owned(),
+                token: Cow::Borrowed(c.token.expose()),
                 agent_name: c.agent_name.clone(),
                 expires_at: clock::rfc3339(c.expires_at),
                 fetched_at: clock::rfc3339(c.fetched_at),
             }),
         };
-        let bytes = Zeroizing::new(serde_json::to_vec(&record).expect("a record serializes"));
-        // The record's own copy of the token is zeroed as it goes out of scope.
-        if let Some(held) = record.current {
-            drop(Zeroizing::new(held.token));
-        }
-        fsutil::write_atomic(&self.path, &bytes, Mode(0o600), Ownership::default())
+        fsutil::write_atomic(&self.path, &secret_json(&record), Mode(0o600), Ownership::default())
+    }
+
+    /// Blocking. Removes the file, when the state moves elsewhere.
+    pub fn remove(&self) -> Result<(), WriteError> {
+        fsutil::remove(&self.path).map(drop)
     }
 }
 

@@ -6,6 +6,7 @@
 //! `/v1/token` object.
 
 use std::fmt;
+use std::io;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -103,24 +104,41 @@ impl CurrentToken {
             #[serde(skip_serializing_if = "Option::is_none")]
             changed: Option<bool>,
         }
-        let wire = Wire {
+        secret_json(&Wire {
             token: self.token.expose(),
             agent_name: self.agent_name.as_deref(),
             expires_at: clock::rfc3339(self.expires_at),
             fetched_at: clock::rfc3339(self.fetched_at),
             version: self.version,
             changed,
-        };
-        // Sized up front so serde_json never reallocates, which would leave an unzeroed copy.
-        let mut buf = Zeroizing::new(Vec::with_capacity(self.token.expose().len() + 256));
-        serde_json::to_writer(&mut *buf, &wire).expect("serializing strings and numbers cannot fail");
-        buf
+        })
     }
 
     /// `version N (fingerprint abcd1234)`, how logs name a token.
     pub fn describe(&self) -> String {
         format!("version {} (fingerprint {})", self.version, self.token.fingerprint())
     }
+}
+
+/// Serializes `value`, which holds the secret, into a buffer that is zeroed when dropped and
+/// sized exactly before writing (with a byte to spare, for a newline): a buffer that grew while
+/// it was written would leave what it held so far in freed memory, unzeroed.
+pub fn secret_json(value: &impl Serialize) -> Zeroizing<Vec<u8>> {
+    struct Count(usize);
+    impl io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).expect("serializing strings and numbers cannot fail");
+    let mut buf = Zeroizing::new(Vec::with_capacity(count.0 + 1));
+    serde_json::to_writer(&mut *buf, value).expect("serializing strings and numbers cannot fail");
+    buf
 }
 
 /// What the daemon holds, published on a `watch` channel. Each change is a new `version`.
@@ -189,6 +207,16 @@ mod tests {
     fn current_token_debug_never_contains_the_secret() {
         let state = TokenState::Valid(Arc::new(sample()));
         assert!(!format!("{state:?}").contains(SECRET));
+    }
+
+    #[test]
+    fn the_json_buffer_is_sized_before_it_is_written() {
+        let mut long = sample();
+        long.agent_name = Some("a".repeat(5000));
+        for current in [sample(), long] {
+            let json = current.to_json();
+            assert_eq!(json.capacity(), json.len() + 1, "the buffer grew while the token was in it");
+        }
     }
 
     #[test]

@@ -1,20 +1,20 @@
 //! The rules of DESIGN §4: what a backend answer must be before anyone sees its token.
 //!
-//! [`check_answer`] is pure (bytes in, candidate or [`Rejection`] out); the HTTP-level rules
-//! (status 200, size, no redirects) are enforced by the source, and the optional probe by
-//! [`probe`]. A rejection message says what was wrong and never quotes the token.
+//! Pure: bytes in, candidate or [`Rejection`] out. The HTTP-level rules (status 200, size, no
+//! redirects) and the live probe (rule 6) are the source's, since they are I/O. A rejection
+//! message says what was wrong and never quotes the token.
 
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
 use crate::clock;
-use crate::config::{ExpiryField, FieldsConfig, ProbeConfig, ValidateConfig, duration_display};
+use crate::config::{ExpiryField, FieldsConfig, ValidateConfig, duration_display};
 use crate::token::Token;
 
 pub const MAX_TOKEN_BYTES: usize = 4096;
 
-/// A token that passed every rule but the probe.
+/// A token that passed rules 1 to 5 (the probe, when configured, comes next).
 #[derive(Debug)]
 pub struct Candidate {
     pub token: Token,
@@ -62,10 +62,6 @@ pub enum Rejection {
     ExpiresTooSoon { remaining: String, min: String },
     #[error("the token expires in {ahead}, further ahead than validate.max_lifetime ({max})")]
     ExpiresTooFar { ahead: String, max: String },
-    #[error("the probe {url} answered HTTP {status}, not one of {expect:?}: the token does not work")]
-    ProbeRefused { url: String, status: u16, expect: Vec<u16> },
-    #[error("the probe {url} failed: {reason}")]
-    ProbeFailed { url: String, reason: String },
 }
 
 /// Applies rules 1 (JSON object) to 5 to a 200 answer that arrived at `received_at`.
@@ -195,26 +191,6 @@ fn check_expiry(expires_at: SystemTime, now: SystemTime, rules: &ValidateConfig)
         });
     }
     Ok(())
-}
-
-/// Rule 6: the token, sent in `probe.header`, gets one of the expected statuses.
-pub async fn probe(client: &reqwest::Client, probe: &ProbeConfig, token: &Token) -> Result<(), Rejection> {
-    let url = probe.url.to_string();
-    let mut value = reqwest::header::HeaderValue::from_str(token.expose())
-        .expect("a token of visible ASCII is a valid header value");
-    value.set_sensitive(true);
-    let answer = client
-        .get(probe.url.clone())
-        .header(probe.header.as_str(), value)
-        .send()
-        .await
-        .map_err(|e| Rejection::ProbeFailed { url: url.clone(), reason: crate::source::describe(&e) })?;
-    let status = answer.status().as_u16();
-    if probe.expect.contains(&status) {
-        Ok(())
-    } else {
-        Err(Rejection::ProbeRefused { url, status, expect: probe.expect.clone() })
-    }
 }
 
 fn kind(value: &Value) -> &'static str {

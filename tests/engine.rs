@@ -112,7 +112,10 @@ async fn malformed_answers_never_replace_the_published_token() {
     // Still alive: the next good answer becomes version 2 everywhere.
     backend.set_reply(Reply::Token);
     let fresh = backend.rotate();
-    assert_eq!(daemon.handle().refresh("test").await.unwrap(), Refreshed { version: 2, changed: true });
+    assert_eq!(
+        daemon.handle().refresh("test").await.unwrap(),
+        Refreshed { version: 2, changed: true, fetched: true }
+    );
     wait_for_file(&file, &fresh).await;
     assert_eq!(daemon.handle().status().borrow().consecutive_failures, 0);
     daemon.stop().await;
@@ -134,7 +137,7 @@ async fn triggers_during_a_fetch_share_it() {
         })
         .collect();
     for reporter in reporters {
-        assert_eq!(reporter.await.unwrap().unwrap(), Refreshed { version: 2, changed: true });
+        assert_eq!(reporter.await.unwrap().unwrap(), Refreshed { version: 2, changed: true, fetched: true });
     }
     assert_eq!(backend.fetches() - before, 1, "50 concurrent triggers made more than one fetch");
     assert_eq!(state(&daemon).current().unwrap().token.expose(), fresh);
@@ -150,11 +153,11 @@ async fn a_report_on_a_replaced_version_is_answered_without_a_fetch() {
     let first = daemon.handle().refresh("test").await.unwrap();
     backend.rotate();
     let second = daemon.handle().refresh_past(first.version, "test").await.unwrap();
-    assert_eq!(second, Refreshed { version: first.version + 1, changed: true });
+    assert_eq!(second, Refreshed { version: first.version + 1, changed: true, fetched: true });
 
     let before = backend.fetches();
     let late = daemon.handle().refresh_past(first.version, "test").await.unwrap();
-    assert_eq!(late, second);
+    assert_eq!(late, Refreshed { fetched: false, ..second });
     assert_eq!(backend.fetches(), before, "the late report fetched again");
     // A report on the held version still fetches.
     daemon.handle().refresh_past(second.version, "test").await.unwrap();
@@ -168,7 +171,7 @@ async fn the_same_token_is_not_a_new_version() {
     let daemon = start(&backend, "");
     let first = daemon.handle().refresh("test").await.unwrap();
     let again = daemon.handle().refresh("test").await.unwrap();
-    assert_eq!(again, Refreshed { version: first.version, changed: false });
+    assert_eq!(again, Refreshed { version: first.version, changed: false, fetched: true });
     daemon.stop().await;
 }
 

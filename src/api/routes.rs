@@ -12,23 +12,20 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 use tokio::sync::watch;
-use tracing::info;
 
-use super::{Shared, metrics, status};
-use crate::config::duration_display;
+use super::{Shared, report, status};
 use crate::token::TokenState;
 
 pub type Body = BoxBody<Bytes, Infallible>;
 
 const MAX_BODY: usize = 4 * 1024;
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a 401 report waits for its refresh unless `?wait=` says otherwise, and the most it may ask.
-const DEFAULT_WAIT: Duration = Duration::from_secs(10);
-const MAX_WAIT: Duration = Duration::from_secs(60);
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a request waits for a refresh.
+pub(super) const MAX_WAIT: Duration = Duration::from_secs(60);
 
 /// A route, as counted in metrics.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
-pub enum Route {
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Route {
     Token,
     Watch,
     Report401,
@@ -53,7 +50,7 @@ impl Route {
         }
     }
 
-    pub fn label(self) -> &'static str {
+    fn label(self) -> &'static str {
         match self {
             Route::Token => "/v1/token",
             Route::Watch => "/v1/watch",
@@ -91,17 +88,17 @@ pub async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Bod
         Some(_) => match route {
             Route::Token => token(shared, &request),
             Route::Watch => watch(shared.engine.token()),
-            Route::Report401 => report_401(shared, request).await,
+            Route::Report401 => report::report_401(shared, request).await,
             Route::Refresh => refresh(shared, request).await,
             Route::Status => json_response(StatusCode::OK, &status::status(shared)),
             Route::Health => health(shared),
             Route::Metrics => {
-                text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics::render(shared))
+                text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", shared.metrics.render())
             }
             Route::Unknown => unreachable!("has no method"),
         },
     };
-    shared.counters.request(route, response.status());
+    shared.metrics.socket_request(route.label(), response.status().as_u16());
     response
 }
 
@@ -167,15 +164,15 @@ fn watch(mut token: watch::Receiver<TokenState>) -> Response<Body> {
             let line = match &state {
                 TokenState::Empty => continue,
                 TokenState::Valid(current) => {
-                    let mut line = current.to_json().to_vec();
+                    let mut line = current.to_json();
                     line.push(b'\n');
-                    line
+                    Bytes::from_owner(line)
                 }
                 TokenState::Expired { version } => {
-                    format!("{}\n", json!({"event": "expired", "version": version})).into_bytes()
+                    Bytes::from(format!("{}\n", json!({"event": "expired", "version": version})))
                 }
             };
-            return Some((Ok::<_, Infallible>(Frame::data(Bytes::from(line))), (token, None)));
+            return Some((Ok::<_, Infallible>(Frame::data(line)), (token, None)));
         }
     });
     let mut response = Response::new(BodyExt::boxed(StreamBody::new(lines)));
@@ -183,90 +180,6 @@ fn watch(mut token: watch::Receiver<TokenState>) -> Response<Body> {
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
-}
-
-async fn report_401(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
-    let wait = match query(&request, "wait") {
-        None => DEFAULT_WAIT,
-        Some(text) => match crate::config::parse_duration(&text) {
-            Ok(wait) if wait <= MAX_WAIT => wait,
-            _ => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    "wait is a duration up to 60s, e.g. ?wait=10s",
-                );
-            }
-        },
-    };
-    let body = match read_body(request).await {
-        Ok(body) => body,
-        Err(response) => return response,
-    };
-    let reported = if body.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        #[derive(serde::Deserialize)]
-        struct Report {
-            version: Option<u64>,
-        }
-        match serde_json::from_slice::<Report>(&body) {
-            Ok(report) => report.version,
-            Err(_) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    "the body is {\"version\": N} or empty",
-                );
-            }
-        }
-    };
-
-    let held = shared.engine.token().borrow().clone();
-    if let (TokenState::Valid(current), Some(reported)) = (&held, reported)
-        && reported < current.version
-    {
-        // The reporter holds an old token; the current one is already the fix.
-        shared.counters.report(metrics::ReportOutcome::Stale);
-        return secret(&current.to_json_with(Some(true)), "application/json");
-    }
-    let reported = reported.unwrap_or(held.version()).min(held.version());
-
-    let outcome = tokio::time::timeout(wait, shared.engine.refresh_past(reported, "401 report")).await;
-    let changed = match outcome {
-        Ok(Ok(refreshed)) => {
-            if !refreshed.changed {
-                info!(
-                    "401 report on version {reported}: the backend still answers the same token, \
-                     so the rejection was probably not about the token"
-                );
-            }
-            shared.counters.report(if refreshed.changed {
-                metrics::ReportOutcome::Refreshed
-            } else {
-                metrics::ReportOutcome::Unchanged
-            });
-            refreshed.changed
-        }
-        Ok(Err(e)) => {
-            shared.counters.report(metrics::ReportOutcome::Failed);
-            return error(StatusCode::SERVICE_UNAVAILABLE, "refresh_failed", &e.to_string());
-        }
-        // Still in flight: answer with what is held now; the refresh goes on.
-        Err(_) => {
-            shared.counters.report(metrics::ReportOutcome::Pending);
-            false
-        }
-    };
-    match shared.engine.token().borrow().current() {
-        Some(current) => {
-            secret(&current.to_json_with(Some(changed || current.version > reported)), "application/json")
-        }
-        None => no_token(
-            "no_valid_token",
-            &format!("no valid token yet; the refresh did not finish within {}", duration_display(wait)),
-        ),
-    }
 }
 
 async fn refresh(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
@@ -293,7 +206,7 @@ fn health(shared: &Shared) -> Response<Body> {
 }
 
 /// The request body, at most [`MAX_BODY`] bytes within [`BODY_TIMEOUT`].
-async fn read_body(request: Request<Incoming>) -> Result<Bytes, Response<Body>> {
+pub(super) async fn read_body(request: Request<Incoming>) -> Result<Bytes, Response<Body>> {
     let too_large = || error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "the body is limited to 4 KiB");
     let declared =
         request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -308,7 +221,7 @@ async fn read_body(request: Request<Incoming>) -> Result<Bytes, Response<Body>> 
     }
 }
 
-fn query(request: &Request<Incoming>, name: &str) -> Option<String> {
+pub(super) fn query(request: &Request<Incoming>, name: &str) -> Option<String> {
     let query = request.uri().query()?;
     url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }
@@ -324,26 +237,26 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
     response
 }
 
-fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+pub(super) fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let mut response = text(status, "application/json", value.to_string());
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
-/// A response carrying the token. Copied from a zeroed buffer; the copy lives until hyper has
-/// written it.
-fn secret(body: &[u8], content_type: &'static str) -> Response<Body> {
-    let mut response = Response::new(BodyExt::boxed(Full::new(Bytes::copy_from_slice(body))));
+/// A response carrying the token, in a copy that is zeroed once hyper has written it.
+pub(super) fn secret(body: &[u8], content_type: &'static str) -> Response<Body> {
+    let body = Bytes::from_owner(zeroize::Zeroizing::new(body.to_vec()));
+    let mut response = Response::new(BodyExt::boxed(Full::new(body)));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
-fn error(status: StatusCode, code: &str, detail: &str) -> Response<Body> {
+pub(super) fn error(status: StatusCode, code: &str, detail: &str) -> Response<Body> {
     json_response(status, &json!({"error": code, "detail": detail}))
 }
 
-fn no_token(code: &str, detail: &str) -> Response<Body> {
+pub(super) fn no_token(code: &str, detail: &str) -> Response<Body> {
     error(StatusCode::SERVICE_UNAVAILABLE, code, detail)
 }

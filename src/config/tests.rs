@@ -1,6 +1,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::check::is_env_name;
 use super::*;
 
 const MINIMAL: &str = r#"
@@ -148,7 +149,7 @@ fn mode_must_be_an_octal_string() {
     };
     let c = parse(&sink("\"0640\"")).unwrap();
     let SinkConfig::File(f) = &c.sinks[0] else { panic!("file sink expected") };
-    assert_eq!(f.mode, Mode(0o640));
+    assert_eq!(f.target.mode, Mode(0o640));
 
     for bad in ["\"0689\"", "\"rw-------\"", "\"01777\"", "\"\""] {
         let (key, line, message) = only_problem(&sink(bad));
@@ -161,11 +162,20 @@ fn mode_must_be_an_octal_string() {
 }
 
 #[test]
-fn world_writable_mode_is_refused() {
-    let (key, _, _) = only_problem(&format!(
-        "{MINIMAL}[[sink]]\ntype = \"file\"\npath = \"/run/x/token\"\nmode = \"0666\"\n"
-    ));
-    assert_eq!(key.as_deref(), Some("sink[0].mode"));
+fn world_writable_file_modes_are_refused_socket_modes_are_not() {
+    for kind in ["type = \"file\"", "type = \"env_file\"\nvariable = \"T\""] {
+        let (key, _, message) =
+            only_problem(&format!("{MINIMAL}[[sink]]\n{kind}\npath = \"/run/x/token\"\nmode = \"0666\"\n"));
+        assert_eq!(key.as_deref(), Some("sink[0].mode"), "{kind}");
+        assert!(message.contains("every user"), "{message}");
+    }
+    // For a socket, write permission means "may connect"; the peer check decides who is served.
+    let c = parse(&format!(
+        "{MINIMAL}[[sink]]\ntype = \"socket\"\npath = \"/run/x/api.sock\"\nmode = \"0666\"\n"
+    ))
+    .expect("a world-connectable socket is allowed");
+    let SinkConfig::Socket(socket) = &c.sinks[0] else { panic!("socket sink expected") };
+    assert_eq!(socket.mode, Mode(0o666));
 }
 
 #[test]
@@ -282,7 +292,7 @@ fn unknown_owner_is_refused() {
     ))
     .unwrap();
     let SinkConfig::File(f) = &c.sinks[0] else { panic!("file sink expected") };
-    assert_eq!(f.ids, Ownership { uid: Some(0), gid: Some(0) });
+    assert_eq!(f.target.ids, Ownership { uid: Some(0), gid: Some(0) });
 }
 
 #[test]
@@ -334,10 +344,12 @@ fn sink_without_a_required_key_is_refused() {
 }
 
 #[test]
-fn a_bad_cron_expression_is_named_with_its_index() {
+fn a_bad_cron_expression_is_named_with_its_line() {
     let (key, line, message) =
         only_problem(&format!("{MINIMAL}[refresh]\ncron = [\"0 0 3 * * *\",\n  \"0 3 * * *\"]\n"));
-    assert_eq!(key.as_deref(), Some("refresh.cron[1]"));
-    assert_eq!(line, Some(6));
-    assert!(message.contains("seconds"), "{message}");
+    // Parsed while the file is read: toml places the error at the list, the message names the
+    // expression.
+    assert_eq!(key.as_deref(), Some("refresh.cron"));
+    assert_eq!(line, Some(5));
+    assert!(message.contains("\"0 3 * * *\" is not a cron expression with seconds"), "{message}");
 }

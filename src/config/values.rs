@@ -86,3 +86,52 @@ impl<'de> Deserialize<'de> for Mode {
         }
     }
 }
+
+/// A `refresh.cron` expression: 6 fields with seconds, evaluated in UTC. Parsed when the file is
+/// read, so a bad one is reported with its line, and the schedule never sees one that failed.
+#[derive(Clone)]
+pub struct CronExpr {
+    text: String,
+    schedule: croner::Cron,
+}
+
+impl CronExpr {
+    pub fn parse(text: &str) -> Result<CronExpr, String> {
+        let schedule = croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Required)
+            .build()
+            .parse(text)
+            .map_err(|e| {
+                format!("{text:?} is not a cron expression with seconds ({e}); e.g. \"0 0 3 * * *\"")
+            })?;
+        Ok(CronExpr { text: text.to_owned(), schedule })
+    }
+
+    pub fn schedule(&self) -> &croner::Cron {
+        &self.schedule
+    }
+}
+
+impl PartialEq for CronExpr {
+    fn eq(&self, other: &CronExpr) -> bool {
+        self.text == other.text
+    }
+}
+
+impl fmt::Debug for CronExpr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.text, f)
+    }
+}
+
+impl Serialize for CronExpr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for CronExpr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<CronExpr, D::Error> {
+        CronExpr::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}

@@ -29,13 +29,16 @@ pub fn encode(
     if let Some((at, byte)) = token.bytes().enumerate().find(|(_, b)| !is_safe(*b)) {
         return Err(Unsafe { what: describe(byte), at });
     }
-    let mut text = Zeroizing::new(Vec::with_capacity(variable.len() + token.len() + 80));
+    let expires_line = expires.map(|(name, at)| format!("{name}={}\n", clock::rfc3339(at)));
+    // Sized exactly first: a buffer that grew would leave a copy of the token in freed memory.
+    let size = variable.len() + token.len() + 2 + expires_line.as_ref().map_or(0, String::len);
+    let mut text = Zeroizing::new(Vec::with_capacity(size));
     text.extend_from_slice(variable.as_bytes());
     text.push(b'=');
     text.extend_from_slice(token.as_bytes());
     text.push(b'\n');
-    if let Some((name, at)) = expires {
-        text.extend_from_slice(format!("{name}={}\n", clock::rfc3339(at)).as_bytes());
+    if let Some(line) = expires_line {
+        text.extend_from_slice(line.as_bytes());
     }
     Ok(text)
 }
@@ -73,6 +76,7 @@ mod tests {
             String::from_utf8(text.to_vec()).unwrap(),
             "GOOGLE_MCP_TOKEN=CN8F-U3yc_BSa.EQ+/=\nGOOGLE_MCP_TOKEN_EXPIRES_AT=2026-08-02T22:03:29Z\n"
         );
+        assert_eq!(text.capacity(), text.len(), "the buffer grew while the token was in it");
         assert_eq!(&*encode("T", "abc", None).unwrap(), b"T=abc\n");
     }
 

@@ -2,12 +2,10 @@
 //! `type = "env_file"`. Both are written through [`fsutil::write_atomic`] and follow
 //! `on_expiry`.
 
-use std::path::PathBuf;
-
 use zeroize::Zeroizing;
 
 use super::{Applied, SinkError, env};
-use crate::config::{EnvFileSinkConfig, FileFormat, FileSinkConfig, Mode, OnExpiry, Ownership};
+use crate::config::{EnvFileSinkConfig, FileFormat, FileSinkConfig, FileTarget, OnExpiry};
 use crate::fsutil;
 use crate::token::{CurrentToken, TokenState};
 
@@ -18,10 +16,7 @@ enum Encoding {
 }
 
 pub struct FileSink {
-    pub path: PathBuf,
-    mode: Mode,
-    ids: Ownership,
-    on_expiry: OnExpiry,
+    pub target: FileTarget,
     encoding: Encoding,
 }
 
@@ -31,13 +26,13 @@ impl FileSink {
             FileFormat::Raw => Encoding::Raw,
             FileFormat::Json => Encoding::Json,
         };
-        FileSink { path: c.path.clone(), mode: c.mode, ids: c.ids, on_expiry: c.on_expiry, encoding }
+        FileSink { target: c.target.clone(), encoding }
     }
 
     pub fn env_file(c: &EnvFileSinkConfig) -> FileSink {
         let encoding =
             Encoding::Env { variable: c.variable.clone(), expires_variable: c.expires_variable.clone() };
-        FileSink { path: c.path.clone(), mode: c.mode, ids: c.ids, on_expiry: c.on_expiry, encoding }
+        FileSink { target: c.target.clone(), encoding }
     }
 
     pub fn kind(&self) -> &'static str {
@@ -61,13 +56,14 @@ impl FileSink {
 
     /// Blocking.
     pub fn apply(&self, state: &TokenState) -> Result<Applied, SinkError> {
+        let target = &self.target;
         match state {
             TokenState::Valid(current) => {
-                fsutil::write_atomic(&self.path, &self.contents(current)?, self.mode, self.ids)?;
+                fsutil::write_atomic(&target.path, &self.contents(current)?, target.mode, target.ids)?;
                 Ok(Applied::Wrote)
             }
-            TokenState::Expired { .. } if self.on_expiry == OnExpiry::Remove => {
-                Ok(if fsutil::remove(&self.path)? { Applied::Removed } else { Applied::Nothing })
+            TokenState::Expired { .. } if target.on_expiry == OnExpiry::Remove => {
+                Ok(if fsutil::remove(&target.path)? { Applied::Removed } else { Applied::Nothing })
             }
             TokenState::Expired { .. } | TokenState::Empty => Ok(Applied::Nothing),
         }

@@ -19,8 +19,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::backoff::Backoff;
 use crate::config::{KeyringBackend, SinkConfig};
 use crate::fsutil::WriteError;
+use crate::metrics::Metrics;
 use crate::state::StateFile;
 use crate::token::TokenState;
 
@@ -28,9 +30,8 @@ use exec::ExecSink;
 use file::FileSink;
 use keyutils::KeyutilsSink;
 
-/// First retry delay after a failed write; doubles per failure up to [`RETRY_MAX`].
-const RETRY_FIRST: Duration = Duration::from_millis(500);
-const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Retries of a failed write.
+const RETRY: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
 
 #[derive(Debug, thiserror::Error)]
 #[error("sink type {0} is not supported {1}")]
@@ -70,22 +71,12 @@ pub struct SinkReport {
     pub ok: bool,
     pub last_written_at: Option<SystemTime>,
     pub error: Option<String>,
-    pub writes_ok: u64,
-    pub writes_failed: u64,
 }
 
 impl SinkReport {
     /// A sink that has not written yet: healthy until a write fails.
     pub fn new(kind: &'static str, target: String) -> SinkReport {
-        SinkReport {
-            kind,
-            target,
-            ok: true,
-            last_written_at: None,
-            error: None,
-            writes_ok: 0,
-            writes_failed: 0,
-        }
+        SinkReport { kind, target, ok: true, last_written_at: None, error: None }
     }
 }
 
@@ -140,7 +131,7 @@ impl Sink {
     /// The path it writes, or another name where it has none.
     pub fn target(&self) -> String {
         match self {
-            Sink::File(s) => s.path.display().to_string(),
+            Sink::File(s) => s.target.path.display().to_string(),
             Sink::Keyutils(s) => format!("keyutils {}", s.description),
             #[cfg(feature = "secret-service")]
             Sink::SecretService(s) => format!("secret-service {}/{}", s.service, s.account),
@@ -182,16 +173,19 @@ impl Sink {
 pub fn spawn(
     sink: Sink,
     token: watch::Receiver<TokenState>,
+    metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) -> (tokio::task::JoinHandle<()>, watch::Receiver<SinkReport>) {
     let (report, receiver) = watch::channel(SinkReport::new(sink.kind(), sink.target()));
-    (tokio::spawn(run(Arc::new(sink), token, report, cancel)), receiver)
+    metrics.sink_started(&sink.name());
+    (tokio::spawn(run(Arc::new(sink), token, report, metrics, cancel)), receiver)
 }
 
 async fn run(
     sink: Arc<Sink>,
     mut token: watch::Receiver<TokenState>,
     report: watch::Sender<SinkReport>,
+    metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) {
     let name = sink.name();
@@ -212,9 +206,11 @@ async fn run(
                     r.error = None;
                     if applied != Applied::Nothing {
                         r.last_written_at = Some(SystemTime::now());
-                        r.writes_ok += 1;
                     }
                 });
+                if applied != Applied::Nothing {
+                    metrics.sink_write(&name, true);
+                }
                 match applied {
                     Applied::Wrote => info!("sink {name}: wrote version {version}"),
                     Applied::Ran => info!("sink {name}: ran for version {version}, exit 0"),
@@ -229,14 +225,14 @@ async fn run(
                 report.send_modify(|r| {
                     r.ok = false;
                     r.error = Some(message.clone());
-                    r.writes_failed += 1;
                 });
+                metrics.sink_write(&name, false);
                 // Once per distinct error, not once per retry.
                 if message != last_error {
                     warn!("sink {name} failed to apply version {version}: {message}; retrying with backoff");
                     last_error = message;
                 }
-                Some(RETRY_FIRST.saturating_mul(1 << (failures - 1).min(16)).min(RETRY_MAX))
+                Some(RETRY.after(failures))
             }
         };
         tokio::select! {

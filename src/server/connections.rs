@@ -10,8 +10,8 @@
 //! token first thing); a newcomer, being the youngest, last of all.
 //!
 //! Never closed for room: a connection in a request (a 401 report waiting for its refresh, an
-//! answer being written to a peer that reads it). When every connection is in a request, new
-//! peers wait in the kernel's backlog.
+//! answer being written to a peer that reads it, a proxied stream the upstream holds open). When
+//! every connection is in a request, new peers wait in the kernel's backlog.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -148,16 +148,17 @@ impl Drop for Slot {
     }
 }
 
-/// A response body that keeps its connection answering until hyper is done with it; a stream
-/// of unknown length (`/v1/watch`) counts as answered from the start.
+/// A response body that keeps its connection answering until hyper is done with it.
 pub struct Tracked<B> {
     body: B,
     slot: Arc<Slot>,
 }
 
 impl<B: Body> Tracked<B> {
-    pub fn new(body: B, slot: Arc<Slot>) -> Tracked<B> {
-        if body.size_hint().exact().is_none() {
+    /// With `streams_give_way`, a stream of unknown length (the API's `/v1/watch`, which has
+    /// nothing to do between its lines) counts as answered from the start.
+    pub fn new(body: B, slot: Arc<Slot>, streams_give_way: bool) -> Tracked<B> {
+        if streams_give_way && body.size_hint().exact().is_none() {
             slot.answered();
         }
         Tracked { body, slot }
@@ -268,10 +269,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_sized_body_keeps_its_connection_answering_a_stream_does_not() {
+    async fn a_sized_body_keeps_its_connection_answering_a_watch_stream_does_not() {
         let connections = Connections::new(2);
         let slot = Arc::new(answering(&connections).await);
-        let sized = Tracked::new(http_body_util::Full::new(bytes::Bytes::from_static(b"t")), slot.clone());
+        let sized =
+            Tracked::new(http_body_util::Full::new(bytes::Bytes::from_static(b"t")), slot.clone(), true);
         assert!(is_answering(&slot));
         drop(sized);
         assert!(!is_answering(&slot));
@@ -279,7 +281,16 @@ mod tests {
         let stream = http_body_util::StreamBody::new(futures_util::stream::pending::<
             Result<Frame<bytes::Bytes>, std::convert::Infallible>,
         >());
-        let _watching = Tracked::new(stream, slot.clone());
+        let watching = Tracked::new(stream, slot.clone(), true);
+        assert!(!is_answering(&slot));
+        drop(watching);
+        slot.answering();
+        let proxied = http_body_util::StreamBody::new(futures_util::stream::pending::<
+            Result<Frame<bytes::Bytes>, std::convert::Infallible>,
+        >());
+        let streaming = Tracked::new(proxied, slot.clone(), false);
+        assert!(is_answering(&slot), "a proxied stream is a request in progress");
+        drop(streaming);
         assert!(!is_answering(&slot));
     }
 

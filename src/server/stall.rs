@@ -1,4 +1,4 @@
-//! A connection wrapper that gives up on a peer that stops reading.
+//! A connection wrapper that gives up on a peer that stops reading; reads pass through.
 //!
 //! hyper has no write timeout: a client that never reads would hold its task and socket forever
 //! once the kernel buffer is full. Nothing is buffered beyond that (responses are produced only as
@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
 pub const WRITE_STALL: Duration = Duration::from_secs(10);
@@ -47,6 +47,16 @@ impl<T> StallGuard<T> {
             }
             Poll::Pending => self.on_pending(cx).map(Err),
         }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for StallGuard<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 

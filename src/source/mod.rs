@@ -2,7 +2,10 @@
 //!
 //! One `reqwest` client lives for the whole run (connection reuse, one TLS setup). The source
 //! enforces the HTTP half of DESIGN §4 rule 1 — status 200, no redirects, at most
-//! [`MAX_BODY_BYTES`] — and leaves the JSON to [`crate::validate`].
+//! [`MAX_BODY_BYTES`] — and leaves the JSON to [`crate::validate`]; the live [`probe`] of rule 6
+//! uses the same client.
+
+mod probe;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -13,6 +16,8 @@ use url::Url;
 use zeroize::Zeroizing;
 
 use crate::config::{AuthConfig, AuthKind, SourceConfig, duration_display};
+
+pub use probe::ProbeError;
 
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 const USER_AGENT: &str = concat!("mcp-token-sync/", env!("CARGO_PKG_VERSION"));
@@ -83,11 +88,6 @@ impl Source {
         let client =
             builder.build().map_err(|e| SetupError { path: PathBuf::new(), reason: describe(&e) })?;
         Ok(Source { client, url: config.url.clone(), timeout: config.timeout, auth: config.auth.clone() })
-    }
-
-    /// The client, shared with the probe so it gets the same TLS roots and limits.
-    pub fn client(&self) -> &Client {
-        &self.client
     }
 
     pub async fn fetch(&self) -> Result<Answer, FetchError> {
@@ -185,7 +185,7 @@ fn read_credential(path: &Path) -> Result<Zeroizing<String>, FetchError> {
 
 /// A reqwest error by its causes: "error sending request for url (…)" alone says nothing, and
 /// our messages name the URL already.
-pub fn describe(e: &reqwest::Error) -> String {
+fn describe(e: &reqwest::Error) -> String {
     let mut causes = Vec::new();
     let mut source = std::error::Error::source(e);
     while let Some(cause) = source {

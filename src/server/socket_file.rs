@@ -7,17 +7,8 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
+use super::listener::BindError;
 use crate::config::Mode;
-
-#[derive(Debug, thiserror::Error)]
-pub enum BindError {
-    #[error("another process is serving on {0}; stop it, or give this sink another path")]
-    InUse(PathBuf),
-    #[error("{0} exists and is not a socket; refusing to replace it")]
-    NotASocket(PathBuf),
-    #[error("cannot listen on {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
-}
 
 /// The socket's file; removed on drop if it is still ours.
 pub struct SocketFile {
@@ -47,7 +38,7 @@ impl Drop for SocketFile {
 /// into place: nobody can connect before the mode is right, and a stale socket from a crashed
 /// run is replaced atomically.
 pub fn bind(path: &Path, mode: Mode) -> Result<(UnixListener, SocketFile), BindError> {
-    let fail = |source: io::Error| BindError::Io { path: path.to_owned(), source };
+    let fail = |source: io::Error| BindError::Io { address: path.display().to_string(), source };
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             if UnixStream::connect(path).is_ok() {

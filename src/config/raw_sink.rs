@@ -1,6 +1,6 @@
 //! `[[sink]]` tables as serde reads them: one flat struct with every sink key, so that toml keeps
 //! the position of each value (an internally tagged enum would buffer the table and lose it).
-//! [`RawSink::into_config`] then builds the typed [`SinkConfig`], naming keys that do not apply
+//! `RawSink::into_config` then builds the typed [`SinkConfig`], naming keys that do not apply
 //! to the sink's type and keys it lacks.
 
 use std::path::PathBuf;
@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::values::duration;
-use super::{
-    EnvFileSinkConfig, ExecSinkConfig, FileFormat, FileSinkConfig, KeyringBackend, KeyringSinkConfig, Mode,
-    OnExpiry, Ownership, Problems, SinkConfig, SocketSinkConfig, defaults,
+use super::Problems;
+use super::schema::defaults;
+use super::sinks::{
+    EnvFileSinkConfig, ExecSinkConfig, FileFormat, FileSinkConfig, FileTarget, KeyringBackend,
+    KeyringSinkConfig, OnExpiry, Ownership, SinkConfig, SocketSinkConfig,
 };
+use super::values::{Mode, duration};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -110,55 +112,53 @@ impl RawSink {
             complete = false;
         }
         let mut missing = Missing { found, complete: &mut complete, index, kind };
+        let target = |path| FileTarget {
+            path,
+            mode: self.mode.unwrap_or(defaults::PRIVATE_MODE),
+            owner: self.owner.clone(),
+            group: self.group.clone(),
+            ids: Ownership::default(),
+            on_expiry: self.on_expiry.unwrap_or_default(),
+        };
         let sink = match kind {
-            SinkType::File => missing.check(self.path, "path").map(|path| {
+            SinkType::File => missing.check(self.path.clone(), "path").map(|path| {
                 SinkConfig::File(FileSinkConfig {
-                    path,
+                    target: target(path),
                     format: self.format.unwrap_or_default(),
-                    mode: self.mode.unwrap_or(defaults::PRIVATE_MODE),
-                    owner: self.owner,
-                    group: self.group,
-                    ids: Ownership::default(),
-                    on_expiry: self.on_expiry.unwrap_or_default(),
                 })
             }),
             SinkType::EnvFile => {
-                let path = missing.check(self.path, "path");
-                let variable = missing.check(self.variable, "variable");
+                let path = missing.check(self.path.clone(), "path");
+                let variable = missing.check(self.variable.clone(), "variable");
                 path.zip(variable).map(|(path, variable)| {
                     SinkConfig::EnvFile(EnvFileSinkConfig {
-                        path,
+                        target: target(path),
                         variable,
-                        expires_variable: self.expires_variable,
-                        mode: self.mode.unwrap_or(defaults::PRIVATE_MODE),
-                        owner: self.owner,
-                        group: self.group,
-                        ids: Ownership::default(),
-                        on_expiry: self.on_expiry.unwrap_or_default(),
+                        expires_variable: self.expires_variable.clone(),
                     })
                 })
             }
             SinkType::Keyring => {
                 let backend = missing.check(self.backend, "backend");
-                let account = missing.check(self.account, "account");
+                let account = missing.check(self.account.clone(), "account");
                 backend.zip(account).map(|(backend, account)| {
                     SinkConfig::Keyring(KeyringSinkConfig {
                         backend,
-                        service: self.service.unwrap_or_else(|| defaults::KEYRING_SERVICE.into()),
+                        service: self.service.clone().unwrap_or_else(|| defaults::KEYRING_SERVICE.into()),
                         account,
                     })
                 })
             }
-            SinkType::Socket => missing.check(self.path, "path").map(|path| {
+            SinkType::Socket => missing.check(self.path.clone(), "path").map(|path| {
                 SinkConfig::Socket(SocketSinkConfig {
                     path,
                     mode: self.mode.unwrap_or(defaults::SOCKET_MODE),
-                    allow_uids: self.allow_uids.unwrap_or_default(),
-                    allow_gids: self.allow_gids.unwrap_or_default(),
+                    allow_uids: self.allow_uids.clone().unwrap_or_default(),
+                    allow_gids: self.allow_gids.clone().unwrap_or_default(),
                     max_connections: self.max_connections.unwrap_or(defaults::MAX_CONNECTIONS),
                 })
             }),
-            SinkType::Exec => missing.check(self.command, "command").map(|command| {
+            SinkType::Exec => missing.check(self.command.clone(), "command").map(|command| {
                 SinkConfig::Exec(ExecSinkConfig {
                     command,
                     timeout: self.timeout.unwrap_or(defaults::EXEC_TIMEOUT),

@@ -1,0 +1,106 @@
+// The command line's definition (DESIGN §8), and nothing else: the build script includes this
+// file to generate the man page and shell completions, so they cannot drift from `--help`.
+// It may use only `clap` and `std`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Where `--config` points unless it or `$MCP_TOKEN_SYNC_CONFIG` says otherwise.
+pub const DEFAULT_CONFIG: &str = "/etc/mcp-token-sync/config.toml";
+/// Where client verbs look for the daemon unless `--socket` or `$MCP_TOKEN_SYNC_SOCKET` say.
+pub const DEFAULT_SOCKET: &str = "/run/mcp-token-sync/api.sock";
+
+/// `--version`: the version and the optional cargo features built in.
+#[cfg(feature = "secret-service")]
+pub const LONG_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\nfeatures: +secret-service");
+#[cfg(not(feature = "secret-service"))]
+pub const LONG_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\nfeatures: -secret-service");
+
+#[derive(Parser)]
+#[command(
+    name = "mcp-token-sync",
+    version,
+    long_version = LONG_VERSION,
+    about = "Keeps a short-lived API token fresh and hands it to the programs that need it",
+    long_about = "Keeps a short-lived API token fresh and hands it to the programs that need it.\n\n\
+        One daemon per host fetches the token from its backend before it expires, validates it, and \
+        publishes it to files, env files, keyrings, a Unix-socket API, exec hooks, and local proxies \
+        that add it to any client's requests. See /usr/share/doc/mcp-token-sync/README.md."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log as "text" or "json" (one object per line); overrides [daemon] log_format.
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
+    /// Log filter, e.g. "debug" or "mcp_token_sync=debug"; overrides MCP_TOKEN_SYNC_LOG.
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the daemon.
+    Run(ConfigPath),
+    /// Validate the config and print what it resolves to.
+    Check(ConfigPath),
+    /// Fetch once, validate, write every non-socket sink, and exit.
+    Once(ConfigPath),
+    /// A self-contained demo: a built-in backend that rotates its token every 20 s, the daemon,
+    /// a proxy, and sinks in a temporary directory.
+    Demo,
+    /// Print the current token (for scripts and credential helpers).
+    Token {
+        #[command(flatten)]
+        socket: SocketPath,
+        /// Print the token object instead of the token alone.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Report that the backend rejected the token; print the fresh one.
+    #[command(name = "report-401")]
+    Report401 {
+        #[command(flatten)]
+        socket: SocketPath,
+        /// The version that was rejected (default: the current one).
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// Force a fetch now.
+    Refresh(SocketPath),
+    /// A short summary of the daemon's state, or the /v1/status JSON.
+    Status {
+        #[command(flatten)]
+        socket: SocketPath,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print each new version as it arrives (never the token itself).
+    Watch(SocketPath),
+    /// Print {"HEADER": "SCHEME <token>"} as one JSON object: a headersHelper for MCP hosts.
+    Headers {
+        #[command(flatten)]
+        socket: SocketPath,
+        /// The header's name.
+        #[arg(long, default_value = "Authorization")]
+        header: String,
+        /// Written before the token; default "Bearer" for Authorization, none for other headers.
+        #[arg(long)]
+        scheme: Option<String>,
+    },
+}
+
+#[derive(Args)]
+pub struct SocketPath {
+    /// The daemon's socket.
+    #[arg(long, env = "MCP_TOKEN_SYNC_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ConfigPath {
+    /// The configuration file.
+    #[arg(long, env = "MCP_TOKEN_SYNC_CONFIG", default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+}

@@ -1,0 +1,215 @@
+//! The verbs that talk to a running daemon over its socket: `token`, `report-401`, `refresh`,
+//! `status`, `watch`, `headers`. Only `token`, `report-401` and `headers` print the token, and
+//! only on stdout.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use http_body_util::BodyExt;
+use hyper::{Method, StatusCode};
+use serde_json::Value;
+
+use super::{CONFIG_ERROR, Outcome, RUNTIME_FAILURE, fail};
+use crate::client::{Answer, Client};
+use crate::clock;
+use crate::token::{Fingerprint, secret_json};
+
+/// Runs a client verb on a small runtime of its own.
+fn client_verb<F: std::future::Future<Output = Outcome>>(
+    socket: &Path,
+    verb: impl FnOnce(Client) -> F,
+) -> Outcome {
+    let rt =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("the tokio runtime starts");
+    rt.block_on(verb(Client::new(socket)))
+}
+
+pub fn token(socket: &Path, json: bool) -> Outcome {
+    client_verb(socket, |c| token_verb(c, json))
+}
+
+pub fn report_401(socket: &Path, version: Option<u64>) -> Outcome {
+    client_verb(socket, |c| report_401_verb(c, version))
+}
+
+pub fn refresh(socket: &Path) -> Outcome {
+    client_verb(socket, refresh_verb)
+}
+
+pub fn status(socket: &Path, json: bool) -> Outcome {
+    client_verb(socket, |c| status_verb(c, json))
+}
+
+pub fn watch(socket: &Path) -> Outcome {
+    client_verb(socket, watch_verb)
+}
+
+pub fn headers(socket: &Path, header: &str, scheme: Option<String>) -> Outcome {
+    // Checked before asking the daemon, so a typo is a usage error (2), not a runtime one.
+    if hyper::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
+        return Err(fail(CONFIG_ERROR, format!("--header {header:?} is not an HTTP header name")));
+    }
+    let scheme = scheme.or_else(|| header.eq_ignore_ascii_case("authorization").then(|| "Bearer".into()));
+    client_verb(socket, |c| headers_verb(c, header, scheme))
+}
+
+async fn call(client: &Client, method: Method, path: &str, body: Vec<u8>) -> Result<Answer, ExitCode> {
+    client.call(method, path, body).await.map_err(|e| fail(RUNTIME_FAILURE, e))
+}
+
+/// Writes `bytes` (which hold the token) and a newline to stdout, as they are.
+fn print_secret(bytes: &[u8]) -> Outcome {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush())
+        .map_err(|e| fail(RUNTIME_FAILURE, format!("cannot write to stdout: {e}")))
+}
+
+fn expect_ok(answer: &Answer, what: &str) -> Outcome {
+    if answer.status == StatusCode::OK {
+        Ok(())
+    } else {
+        Err(fail(RUNTIME_FAILURE, format!("{what}: {}", answer.detail())))
+    }
+}
+
+async fn token_verb(client: Client, json: bool) -> Outcome {
+    let path = if json { "/v1/token" } else { "/v1/token?format=raw" };
+    let answer = call(&client, Method::GET, path, Vec::new()).await?;
+    expect_ok(&answer, "no valid token")?;
+    print_secret(&answer.body)
+}
+
+/// `{"Authorization": "Bearer <token>"}`: what Claude Code's `headersHelper` reads.
+async fn headers_verb(client: Client, header: &str, scheme: Option<String>) -> Outcome {
+    let answer = call(&client, Method::GET, "/v1/token?format=raw", Vec::new()).await?;
+    expect_ok(&answer, "no valid token")?;
+    let token =
+        std::str::from_utf8(&answer.body).map_err(|_| fail(RUNTIME_FAILURE, "the token is not text"))?;
+    let value = zeroize::Zeroizing::new(match &scheme {
+        Some(scheme) => format!("{scheme} {token}"),
+        None => token.to_owned(),
+    });
+    let object = std::collections::BTreeMap::from([(header, value.as_str())]);
+    print_secret(&secret_json(&object))
+}
+
+async fn report_401_verb(client: Client, version: Option<u64>) -> Outcome {
+    let body =
+        version.map(|v| serde_json::json!({ "version": v }).to_string().into_bytes()).unwrap_or_default();
+    let answer = call(&client, Method::POST, "/v1/report-401", body).await?;
+    expect_ok(&answer, "no fresh token")?;
+    let object: Value = serde_json::from_slice(&answer.body).map_err(|e| fail(RUNTIME_FAILURE, e))?;
+    if object["changed"] == Value::Bool(false) {
+        eprintln!(
+            "mcp-token-sync: the backend still answers the same token; the 401 was probably not about the token"
+        );
+    }
+    print_secret(object["token"].as_str().unwrap_or_default().as_bytes())
+}
+
+async fn refresh_verb(client: Client) -> Outcome {
+    let answer = call(&client, Method::POST, "/v1/refresh", Vec::new()).await?;
+    expect_ok(&answer, "refresh failed")?;
+    let result: Value = serde_json::from_slice(&answer.body).map_err(|e| fail(RUNTIME_FAILURE, e))?;
+    let what = if result["changed"] == Value::Bool(true) { "a new token" } else { "unchanged" };
+    println!("version {}: {what}", result["version"]);
+    Ok(())
+}
+
+async fn status_verb(client: Client, json: bool) -> Outcome {
+    let answer = call(&client, Method::GET, "/v1/status", Vec::new()).await?;
+    expect_ok(&answer, "status")?;
+    let status: Value = serde_json::from_slice(&answer.body).map_err(|e| fail(RUNTIME_FAILURE, e))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status).expect("a JSON value serializes"));
+    } else {
+        print!("{}", status_summary(&status, SystemTime::now()));
+    }
+    match status["state"].as_str() {
+        Some("fresh" | "expiring") => Ok(()),
+        _ => Err(ExitCode::from(RUNTIME_FAILURE)),
+    }
+}
+
+/// `2026-…Z (in 5m)` for a time in the status JSON.
+fn when(value: &Value, now: SystemTime) -> String {
+    match value.as_str() {
+        None => "-".into(),
+        Some(text) => match clock::parse_rfc3339(text) {
+            Some(t) if t >= now => format!("{text} (in {})", clock::until(now, t)),
+            Some(t) => format!("{text} ({} ago)", clock::until(t, now)),
+            None => text.into(),
+        },
+    }
+}
+
+fn status_summary(s: &Value, now: SystemTime) -> String {
+    let mut out = format!(
+        "state      {} (version {}, fingerprint {})\n",
+        s["state"].as_str().unwrap_or("?"),
+        s["version"],
+        s["fingerprint"].as_str().unwrap_or("-")
+    );
+    out += &format!("agent      {}\n", s["agent_name"].as_str().unwrap_or("-"));
+    out += &format!("expires    {}\n", when(&s["expires_at"], now));
+    out += &format!("fetched    {}\n", when(&s["fetched_at"], now));
+    out += &format!("next fetch {}\n", when(&s["next_refresh_at"], now));
+    match s["last_error"].as_str() {
+        Some(error) => out += &format!("failing    {} in a row: {error}\n", s["consecutive_failures"]),
+        None => out += "failing    no\n",
+    }
+    for sink in s["sinks"].as_array().into_iter().flatten() {
+        let health = match sink["error"].as_str() {
+            Some(error) => format!("FAILING: {error}"),
+            None if sink["last_written_at"].is_null() => "ok".into(),
+            None => format!("ok, written {}", when(&sink["last_written_at"], now)),
+        };
+        out += &format!(
+            "sink       {} {}: {health}\n",
+            sink["type"].as_str().unwrap_or("?"),
+            sink["path"].as_str().unwrap_or("?")
+        );
+    }
+    out
+}
+
+async fn watch_verb(client: Client) -> Outcome {
+    let response =
+        client.open(Method::GET, "/v1/watch", Vec::new()).await.map_err(|e| fail(RUNTIME_FAILURE, e))?;
+    if response.status() != StatusCode::OK {
+        return Err(fail(RUNTIME_FAILURE, format!("watch: HTTP {}", response.status())));
+    }
+    let mut body = response.into_body();
+    let mut pending = zeroize::Zeroizing::new(Vec::new());
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| fail(RUNTIME_FAILURE, format!("watch: {e}")))?;
+        let Some(data) = frame.data_ref() else { continue };
+        pending.extend_from_slice(data);
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            println!("{}", watch_line(&zeroize::Zeroizing::new(line)));
+        }
+    }
+    Err(fail(RUNTIME_FAILURE, "the daemon closed the watch"))
+}
+
+/// A watch event for humans: the version and fingerprint, never the token.
+fn watch_line(line: &[u8]) -> String {
+    let Ok(event) = serde_json::from_slice::<Value>(line) else {
+        return "(unreadable event)".into();
+    };
+    if event["event"] == "expired" {
+        return format!("version {}: expired, no valid token", event["version"]);
+    }
+    let fingerprint = Fingerprint::of(event["token"].as_str().unwrap_or_default().as_bytes());
+    format!(
+        "version {}: token {fingerprint} for {}, expires {}",
+        event["version"],
+        event["agent_name"].as_str().unwrap_or("-"),
+        when(&event["expires_at"], SystemTime::now())
+    )
+}

@@ -1,0 +1,71 @@
+//! The verbs that run the daemon's parts: `run`, `check`, `once`, `demo`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use super::{CONFIG_ERROR, Outcome, RUNTIME_FAILURE, fail};
+use crate::config::{self, Config, LogFormat};
+use crate::daemon::{self, Parts};
+use crate::logging::{self, Logging};
+use crate::{demo as demo_mod, process};
+
+/// What the command line says about logging, applied over the config's choice.
+pub struct LogChoice {
+    pub format: Option<LogFormat>,
+    pub level: Option<String>,
+}
+
+/// Loads and fully checks the config, as every config-reading verb does.
+fn load(path: &Path) -> Result<(Config, Parts), ExitCode> {
+    let config = config::load(path).map_err(|e| fail(CONFIG_ERROR, e))?;
+    let parts =
+        Parts::build(config.clone()).map_err(|e| fail(CONFIG_ERROR, format!("{}: {e}", path.display())))?;
+    Ok((config, parts))
+}
+
+/// Common start of the verbs that hold the token: logs, process hardening, the runtime.
+fn start(logs: &LogChoice, configured: LogFormat) -> Result<(Logging, tokio::runtime::Runtime), ExitCode> {
+    let logging = logging::init(logs.format, configured, logs.level.as_deref());
+    process::harden().map_err(|e| fail(RUNTIME_FAILURE, format!("cannot disable core dumps: {e}")))?;
+    if let Err(e) = process::raise_fd_limit() {
+        tracing::warn!("cannot raise the open-file limit, sockets may run out of descriptors: {e}");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts");
+    Ok((logging, runtime))
+}
+
+/// Runs a long-lived future, then gives blocking sink writes a moment before the process exits.
+fn block_on_then_stop<T>(rt: tokio::runtime::Runtime, work: impl std::future::Future<Output = T>) -> T {
+    let result = rt.block_on(work);
+    rt.shutdown_timeout(std::time::Duration::from_millis(500));
+    result
+}
+
+pub fn run(path: &Path, logs: &LogChoice) -> Outcome {
+    let (config, parts) = load(path)?;
+    let (logging, rt) = start(logs, config.daemon.log_format)?;
+    block_on_then_stop(rt, daemon::serve(path.to_owned(), parts, logging))
+        .map_err(|e| fail(RUNTIME_FAILURE, e))
+}
+
+pub fn check(path: &Path) -> Outcome {
+    let (config, _) = load(path)?;
+    let resolved = toml::to_string(&config).expect("the config serializes");
+    println!("# {} is valid. Resolved, with defaults:\n\n{resolved}", path.display());
+    Ok(())
+}
+
+pub fn once(path: &Path, logs: &LogChoice) -> Outcome {
+    let (config, parts) = load(path)?;
+    let (_logging, rt) = start(logs, config.daemon.log_format)?;
+    rt.block_on(daemon::once(parts)).map_err(|e| fail(RUNTIME_FAILURE, e))
+}
+
+pub fn demo(logs: &LogChoice) -> Outcome {
+    let (logging, rt) = start(logs, LogFormat::Text)?;
+    block_on_then_stop(rt, demo_mod::run(logging)).map_err(|e| fail(RUNTIME_FAILURE, format!("demo: {e:#}")))
+}

@@ -1,0 +1,48 @@
+//! The command line (DESIGN §8): the verbs' definitions ([`args`]), the daemon verbs
+//! ([`daemon`]) and the client verbs that talk to a running daemon ([`client`]), with their exit
+//! codes: 0 success, 1 runtime failure, 2 usage or configuration error.
+
+mod args;
+mod client;
+mod daemon;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::config::LogFormat;
+use args::{Cli, Command};
+pub use args::{DEFAULT_CONFIG, DEFAULT_SOCKET};
+
+const RUNTIME_FAILURE: u8 = 1;
+const CONFIG_ERROR: u8 = 2;
+
+/// A verb's outcome: `Err` carries the exit code, its message already printed.
+type Outcome = Result<(), ExitCode>;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let logs = daemon::LogChoice {
+        format: cli.log_format.map(|f| if f == "json" { LogFormat::Json } else { LogFormat::Text }),
+        level: cli.log_level,
+    };
+    let outcome = match cli.command {
+        Command::Run(c) => daemon::run(&c.config, &logs),
+        Command::Check(c) => daemon::check(&c.config),
+        Command::Once(c) => daemon::once(&c.config, &logs),
+        Command::Demo => daemon::demo(&logs),
+        Command::Token { socket, json } => client::token(&socket.socket, json),
+        Command::Report401 { socket, version } => client::report_401(&socket.socket, version),
+        Command::Refresh(socket) => client::refresh(&socket.socket),
+        Command::Status { socket, json } => client::status(&socket.socket, json),
+        Command::Watch(socket) => client::watch(&socket.socket),
+        Command::Headers { socket, header, scheme } => client::headers(&socket.socket, &header, scheme),
+    };
+    outcome.err().unwrap_or(ExitCode::SUCCESS)
+}
+
+/// Prints `message` as the one line a failing verb says, and gives its exit code.
+fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("mcp-token-sync: {message}");
+    ExitCode::from(code)
+}

@@ -1,0 +1,355 @@
+//! The checks serde cannot make on its own: values that depend on several keys or on the host
+//! (paths, users, cross-key limits), and the values they resolve (expanded paths, owner ids, the
+//! default expiry field). Every problem is recorded, not just the first.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use url::Url;
+
+use super::schema::defaults;
+use super::{
+    AuthKind, Config, Environment, FileTarget, Ownership, Problems, RefreshConfig, SinkConfig, SourceConfig,
+    ValidateConfig, duration_display,
+};
+
+/// Checks what serde cannot see on its own and fills resolved values (expanded paths,
+/// owner ids, the default expiry field), recording every problem found.
+pub(super) fn resolve(config: &mut Config, env: &Environment, found: &mut Problems) {
+    resolve_source(&mut config.source, env, found);
+    check_refresh(&config.refresh, found);
+    check_validate(&config.validate, config.source.allow_http, found);
+    if let Some(dir) = expand(found, "daemon.state_dir", &config.daemon.state_dir, env) {
+        config.daemon.state_dir = dir;
+    }
+    resolve_sinks(&mut config.sinks, env, found);
+}
+
+fn resolve_source(source: &mut SourceConfig, env: &Environment, found: &mut Problems) {
+    check_url(&source.url, source.allow_http, "source.url", found);
+    if source.timeout.is_zero() {
+        found.add("source.timeout", "must be longer than 0s");
+    }
+    if let Some(agent) = &source.agent
+        && agent.is_empty()
+    {
+        found.add("source.agent", "is empty; remove the key to accept any agent_name");
+    }
+    if let Some(ca) = &source.ca_file
+        && let Some(expanded) = expand(found, "source.ca_file", ca, env)
+    {
+        source.ca_file = Some(expanded);
+    }
+    if let Some(auth) = &mut source.auth {
+        if let Some(expanded) = expand(found, "source.auth.credential_file", &auth.credential_file, env) {
+            auth.credential_file = expanded;
+        }
+        match auth.kind {
+            AuthKind::Header => match &auth.header {
+                None => {
+                    found.add("source.auth.header", "is required when type = \"header\" (e.g. \"X-Api-Key\")")
+                }
+                Some(name) if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() => {
+                    found.add("source.auth.header", format!("{name:?} is not a valid HTTP header name"))
+                }
+                Some(_) => {}
+            },
+            AuthKind::Basic => match &auth.username {
+                None => found.add("source.auth.username", "is required when type = \"basic\""),
+                Some(user) if user.contains(':') => {
+                    found.add("source.auth.username", "must not contain ':' (HTTP basic auth separator)")
+                }
+                Some(_) => {}
+            },
+            AuthKind::Bearer => {}
+        }
+        if auth.kind != AuthKind::Header && auth.header.is_some() {
+            found.add("source.auth.header", "is only used with type = \"header\"");
+        }
+        if auth.kind != AuthKind::Basic && auth.username.is_some() {
+            found.add("source.auth.username", "is only used with type = \"basic\"");
+        }
+    }
+    let fields = &mut source.fields;
+    if fields.expires_at.is_some() && fields.expires_in.is_some() {
+        found.add(
+            "source.fields.expires_in",
+            "set either source.fields.expires_at or source.fields.expires_in, not both",
+        );
+    }
+    if fields.expires_in.is_none() && fields.expires_at.is_none() {
+        fields.expires_at = Some(defaults::EXPIRES_AT_FIELD.into());
+    }
+    let pointers = [
+        ("token", Some(&fields.token)),
+        ("expires_at", fields.expires_at.as_ref()),
+        ("expires_in", fields.expires_in.as_ref()),
+        ("valid", Some(&fields.valid)),
+        ("agent", Some(&fields.agent)),
+    ];
+    for (name, pointer) in pointers {
+        if let Some(p) = pointer
+            && !p.is_empty()
+            && !p.starts_with('/')
+        {
+            found.add(
+                format!("source.fields.{name}"),
+                format!("{p:?} is not a JSON Pointer; write e.g. \"/{p}\""),
+            );
+        }
+    }
+}
+
+fn check_refresh(r: &RefreshConfig, found: &mut Problems) {
+    if !(r.lifetime_fraction > 0.0 && r.lifetime_fraction < 1.0) {
+        found.add(
+            "refresh.lifetime_fraction",
+            format!(
+                "{} is outside (0, 1); e.g. 0.6 refreshes when 60% of the lifetime has passed",
+                r.lifetime_fraction
+            ),
+        );
+    }
+    if !(0.0..1.0).contains(&r.jitter) {
+        found.add("refresh.jitter", format!("{} is outside [0, 1); e.g. 0.1 for ±10%", r.jitter));
+    }
+    if r.min_interval.is_zero() {
+        found.add("refresh.min_interval", "must be longer than 0s (it is also where backoff starts)");
+    }
+    if r.min_interval > r.max_interval {
+        found.add(
+            "refresh.min_interval",
+            format!(
+                "{} is longer than refresh.max_interval ({})",
+                duration_display(r.min_interval),
+                duration_display(r.max_interval)
+            ),
+        );
+    }
+    if r.backoff_max < r.min_interval {
+        found.add(
+            "refresh.backoff_max",
+            format!(
+                "{} is shorter than refresh.min_interval ({}), where backoff starts",
+                duration_display(r.backoff_max),
+                duration_display(r.min_interval)
+            ),
+        );
+    }
+}
+
+fn check_validate(v: &ValidateConfig, allow_http: bool, found: &mut Problems) {
+    if v.max_lifetime <= v.min_remaining {
+        found.add(
+            "validate.max_lifetime",
+            format!(
+                "{} is not longer than validate.min_remaining ({}): no token could pass",
+                duration_display(v.max_lifetime),
+                duration_display(v.min_remaining)
+            ),
+        );
+    }
+    if let Some(probe) = &v.probe {
+        check_url(&probe.url, allow_http, "validate.probe.url", found);
+        if reqwest::header::HeaderName::from_bytes(probe.header.as_bytes()).is_err() {
+            found.add("validate.probe.header", format!("{:?} is not a valid HTTP header name", probe.header));
+        }
+        if probe.expect.is_empty() {
+            found.add(
+                "validate.probe.expect",
+                "is empty: list the statuses that mean the token works, e.g. [200]",
+            );
+        }
+        if let Some(bad) = probe.expect.iter().find(|s| !(100..=599).contains(*s)) {
+            found.add("validate.probe.expect", format!("{bad} is not an HTTP status"));
+        }
+    }
+}
+
+fn resolve_sinks(sinks: &mut [SinkConfig], env: &Environment, found: &mut Problems) {
+    let mut owners: HashMap<PathBuf, usize> = HashMap::new();
+    for (i, sink) in sinks.iter_mut().enumerate() {
+        let key = |name: &str| format!("sink[{i}].{name}");
+        match sink {
+            SinkConfig::File(c) => resolve_file_target(&mut c.target, &key(""), env, found),
+            SinkConfig::EnvFile(c) => {
+                resolve_file_target(&mut c.target, &key(""), env, found);
+                for (name, var) in
+                    [("variable", Some(&c.variable)), ("expires_variable", c.expires_variable.as_ref())]
+                {
+                    if let Some(var) = var
+                        && !is_env_name(var)
+                    {
+                        found.add(key(name), format!("{var:?} is not a variable name: use A-Z, 0-9 and _, not starting with a digit"));
+                    }
+                }
+                if c.expires_variable.as_ref() == Some(&c.variable) {
+                    found.add(key("expires_variable"), "is the same name as `variable`");
+                }
+            }
+            SinkConfig::Keyring(c) => {
+                if c.service.is_empty() {
+                    found.add(key("service"), "is empty");
+                }
+                if c.account.is_empty() {
+                    found.add(key("account"), "is empty");
+                }
+            }
+            SinkConfig::Socket(c) => {
+                // Any mode: for a socket, write permission means "may connect", and the peer
+                // check decides who is served (as for the D-Bus system bus, 0666).
+                resolve_sink_path(&mut c.path, &key("path"), env, found);
+                if c.max_connections == 0 {
+                    found.add(key("max_connections"), "must be at least 1");
+                }
+                // sun_path holds 108 bytes with its NUL; binding happens next to the path.
+                if c.path.as_os_str().len() > 100 {
+                    found.add(key("path"), "is longer than a Unix socket path may be (100 bytes here)");
+                }
+            }
+            SinkConfig::Exec(c) => {
+                if c.command.is_empty() || c.command[0].is_empty() {
+                    found.add(key("command"), "is empty: give the program and its arguments, e.g. [\"/usr/bin/systemctl\", \"restart\", \"x.service\"]");
+                }
+                if c.timeout.is_zero() {
+                    found.add(key("timeout"), "must be longer than 0s");
+                }
+            }
+        }
+        if let Some(path) = sink.path() {
+            if let Some(first) = owners.insert(path.to_owned(), i) {
+                found.add(
+                    key("path"),
+                    format!(
+                        "{} is already the path of sink[{first}]; each sink needs its own file",
+                        path.display()
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Expands `${CREDENTIALS_DIRECTORY}`; records a problem and returns `None` when it cannot.
+fn expand(found: &mut Problems, key: &str, path: &Path, env: &Environment) -> Option<PathBuf> {
+    const VAR: &str = "${CREDENTIALS_DIRECTORY}";
+    let Some(text) = path.to_str() else {
+        found.add(key, "is not valid UTF-8");
+        return None;
+    };
+    let expanded = if text.contains(VAR) {
+        let Some(dir) = &env.credentials_directory else {
+            found.add(
+                key,
+                format!(
+                    "uses {VAR}, but CREDENTIALS_DIRECTORY is not set: systemd sets it for units with \
+                     LoadCredential=; outside systemd, set it to the directory that holds the file"
+                ),
+            );
+            return None;
+        };
+        text.replace(VAR, &dir.to_string_lossy())
+    } else {
+        text.to_owned()
+    };
+    if expanded.contains("${") {
+        found.add(key, format!("{text:?}: only {VAR} is expanded in paths"));
+        return None;
+    }
+    if expanded.is_empty() {
+        found.add(key, "is empty");
+        return None;
+    }
+    Some(PathBuf::from(expanded))
+}
+
+fn check_url(url: &Url, allow_http: bool, key: &str, found: &mut Problems) {
+    match url.scheme() {
+        "https" => {}
+        "http" if allow_http || host_is_loopback(url) => {}
+        "http" => found.add(
+            key,
+            format!(
+                "{url} is plain http to a host that is not loopback: the token would cross the network \
+                 in clear; use https, or set source.allow_http = true if you really mean it"
+            ),
+        ),
+        other => found.add(key, format!("scheme {other:?} is not supported: use https")),
+    }
+    if url.host().is_none() {
+        found.add(key, format!("{url} has no host"));
+    }
+}
+
+fn host_is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+fn resolve_sink_path(path: &mut PathBuf, key: &str, env: &Environment, found: &mut Problems) {
+    if let Some(expanded) = expand(found, key, path, env) {
+        if !expanded.is_absolute() {
+            found.add(key, format!("{} is relative: sink paths must be absolute", expanded.display()));
+        } else if expanded.file_name().is_none() {
+            found.add(key, format!("{} does not name a file", expanded.display()));
+        }
+        *path = expanded;
+    }
+}
+
+/// The checks a file or env-file sink's shared keys need; `key_prefix` ends with the dot.
+fn resolve_file_target(target: &mut FileTarget, key_prefix: &str, env: &Environment, found: &mut Problems) {
+    resolve_sink_path(&mut target.path, &format!("{key_prefix}path"), env, found);
+    if target.mode.0 & 0o002 != 0 {
+        found.add(
+            format!("{key_prefix}mode"),
+            format!(
+                "{} lets every user on the host write the file; drop the last digit's write bit",
+                target.mode
+            ),
+        );
+    }
+    target.ids = resolve_ownership(target.owner.as_deref(), target.group.as_deref(), key_prefix, found);
+}
+
+/// `key_prefix` ends with the dot, e.g. `sink[0].`.
+fn resolve_ownership(
+    owner: Option<&str>,
+    group: Option<&str>,
+    key_prefix: &str,
+    found: &mut Problems,
+) -> Ownership {
+    let uid = owner.and_then(|name| {
+        let uid = match name.parse::<u32>() {
+            Ok(uid) => Some(uid),
+            Err(_) => nix::unistd::User::from_name(name).ok().flatten().map(|u| u.uid.as_raw()),
+        };
+        if uid.is_none() {
+            found.add(format!("{key_prefix}owner"), format!("no user named {name:?} on this host"));
+        }
+        uid
+    });
+    let gid = group.and_then(|name| {
+        let gid = match name.parse::<u32>() {
+            Ok(gid) => Some(gid),
+            Err(_) => nix::unistd::Group::from_name(name).ok().flatten().map(|g| g.gid.as_raw()),
+        };
+        if gid.is_none() {
+            found.add(format!("{key_prefix}group"), format!("no group named {name:?} on this host"));
+        }
+        gid
+    });
+    Ownership { uid, gid }
+}
+
+/// `^[A-Z_][A-Z0-9_]*$`: names every consumer of env files agrees on.
+pub(super) fn is_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b'A'..=b'Z' | b'_'))
+        && bytes.all(|b| matches!(b, b'A'..=b'Z' | b'0'..=b'9' | b'_'))
+}

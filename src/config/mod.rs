@@ -1,0 +1,152 @@
+//! The configuration file (DESIGN §3): one place shared by `check`, `run`, `once` and reload.
+//!
+//! Loading is two passes. serde turns the TOML into the [`schema`] sections and flat sink tables
+//! (unknown keys, wrong types and malformed leaf [`values`] such as durations, modes and cron
+//! expressions fail here, with toml's span); then [`check`] looks at what needs several keys at
+//! once or the environment (paths, users, cross-key limits). Either pass reports problems as
+//! [`ConfigError`], which names the file, the key and the line ([`locate`]).
+
+mod check;
+mod locate;
+mod raw_sink;
+mod schema;
+mod sinks;
+mod values;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use schema::{
+    AuthConfig, AuthKind, DaemonConfig, ExpiryField, FieldsConfig, LogFormat, ProbeConfig, RefreshConfig,
+    SourceConfig, ValidateConfig,
+};
+pub use sinks::{
+    EnvFileSinkConfig, ExecSinkConfig, FileFormat, FileSinkConfig, FileTarget, KeyringBackend,
+    KeyringSinkConfig, OnExpiry, Ownership, SinkConfig, SocketSinkConfig,
+};
+pub use values::duration::{display as duration_display, parse as parse_duration};
+pub use values::{CronExpr, Mode};
+
+/// The whole configuration of one daemon instance (one token).
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub source: SourceConfig,
+    pub refresh: RefreshConfig,
+    pub validate: ValidateConfig,
+    pub daemon: DaemonConfig,
+    #[serde(rename = "sink")]
+    pub sinks: Vec<SinkConfig>,
+}
+
+/// The file as serde reads it; sinks become [`SinkConfig`] in [`Config::parse`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    source: SourceConfig,
+    #[serde(default)]
+    refresh: RefreshConfig,
+    #[serde(default)]
+    validate: ValidateConfig,
+    #[serde(default)]
+    daemon: DaemonConfig,
+    #[serde(default)]
+    sink: Vec<raw_sink::RawSink>,
+}
+
+/// A configuration problem, located in the file where possible.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key, e.g. `refresh.min_interval` or `sink[2].mode`.
+    pub key: Option<String>,
+    /// 1-based line in the file.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+/// Every problem found in one configuration file.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}", self.file.display())?;
+            if let Some(line) = p.line {
+                write!(f, " line {line}")?;
+            }
+            if let Some(key) = &p.key {
+                write!(f, ", key `{key}`")?;
+            }
+            write!(f, ": {}", p.message)?;
+        }
+        Ok(())
+    }
+}
+
+/// What the checks need from the process environment, passed in so tests need not touch the
+/// real environment.
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    /// `$CREDENTIALS_DIRECTORY`, set by systemd for units with `LoadCredential=`.
+    pub credentials_directory: Option<PathBuf>,
+}
+
+impl Environment {
+    pub fn from_process() -> Self {
+        Environment { credentials_directory: std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from) }
+    }
+}
+
+/// Reads and checks the file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_owned(),
+        problems: vec![Problem {
+            key: None,
+            line: None,
+            message: format!("cannot read the configuration file: {e}"),
+        }],
+    })?;
+    Config::parse(&text, path, &Environment::from_process())
+}
+
+impl Config {
+    /// Parses and fully checks a configuration; `file` is only used in error messages.
+    pub fn parse(text: &str, file: &Path, env: &Environment) -> Result<Config, ConfigError> {
+        let fail = |problems| ConfigError { file: file.to_owned(), problems };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| fail(vec![locate::serde_problem(text, &e)]))?;
+        let mut found = Problems::default();
+        let sinks =
+            raw.sink.into_iter().enumerate().filter_map(|(i, raw)| raw.into_config(i, &mut found)).collect();
+        let mut config = Config {
+            source: raw.source,
+            refresh: raw.refresh,
+            validate: raw.validate,
+            daemon: raw.daemon,
+            sinks,
+        };
+        check::resolve(&mut config, env, &mut found);
+        let problems = found.0;
+        if problems.is_empty() { Ok(config) } else { Err(fail(locate::lines_for(text, problems))) }
+    }
+}
+
+/// Problems found so far, each under its dotted key; lines are added once all are in.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem { key: Some(key.into()), line: None, message: message.into() });
+    }
+}
+
+#[cfg(test)]
+mod tests;

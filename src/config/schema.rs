@@ -1,0 +1,241 @@
+//! The sections of the file as serde reads them, with their defaults (DESIGN §3).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use super::values::{CronExpr, duration};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub url: Url,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    #[serde(default = "defaults::timeout", with = "duration")]
+    pub timeout: Duration,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub allow_http: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthConfig>,
+    #[serde(default)]
+    pub fields: FieldsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(rename = "type")]
+    pub kind: AuthKind,
+    pub credential_file: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthKind {
+    Bearer,
+    Header,
+    Basic,
+}
+
+/// JSON Pointers (RFC 6901) into the backend's answer.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldsConfig {
+    #[serde(default = "defaults::token_field")]
+    pub token: String,
+    /// Filled with the default by the checks unless `expires_in` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<String>,
+    #[serde(default = "defaults::valid_field")]
+    pub valid: String,
+    #[serde(default = "defaults::agent_field")]
+    pub agent: String,
+}
+
+/// Where the expiry comes from, once `expires_at`/`expires_in` are resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpiryField<'a> {
+    /// An RFC 3339 time.
+    At(&'a str),
+    /// Seconds counted from the response's arrival.
+    In(&'a str),
+}
+
+impl FieldsConfig {
+    pub fn expiry(&self) -> ExpiryField<'_> {
+        match (&self.expires_at, &self.expires_in) {
+            (_, Some(pointer)) => ExpiryField::In(pointer),
+            (Some(pointer), None) => ExpiryField::At(pointer),
+            (None, None) => ExpiryField::At(defaults::EXPIRES_AT_FIELD),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshConfig {
+    #[serde(default = "defaults::lifetime_fraction")]
+    pub lifetime_fraction: f64,
+    #[serde(default = "defaults::jitter")]
+    pub jitter: f64,
+    #[serde(default = "defaults::min_interval", with = "duration")]
+    pub min_interval: Duration,
+    #[serde(default = "defaults::max_interval", with = "duration")]
+    pub max_interval: Duration,
+    #[serde(default = "defaults::backoff_max", with = "duration")]
+    pub backoff_max: Duration,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cron: Vec<CronExpr>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateConfig {
+    #[serde(default = "defaults::min_remaining", with = "duration")]
+    pub min_remaining: Duration,
+    #[serde(default = "defaults::max_lifetime", with = "duration")]
+    pub max_lifetime: Duration,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeConfig {
+    pub url: Url,
+    #[serde(default = "defaults::probe_header")]
+    pub header: String,
+    #[serde(default = "defaults::probe_expect")]
+    pub expect: Vec<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    #[serde(default = "defaults::state_dir")]
+    pub state_dir: PathBuf,
+    #[serde(default = "defaults::yes")]
+    pub watch_config: bool,
+    #[serde(default)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl Default for FieldsConfig {
+    fn default() -> Self {
+        FieldsConfig {
+            token: defaults::token_field(),
+            expires_at: None,
+            expires_in: None,
+            valid: defaults::valid_field(),
+            agent: defaults::agent_field(),
+        }
+    }
+}
+
+impl Default for RefreshConfig {
+    fn default() -> Self {
+        RefreshConfig {
+            lifetime_fraction: defaults::lifetime_fraction(),
+            jitter: defaults::jitter(),
+            min_interval: defaults::min_interval(),
+            max_interval: defaults::max_interval(),
+            backoff_max: defaults::backoff_max(),
+            cron: Vec::new(),
+        }
+    }
+}
+
+impl Default for ValidateConfig {
+    fn default() -> Self {
+        ValidateConfig {
+            min_remaining: defaults::min_remaining(),
+            max_lifetime: defaults::max_lifetime(),
+            probe: None,
+        }
+    }
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig { state_dir: defaults::state_dir(), watch_config: true, log_format: LogFormat::Text }
+    }
+}
+
+pub(super) mod defaults {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use super::super::values::Mode;
+
+    pub const EXPIRES_AT_FIELD: &str = "/expires_at";
+
+    pub fn timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn token_field() -> String {
+        "/token".into()
+    }
+    pub fn valid_field() -> String {
+        "/valid".into()
+    }
+    pub fn agent_field() -> String {
+        "/agent_name".into()
+    }
+    pub fn lifetime_fraction() -> f64 {
+        0.6
+    }
+    pub fn jitter() -> f64 {
+        0.1
+    }
+    pub fn min_interval() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn max_interval() -> Duration {
+        Duration::from_secs(15 * 60)
+    }
+    pub fn backoff_max() -> Duration {
+        Duration::from_secs(120)
+    }
+    pub fn min_remaining() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn max_lifetime() -> Duration {
+        Duration::from_secs(30 * 24 * 3600)
+    }
+    pub fn probe_header() -> String {
+        "X-Google-MCP-Token".into()
+    }
+    pub fn probe_expect() -> Vec<u16> {
+        vec![200]
+    }
+    pub fn state_dir() -> PathBuf {
+        "/var/lib/mcp-token-sync".into()
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub const PRIVATE_MODE: Mode = Mode(0o600);
+    pub const SOCKET_MODE: Mode = Mode(0o660);
+    pub const MAX_CONNECTIONS: usize = 1024;
+    pub const KEYRING_SERVICE: &str = "mcp-token-sync";
+    pub const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
+}

@@ -1,0 +1,121 @@
+//! The typed `[[sink]]` configurations, as the sinks and the API use them.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::values::{Mode, duration};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SinkConfig {
+    File(FileSinkConfig),
+    EnvFile(EnvFileSinkConfig),
+    Keyring(KeyringSinkConfig),
+    Socket(SocketSinkConfig),
+    Exec(ExecSinkConfig),
+}
+
+impl SinkConfig {
+    /// The filesystem path this sink owns, if it writes one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            SinkConfig::File(c) => Some(&c.target.path),
+            SinkConfig::EnvFile(c) => Some(&c.target.path),
+            SinkConfig::Socket(c) => Some(&c.path),
+            SinkConfig::Keyring(_) | SinkConfig::Exec(_) => None,
+        }
+    }
+}
+
+/// What the two one-file sinks (`file`, `env_file`) share: where the file goes, who may read it,
+/// and what happens to it when the token expires.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FileTarget {
+    pub path: PathBuf,
+    pub mode: Mode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// `owner`/`group` resolved to ids.
+    #[serde(skip)]
+    pub ids: Ownership,
+    pub on_expiry: OnExpiry,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FileSinkConfig {
+    #[serde(flatten)]
+    pub target: FileTarget,
+    pub format: FileFormat,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EnvFileSinkConfig {
+    #[serde(flatten)]
+    pub target: FileTarget,
+    pub variable: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_variable: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileFormat {
+    /// The token alone, no newline.
+    #[default]
+    Raw,
+    /// The `/v1/token` object.
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnExpiry {
+    #[default]
+    Keep,
+    Remove,
+}
+
+/// Numeric owner and group of a written file; `None` leaves the writer's own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ownership {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KeyringSinkConfig {
+    pub backend: KeyringBackend,
+    pub service: String,
+    pub account: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyringBackend {
+    Keyutils,
+    SecretService,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SocketSinkConfig {
+    pub path: PathBuf,
+    /// Write permission on a socket means "may connect"; the peer check decides who is served.
+    pub mode: Mode,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow_uids: Vec<u32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow_gids: Vec<u32>,
+    /// Connections served at once; beyond that, the idlest gives way.
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExecSinkConfig {
+    pub command: Vec<String>,
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+}

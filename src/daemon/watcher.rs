@@ -1,0 +1,40 @@
+//! Watching the config file, so that saving it reloads the daemon (`watch_config`).
+
+use std::path::Path;
+
+use notify_debouncer_mini::notify::{RecommendedWatcher, RecursiveMode};
+use notify_debouncer_mini::{DebounceEventResult, Debouncer};
+use tokio::sync::mpsc;
+use tracing::warn;
+
+/// Editors save in several steps; one reload after the last of them.
+const DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// Sends on `changed` after each change to `path`; stops when dropped. `None` (with a warning)
+/// where the host cannot watch files.
+///
+/// Watches the file's directory, not the file: editors save by renaming a new file over the old
+/// one, which a watch on the old inode would miss.
+pub fn watch(path: &Path, changed: mpsc::Sender<()>) -> Option<Debouncer<RecommendedWatcher>> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
+    let name = path.file_name()?.to_owned();
+    let debouncer = notify_debouncer_mini::new_debouncer(DEBOUNCE, move |events: DebounceEventResult| {
+        if let Ok(events) = events
+            && events.iter().any(|e| e.path.file_name() == Some(name.as_os_str()))
+        {
+            let _ = changed.try_send(());
+        }
+    });
+    let mut debouncer = match debouncer {
+        Ok(d) => d,
+        Err(e) => {
+            warn!("cannot watch {} for changes ({e}); SIGHUP still reloads", path.display());
+            return None;
+        }
+    };
+    if let Err(e) = debouncer.watcher().watch(&dir, RecursiveMode::NonRecursive) {
+        warn!("cannot watch {} for changes ({e}); SIGHUP still reloads", dir.display());
+        return None;
+    }
+    Some(debouncer)
+}

@@ -1,0 +1,242 @@
+//! `/metrics`: every count and gauge the daemon exports, in one registry that the engine, the
+//! sinks, the socket API and the proxies feed as things happen. Only numbers and names reach it,
+//! never the token.
+
+use std::sync::atomic::AtomicU64;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// How a 401 report was answered.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ReportOutcome {
+    /// The reporter held an older version: answered at once, no fetch.
+    Stale,
+    /// The refresh brought a new token.
+    Refreshed,
+    /// The backend still answered the same token.
+    Unchanged,
+    /// The refresh failed.
+    Failed,
+    /// The wait ran out before the refresh finished.
+    Pending,
+}
+
+impl ReportOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            ReportOutcome::Stale => "stale",
+            ReportOutcome::Refreshed => "refreshed",
+            ReportOutcome::Unchanged => "unchanged",
+            ReportOutcome::Failed => "failed",
+            ReportOutcome::Pending => "pending",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkLabel {
+    sink: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkResultLabels {
+    sink: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: &'static str,
+    code: u16,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+pub struct Metrics {
+    registry: Registry,
+    fetches: Family<ResultLabel, Counter>,
+    consecutive_failures: Gauge,
+    last_success: FloatGauge,
+    token_version: Gauge,
+    token_valid: Gauge,
+    token_expiry: FloatGauge,
+    sink_writes: Family<SinkResultLabels, Counter>,
+    sink_ok: Family<SinkLabel, Gauge>,
+    reports: Family<OutcomeLabel, Counter>,
+    socket_requests: Family<RouteLabels, Counter>,
+    refused_peers: Counter,
+    closed_for_room: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("mcp_token_sync");
+        let metrics = Metrics {
+            registry: Registry::default(),
+            fetches: Family::default(),
+            consecutive_failures: Gauge::default(),
+            last_success: FloatGauge::default(),
+            token_version: Gauge::default(),
+            token_valid: Gauge::default(),
+            token_expiry: FloatGauge::default(),
+            sink_writes: Family::default(),
+            sink_ok: Family::default(),
+            reports: Family::default(),
+            socket_requests: Family::default(),
+            refused_peers: Counter::default(),
+            closed_for_room: Counter::default(),
+        };
+        let m = &metrics;
+        registry.register("fetches", "Fetches from the backend, by result", m.fetches.clone());
+        registry.register(
+            "consecutive_failures",
+            "Failed fetches since the last success",
+            m.consecutive_failures.clone(),
+        );
+        registry.register(
+            "last_success_timestamp_seconds",
+            "When a fetch last succeeded (0: not yet)",
+            m.last_success.clone(),
+        );
+        registry.register(
+            "token_version",
+            "Version of the held token (grows per new token or expiry)",
+            m.token_version.clone(),
+        );
+        registry.register("token_valid", "1 while a valid token is held", m.token_valid.clone());
+        registry.register(
+            "token_expiry_timestamp_seconds",
+            "When the held token expires (0: none held)",
+            m.token_expiry.clone(),
+        );
+        registry.register("sink_writes", "Sink writes, by sink and result", m.sink_writes.clone());
+        registry.register("sink_ok", "1 while the sink's last write succeeded", m.sink_ok.clone());
+        registry.register("reports_401", "401 reports from clients, by outcome", m.reports.clone());
+        registry.register(
+            "socket_requests",
+            "Socket API requests, by route and status",
+            m.socket_requests.clone(),
+        );
+        registry.register("refused_peers", "Connections refused by the peer ACL", m.refused_peers.clone());
+        registry.register(
+            "connections_closed_for_room",
+            "Idle connections closed because a socket had no free slot for a new one",
+            m.closed_for_room.clone(),
+        );
+        Metrics { registry, ..metrics }
+    }
+
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+
+    /// A fetch ended: `result` is `new`, `unchanged` or `failed`.
+    pub fn fetched(&self, result: &'static str, consecutive_failures: u32, last_success: Option<SystemTime>) {
+        self.fetches.get_or_create(&ResultLabel { result }).inc();
+        self.consecutive_failures.set(consecutive_failures.into());
+        self.last_success.set(last_success.map_or(0.0, seconds));
+    }
+
+    /// The held token changed: its version, and its expiry while it is valid.
+    pub fn token(&self, version: u64, expires_at: Option<SystemTime>) {
+        self.token_version.set(i64::try_from(version).unwrap_or(i64::MAX));
+        self.token_valid.set(expires_at.is_some().into());
+        self.token_expiry.set(expires_at.map_or(0.0, seconds));
+    }
+
+    /// A sink, named as logs name it (`file /run/x/token`), tried to write.
+    pub fn sink_write(&self, sink: &str, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.sink_writes.get_or_create(&SinkResultLabels { sink: sink.to_owned(), result }).inc();
+        self.sink_ok.get_or_create(&SinkLabel { sink: sink.to_owned() }).set(ok.into());
+    }
+
+    /// A sink is ready to write (healthy until it fails).
+    pub fn sink_started(&self, sink: &str) {
+        self.sink_ok.get_or_create(&SinkLabel { sink: sink.to_owned() }).set(1);
+    }
+
+    /// A sink was removed by a reload: its health no longer counts.
+    pub fn sink_stopped(&self, sink: &str) {
+        self.sink_ok.remove(&SinkLabel { sink: sink.to_owned() });
+    }
+
+    pub fn report_401(&self, outcome: ReportOutcome) {
+        self.reports.get_or_create(&OutcomeLabel { outcome: outcome.label() }).inc();
+    }
+
+    pub fn socket_request(&self, route: &'static str, code: u16) {
+        self.socket_requests.get_or_create(&RouteLabels { route, code }).inc();
+    }
+
+    pub fn refused_peer(&self) {
+        self.refused_peers.inc();
+    }
+
+    pub fn closed_for_room(&self) {
+        self.closed_for_room.inc();
+    }
+}
+
+fn seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn renders_what_was_fed_with_labels() {
+        let metrics = Metrics::new();
+        metrics.fetched("new", 0, Some(UNIX_EPOCH + Duration::from_secs(100)));
+        metrics.token(3, Some(UNIX_EPOCH + Duration::from_secs(160)));
+        metrics.sink_write("file /run/t", true);
+        metrics.sink_write("file /run/t", false);
+        metrics.report_401(ReportOutcome::Stale);
+        metrics.socket_request("/v1/token", 200);
+        let text = metrics.render();
+        for line in [
+            "mcp_token_sync_fetches_total{result=\"new\"} 1",
+            "mcp_token_sync_token_version 3",
+            "mcp_token_sync_token_valid 1",
+            "mcp_token_sync_token_expiry_timestamp_seconds 160.0",
+            "mcp_token_sync_last_success_timestamp_seconds 100.0",
+            "mcp_token_sync_sink_writes_total{sink=\"file /run/t\",result=\"ok\"} 1",
+            "mcp_token_sync_sink_writes_total{sink=\"file /run/t\",result=\"error\"} 1",
+            "mcp_token_sync_sink_ok{sink=\"file /run/t\"} 0",
+            "mcp_token_sync_reports_401_total{outcome=\"stale\"} 1",
+            "mcp_token_sync_socket_requests_total{route=\"/v1/token\",code=\"200\"} 1",
+        ] {
+            assert!(text.contains(line), "no {line:?} in:\n{text}");
+        }
+        metrics.sink_stopped("file /run/t");
+        assert!(!metrics.render().contains("sink_ok{sink=\"file /run/t\"}"));
+    }
+}

@@ -1,0 +1,225 @@
+//! Serving HTTP/1.1 to local clients: what the socket API and the proxy share.
+//!
+//! [`Server::serve`] is the accept loop; each connection is a task of its own, so a slow, idle,
+//! hostile or forbidden peer costs only that task:
+//!
+//! - the peer is identified by the kernel ([`peer`]) and checked against the [`Acl`]; a refused
+//!   peer gets the handler's 403 to every request, and is logged once;
+//! - at most `max_connections` are served at once; beyond that, the connection that has done
+//!   nothing for longest is closed to admit a new one ([`connections`]), so hoarded sockets cost
+//!   neither memory nor service;
+//! - a request head must arrive within [`HEADER_TIMEOUT`] (also the keep-alive idle limit) and
+//!   fit in [`MAX_HEAD`];
+//! - a peer that stops reading is dropped after [`stall::WRITE_STALL`].
+//!
+//! What a request means is the [`Handler`]'s business: the API's routes, or the proxy.
+
+mod connections;
+mod listener;
+pub mod peer;
+mod socket_file;
+mod stall;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::backoff::Backoff;
+use crate::metrics::Metrics;
+use connections::{Admitted, Connections, Slot, Tracked};
+pub use listener::{BindError, Listener};
+pub use peer::{Acl, Peer};
+
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Request line and headers. hyper's floor is 8 KiB; MCP requests carry a few small headers.
+pub const MAX_HEAD: usize = 16 * 1024;
+/// How often a listener that keeps running out of connections says so.
+const FULL_WARNING_EVERY: Duration = Duration::from_secs(60);
+/// Out of file descriptors and the like: retry accepting, but do not spin.
+const ACCEPT_BACKOFF: Backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(1280));
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a server does with the requests of admitted peers.
+pub trait Handler: Send + Sync + 'static {
+    type Body: hyper::body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static;
+
+    /// Answers one request from `peer`.
+    fn handle(
+        &self,
+        request: Request<Incoming>,
+        peer: Peer,
+    ) -> impl Future<Output = Response<Self::Body>> + Send;
+
+    /// The answer to every request of a peer the ACL refuses.
+    fn forbidden(&self) -> Response<Self::Body>;
+}
+
+pub struct Server<H> {
+    pub listener: Listener,
+    pub acl: Acl,
+    pub handler: Arc<H>,
+    pub max_connections: usize,
+    /// Whether an answer of unknown length lets its connection give way when slots run out
+    /// (the API's watch streams), or counts as a request in progress (proxied streams).
+    pub streams_give_way: bool,
+    pub metrics: Arc<Metrics>,
+}
+
+/// A connection's context, shared by its requests.
+struct Context<H> {
+    handler: Arc<H>,
+    slot: Arc<Slot>,
+    streams_give_way: bool,
+}
+
+impl<H: Handler> Server<H> {
+    /// Accepts and serves until `cancel`; a socket file is removed when this returns.
+    pub async fn serve(self, cancel: CancellationToken) {
+        let Server { listener, acl, handler, max_connections, streams_give_way, metrics } = self;
+        let name = listener.name();
+        let acl = Arc::new(acl);
+        let connections = Connections::new(max_connections);
+        let mut accept_errors = 0u32;
+        let mut warned_full: Option<Instant> = None;
+        loop {
+            let accepted = tokio::select! {
+                _ = cancel.cancelled() => break,
+                accepted = accept(&listener) => accepted,
+            };
+            let stream = match accepted {
+                Ok(stream) => {
+                    accept_errors = 0;
+                    stream
+                }
+                Err(e) => {
+                    accept_errors += 1;
+                    warn!("{name}: accept failed: {e}");
+                    tokio::time::sleep(ACCEPT_BACKOFF.after(accept_errors)).await;
+                    continue;
+                }
+            };
+            // Accepted first, then given a slot: the peer waiting is one we know exists, and at
+            // most one connection beyond the limit is ever held.
+            let Admitted { slot, made_room } = tokio::select! {
+                _ = cancel.cancelled() => break,
+                admitted = connections.admit() => admitted,
+            };
+            if made_room {
+                metrics.closed_for_room();
+                if warned_full.is_none_or(|at| at.elapsed() >= FULL_WARNING_EVERY) {
+                    warned_full = Some(Instant::now());
+                    warn!(
+                        "{name}: all {max_connections} connections in use; closing the longest idle to \
+                         admit new ones (a client leaking connections? see max_connections)"
+                    );
+                }
+            }
+            let context = Context { handler: handler.clone(), slot: Arc::new(slot), streams_give_way };
+            let (acl, metrics, cancel, name) = (acl.clone(), metrics.clone(), cancel.clone(), name.clone());
+            tokio::spawn(async move {
+                let (peer, io) = match stream {
+                    Accepted::Unix(stream) => (peer::of_unix(&stream), Io::Unix(stream)),
+                    Accepted::Tcp { stream, local, remote } => (peer::of_tcp(local, remote), Io::Tcp(stream)),
+                };
+                let peer = match peer {
+                    Ok(peer) if acl.allows(&peer) => Some(peer),
+                    Ok(peer) => {
+                        let pid = peer.pid.map_or("unknown".into(), |p| p.to_string());
+                        warn!(
+                            "{name}: refused peer uid {} pid {pid}: not root, the daemon's uid, or in \
+                             allow_uids/allow_gids",
+                            peer.uid
+                        );
+                        metrics.refused_peer();
+                        None
+                    }
+                    Err(e) => {
+                        warn!("{name}: refused a peer whose user cannot be found: {e}");
+                        metrics.refused_peer();
+                        None
+                    }
+                };
+                match io {
+                    Io::Unix(stream) => connection(stream, peer, context, cancel).await,
+                    Io::Tcp(stream) => connection(stream, peer, context, cancel).await,
+                }
+            });
+        }
+        drop(listener);
+    }
+}
+
+enum Accepted {
+    Unix(tokio::net::UnixStream),
+    Tcp { stream: tokio::net::TcpStream, local: std::net::SocketAddr, remote: std::net::SocketAddr },
+}
+
+enum Io {
+    Unix(tokio::net::UnixStream),
+    Tcp(tokio::net::TcpStream),
+}
+
+async fn accept(listener: &Listener) -> std::io::Result<Accepted> {
+    match listener {
+        Listener::Unix { listener, .. } => Ok(Accepted::Unix(listener.accept().await?.0)),
+        Listener::Tcp { listener, address } => {
+            let (stream, remote) = listener.accept().await?;
+            // Answers are small and written whole: no reason to hold them back.
+            stream.set_nodelay(true)?;
+            Ok(Accepted::Tcp { stream, local: *address, remote })
+        }
+    }
+}
+
+/// Serves one connection until it ends, is closed for room, or the server stops. `peer` is
+/// `None` for a peer the ACL refused.
+async fn connection<H: Handler, S>(
+    stream: S,
+    peer: Option<Peer>,
+    context: Context<H>,
+    cancel: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Context { handler, slot, streams_give_way } = context;
+    let service = hyper::service::service_fn(|request| {
+        let (handler, slot) = (handler.clone(), slot.clone());
+        slot.answering();
+        async move {
+            let response = match peer {
+                Some(peer) => handler.handle(request, peer).await,
+                None => handler.forbidden(),
+            };
+            Ok::<_, Infallible>(response.map(|body| Tracked::new(body, slot, streams_give_way)))
+        }
+    });
+    let stalled = {
+        let slot = slot.clone();
+        move |stalled| slot.set_stalled(stalled)
+    };
+    let io = stall::StallGuard::new(stream, stalled);
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        // A client that closes its sending side after the request (`nc -N`) still gets the
+        // answer; without this, hyper may drop it on seeing the end of input first.
+        .half_close(true)
+        .max_buf_size(MAX_HEAD)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::select! {
+        result = connection => if let Err(e) = result { debug!("connection closed: {e}") },
+        _ = slot.evicted() => debug!("connection closed to make room"),
+        _ = cancel.cancelled() => {}
+    }
+}
