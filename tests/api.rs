@@ -23,32 +23,48 @@ async fn serving(socket: &std::path::Path, token: &str) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_route_answers_as_documented() {
+/// A daemon with a socket, serving the backend's first token.
+async fn serving_daemon() -> (Backend, api::WithSocket) {
     let backend = Backend::start().await;
     let d = api::start(&backend, "");
-    let token = backend.token();
-    serving(&d.socket, &token).await;
+    serving(&d.socket, &backend.token()).await;
+    (backend, d)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_object_has_its_fields_an_etag_and_no_store() {
+    let (backend, d) = serving_daemon().await;
     let reply = get(&d.socket, "/v1/token").await;
     assert_eq!(reply.status, 200);
     let object = reply.json();
-    assert_eq!(object["token"], token);
+    assert_eq!(object["token"], backend.token());
     assert_eq!(object["agent_name"], "google-calender-mcp");
     assert_eq!(object["version"], 1);
     assert!(object["expires_at"].as_str().unwrap().ends_with('Z') && object["fetched_at"].is_string());
     assert_eq!(reply.headers["etag"], "\"1\"");
     assert_eq!(reply.headers["cache-control"], "no-store");
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn if_none_match_on_the_current_version_gets_304() {
+    let (_backend, d) = serving_daemon().await;
     let not_modified = api::request_with(&d.socket, "/v1/token", ("if-none-match", "\"1\"")).await;
     assert_eq!((not_modified.status, not_modified.body.as_str()), (304, ""));
     assert_eq!(api::request_with(&d.socket, "/v1/token", ("if-none-match", "\"0\"")).await.status, 200);
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn format_raw_is_the_token_as_text_and_other_formats_are_400() {
+    let (backend, d) = serving_daemon().await;
     let raw = get(&d.socket, "/v1/token?format=raw").await;
-    assert_eq!((raw.status, raw.body.as_str()), (200, token.as_str()));
+    assert_eq!((raw.status, raw.body.as_str()), (200, backend.token().as_str()));
     assert!(raw.headers["content-type"].to_str().unwrap().starts_with("text/plain"));
     assert_eq!(get(&d.socket, "/v1/token?format=xml").await.status, 400);
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_has_every_documented_field_and_each_sink() {
+    let (_backend, d) = serving_daemon().await;
     let status = get(&d.socket, "/v1/status").await;
     assert_eq!(status.status, 200);
     let s = status.json();
@@ -68,44 +84,86 @@ async fn every_route_answers_as_documented() {
     let kinds: Vec<&str> = sinks.iter().map(|x| x["type"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["file", "socket", "state"]);
     assert!(sinks.iter().all(|x| x["ok"] == true && x["type"].is_string() && x["path"].is_string()), "{s}");
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_200_with_a_token_and_healthy_sinks() {
+    let (_backend, d) = serving_daemon().await;
+    api::sink_status(&d.socket, "token", |e| e["last_written_at"].is_string()).await;
     assert_eq!(get(&d.socket, "/v1/health").await.status, 200);
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_answers_the_version_and_whether_it_changed() {
+    let (backend, d) = serving_daemon().await;
     let refreshed = post(&d.socket, "/v1/refresh", b"").await;
     assert_eq!(refreshed.status, 200);
     assert_eq!(refreshed.json(), serde_json::json!({"version": 1, "changed": false}));
+    backend.rotate();
+    assert_eq!(
+        post(&d.socket, "/v1/refresh", b"").await.json(),
+        serde_json::json!({"version": 2, "changed": true})
+    );
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_fetches_versions_sinks_and_requests() {
+    let (_backend, d) = serving_daemon().await;
+    api::sink_status(&d.socket, "token", |e| e["last_written_at"].is_string()).await;
     let metrics = get(&d.socket, "/metrics").await;
     assert_eq!(metrics.status, 200);
     for line in [
         "mcp_token_sync_fetches_total{result=\"new\"} 1",
         "mcp_token_sync_token_version 1",
+        "mcp_token_sync_token_valid 1",
         "mcp_token_sync_consecutive_failures 0",
         "mcp_token_sync_token_expiry_timestamp_seconds",
         "mcp_token_sync_last_success_timestamp_seconds",
         "mcp_token_sync_sink_writes_total{sink=\"file",
+        "mcp_token_sync_sink_ok{sink=\"file",
         "mcp_token_sync_socket_requests_total{route=\"/v1/token\",code=\"200\"}",
     ] {
         assert!(metrics.body.contains(line), "metrics lack {line}:\n{}", metrics.body);
     }
+}
 
-    // Wrong method, unknown path, bad bodies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_method_gets_405_with_allow() {
+    let (_backend, d) = serving_daemon().await;
     let wrong = post(&d.socket, "/v1/token", b"").await;
     assert_eq!(wrong.status, 405);
     assert_eq!(wrong.headers["allow"], "GET");
     assert_eq!(get(&d.socket, "/v1/refresh").await.status, 405);
     assert_eq!(get(&d.socket, "/v1/report-401").await.status, 405);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_path_gets_404() {
+    let (_backend, d) = serving_daemon().await;
     assert_eq!(get(&d.socket, "/v2/token").await.status, 404);
     assert_eq!(get(&d.socket, "/").await.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_report_gets_400_and_a_large_one_413() {
+    let (backend, d) = serving_daemon().await;
+    let fetches = backend.fetches();
     assert_eq!(post(&d.socket, "/v1/report-401", b"{not json").await.status, 400);
     assert_eq!(post(&d.socket, "/v1/report-401", b"{\"version\": \"one\"}").await.status, 400);
     assert_eq!(post(&d.socket, "/v1/report-401?wait=forever", b"").await.status, 400);
     assert_eq!(post(&d.socket, "/v1/report-401", &vec![b' '; 5000]).await.status, 413);
+    assert_eq!(backend.fetches(), fetches, "a refused report fetched");
+    assert_eq!(get(&d.socket, "/v1/health").await.status, 200, "the daemon still serves");
+}
 
-    // After all that, the token never appeared where it must not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_metrics_and_logs_never_show_the_token() {
+    let (_backend, d) = serving_daemon().await;
+    assert_eq!(post(&d.socket, "/v1/report-401", b"").await.status, 200);
     for (what, body) in [
         ("status", get(&d.socket, "/v1/status").await.body),
         ("metrics", get(&d.socket, "/metrics").await.body),
+        ("health", get(&d.socket, "/v1/health").await.body),
     ] {
         assert!(!body.contains("SECRET-tok"), "{what} contains the token:\n{body}");
     }
@@ -204,8 +262,7 @@ async fn min_interval_holds_under_a_flood_of_reports() {
     let backend = Backend::start().await;
     // min_interval is 1s here (the other tests use 1ms).
     let d = api::start_tweaked(&backend, "", |text| {
-        text.replace("min_interval = \"1ms\"", "min_interval = \"1s\"")
-            .replace("backoff_max = \"200ms\"", "backoff_max = \"2s\"")
+        text.set("refresh", "min_interval", "\"1s\"").set("refresh", "backoff_max", "\"2s\"")
     });
     let socket = d.socket.clone();
     serving(&socket, &backend.token()).await;
@@ -240,14 +297,15 @@ async fn min_interval_holds_under_a_flood_of_reports() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_with_another_uid_is_refused_unless_allowed() {
+async fn a_uid_outside_the_group_is_served_if_allowed_and_refused_if_not() {
     let backend = Backend::start().await;
-    let allowed = api::start(&backend, "allow_uids = [65533]\n");
+    // World-connectable, as the D-Bus system bus: the peer check is the gate.
+    let allowed = api::start(&backend, "mode = \"0666\"\nallow_uids = [65533]\n");
     let refused_socket = allowed.socket.clone();
     serving(&refused_socket, &backend.token()).await;
-    // Let uid 65534 reach the socket file, so only the daemon's ACL stands in the way.
+    assert_eq!(fs::metadata(&refused_socket).unwrap().permissions().mode() & 0o777, 0o666);
+    // The test's own directory is private; open it so only the socket's mode and the ACL count.
     fs::set_permissions(allowed.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    fs::set_permissions(&refused_socket, fs::Permissions::from_mode(0o666)).unwrap();
 
     let as_user = |uid: &str| {
         Command::new("setpriv")
@@ -579,7 +637,7 @@ async fn connections_in_a_request_are_never_closed_for_room_newcomers_wait() {
     let refreshes = [first, second];
     let socket = d.socket.clone();
     let third = tokio::spawn(async move { get(&socket, "/v1/token?format=raw").await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    d.daemon.wait_output("a new one waits for a slot", PATIENCE);
     assert!(!third.is_finished(), "a third connection was served beyond max_connections = 2");
     for refresh in refreshes {
         assert_eq!(refresh.await.unwrap().status, 200, "a request in progress was cut off");

@@ -162,6 +162,48 @@ async fn once_exits_0_after_writing_and_1_when_the_fetch_fails() {
     assert_eq!(fs::read_to_string(&s.raw).unwrap(), backend.token(), "a failed once keeps the old file");
 }
 
+/// `once` continues the state file's versions, so a client comparing versions never sees time
+/// run backwards across `run`, `once` and `run` again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_continues_the_version_sequence_of_run() {
+    let backend = Backend::start().await;
+    backend.rotate_each_fetch(true);
+    let s = setup(&backend, "");
+    let version = |path: &Path| -> u64 {
+        let object: serde_json::Value = serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
+        object["version"].as_u64().unwrap()
+    };
+    let mut daemon = DaemonProcess::run(&s.config);
+    let mut last = wait_for("the first token", PATIENCE, || read_new(&s.raw, None));
+    for _ in 0..2 {
+        daemon.signal(Signal::SIGUSR1);
+        last = wait_for("a rotation", PATIENCE, || read_new(&s.raw, Some(&last)));
+    }
+    wait_for("version 3 in the json file", PATIENCE, || (version(&s.json) == 3).then_some(()));
+    daemon.signal(Signal::SIGTERM);
+    daemon.wait_exit(PATIENCE);
+
+    // A new token: the next version. The same token: the same version.
+    let once = || tokio::task::block_in_place(|| run_verb(&["once", "--config", config_arg(&s.config)]));
+    let (status, output) = once();
+    assert!(status.success(), "{output}");
+    assert_eq!(version(&s.json), 4, "{output}");
+    backend.rotate_each_fetch(false);
+    backend.rotate();
+    let (status, output) = once();
+    assert!(status.success(), "{output}");
+    assert_eq!(version(&s.json), 5, "the backend issued one more token: {output}");
+    let (status, output) = once();
+    assert!(status.success(), "{output}");
+    assert_eq!(version(&s.json), 5, "the same token keeps its version: {output}");
+
+    // And a run afterwards carries on from there.
+    backend.rotate();
+    let daemon = DaemonProcess::run(&s.config);
+    daemon.wait_output("restored version 5", PATIENCE);
+    wait_for("version 6 in the json file", PATIENCE, || (version(&s.json) == 6).then_some(()));
+}
+
 #[test]
 fn once_with_an_unreachable_backend_exits_1() {
     let dir = tempfile::tempdir().unwrap();

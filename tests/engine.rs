@@ -13,7 +13,7 @@ use mcp_token_sync::daemon::{Daemon, Parts};
 use mcp_token_sync::engine::Refreshed;
 use mcp_token_sync::token::TokenState;
 use serde_json::{Value, json};
-use support::{Backend, Reply, config_text, file_sink, read_new, wait_for_async};
+use support::{Backend, Reply, TestConfig, config_text, file_sink, read_new, wait_for_async};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -322,8 +322,9 @@ async fn https_trusts_ca_file_and_refuses_an_unknown_issuer() {
     assert!(trusted.handle().token().borrow().current().is_none());
     trusted.stop().await;
 
-    let text = config_text(&backend, "")
-        .replace("timeout = \"1s\"\n", &format!("timeout = \"1s\"\nca_file = \"{}\"\n", ca_file.display()));
+    let text = TestConfig::new(&backend)
+        .set("source", "ca_file", &format!("{:?}", ca_file.display().to_string()))
+        .text();
     let config = Config::parse(&text, Path::new("test.toml"), &Environment::default()).unwrap();
     let daemon = Daemon::start(Parts::build(config).unwrap()).unwrap();
     assert_eq!(daemon.handle().refresh("test").await.unwrap().version, 1);

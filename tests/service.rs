@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use support::api::get;
-use support::{Backend, DaemonProcess, Reply, config_text, file_sink, read_new, wait_for};
+use support::{Backend, DaemonProcess, Reply, TestConfig, config_text, file_sink, read_new, wait_for};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -96,19 +96,28 @@ async fn systemd_hears_ready_status_reloading_watchdog_and_stopping() {
     assert!(!seen.iter().any(|m| m.contains("SECRET-tok")), "a notification carried the token");
 }
 
+/// Whether the process holds an inotify instance (the config watcher's).
+fn watching_files(pid: u32) -> bool {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|fd| fs::read_link(fd.ok()?.path()).ok())
+        .any(|target| target.to_string_lossy().contains("inotify"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reload_by_sighup_and_by_renaming_the_file_swaps_sinks() {
+async fn saving_the_file_reloads_it_without_a_signal() {
     let backend = Backend::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let (a, b, c) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     let s = Service::new(&backend, &file_sink(&a, "raw"));
-    let mut daemon = s.run();
+    let daemon = s.run();
     let first = backend.token();
     wait_for("sink a", PATIENCE, || read_new(&a, None).filter(|t| *t == first));
 
-    // An editor-style save: a replaced by b. b gets the current token at once.
+    // An editor-style save, and no signal: a replaced by b. b gets the current token at once.
     replace_file(&s.config, &config_text(&backend, &file_sink(&b, "raw")));
     wait_for("sink b after the file changed", PATIENCE, || read_new(&b, None).filter(|t| *t == first));
+    daemon.wait_output("after a change to the file", PATIENCE);
     let second = backend.rotate();
     daemon.signal(Signal::SIGUSR1);
     wait_for("b to follow the rotation", PATIENCE, || read_new(&b, None).filter(|t| *t == second));
@@ -124,13 +133,81 @@ async fn reload_by_sighup_and_by_renaming_the_file_swaps_sinks() {
     let third = backend.rotate();
     daemon.signal(Signal::SIGUSR1);
     wait_for("b after a refused reload", PATIENCE, || read_new(&b, None).filter(|t| *t == third));
+    assert!(!daemon.output().contains("after SIGHUP"));
+}
 
-    // SIGHUP reloads too (here without the file watcher's help: it is off in this config).
-    let no_watch = config_text(&backend, &format!("{}\n", file_sink(&c, "raw")))
-        .replace("[daemon]\n", "[daemon]\nwatch_config = false\n");
-    fs::write(&s.config, &no_watch).unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_when_nothing_watches_the_file() {
+    let backend = Backend::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let config = |sink: &Path| {
+        TestConfig::new(&backend).set("daemon", "watch_config", "false").sinks(&file_sink(sink, "raw")).text()
+    };
+    let s = Service::new(&backend, "");
+    fs::write(&s.config, config(&a)).unwrap();
+    let mut daemon = s.run();
+    let token = backend.token();
+    wait_for("sink a", PATIENCE, || read_new(&a, None).filter(|t| *t == token));
+    assert!(!watching_files(daemon.pid()), "watch_config = false, yet the file is watched");
+
+    replace_file(&s.config, &config(&b));
     daemon.signal(Signal::SIGHUP);
-    wait_for("sink c after SIGHUP", PATIENCE, || read_new(&c, None).filter(|t| *t == third));
+    wait_for("sink b after SIGHUP", PATIENCE, || read_new(&b, None).filter(|t| *t == token));
+    daemon.wait_output("after SIGHUP", PATIENCE);
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.wait_exit(PATIENCE).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_applies_the_daemon_table() {
+    let backend = Backend::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (old_state, new_state) = (dir.path().join("old-state"), dir.path().join("new-state"));
+    let base = TestConfig::new(&backend)
+        .set("daemon", "state_dir", &format!("{:?}", old_state.display().to_string()))
+        .set("daemon", "watch_config", "false");
+    let s = Service::new(&backend, "");
+    fs::write(&s.config, base.text()).unwrap();
+    let mut daemon =
+        DaemonProcess::spawn(&["run", "--config", s.config.to_str().unwrap(), "--log-level", "info"]);
+    let saved = old_state.join("state.json");
+    wait_for("the state file", PATIENCE, || read_new(&saved, None).filter(|t| t.contains("\"version\":1")));
+
+    // log_format and state_dir, by SIGHUP.
+    let moved = base.clone().set("daemon", "log_format", "\"json\"").set(
+        "daemon",
+        "state_dir",
+        &format!("{:?}", new_state.display().to_string()),
+    );
+    fs::write(&s.config, moved.text()).unwrap();
+    daemon.signal(Signal::SIGHUP);
+    let state = new_state.join("state.json");
+    wait_for("the moved state file", PATIENCE, || {
+        read_new(&state, None).filter(|t| t.contains("\"version\":1"))
+    });
+    wait_for("the old state file to go", PATIENCE, || (!saved.exists()).then_some(()));
+    daemon.signal(Signal::SIGUSR1);
+    daemon.wait_output("\"message\":\"refresh requested by SIGUSR1\"", PATIENCE);
+
+    // watch_config, on and off again, by the path that is on.
+    assert!(!watching_files(daemon.pid()));
+    fs::write(&s.config, moved.clone().set("daemon", "watch_config", "true").text()).unwrap();
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_output("for changes (watch_config)", PATIENCE);
+    assert!(watching_files(daemon.pid()));
+    replace_file(&s.config, &moved.text());
+    wait_for("the watcher to stop", PATIENCE, || (!watching_files(daemon.pid())).then_some(()));
+    daemon.wait_output("no longer watching", PATIENCE);
+
+    // Another source: the state file names it from now on.
+    let other = Backend::start().await;
+    let elsewhere = moved.set("source", "url", &format!("{:?}", other.url()));
+    fs::write(&s.config, elsewhere.text()).unwrap();
+    daemon.signal(Signal::SIGHUP);
+    wait_for("the state file to name the new source", PATIENCE, || {
+        read_new(&state, None).filter(|t| t.contains(&other.url()))
+    });
     daemon.signal(Signal::SIGTERM);
     assert!(daemon.wait_exit(PATIENCE).success());
 }
@@ -208,8 +285,10 @@ async fn a_saved_state_is_ignored_when_expired_corrupt_or_foreign() {
     daemon.wait_exit(PATIENCE);
     let other = Backend::start().await;
     other.set_reply(Reply::Raw { status: 503, body: Vec::new() });
-    let foreign = config_text(&other, &file_sink(&dir.path().join("other"), "raw"))
-        .replace(&other.state_dir().display().to_string(), &backend.state_dir().display().to_string());
+    let foreign = TestConfig::new(&other)
+        .set("daemon", "state_dir", &format!("{:?}", backend.state_dir().display().to_string()))
+        .sinks(&file_sink(&dir.path().join("other"), "raw"))
+        .text();
     let foreign_config = dir.path().join("foreign.toml");
     fs::write(&foreign_config, foreign).unwrap();
     let daemon = DaemonProcess::run(&foreign_config);
@@ -221,10 +300,8 @@ async fn a_saved_state_is_ignored_when_expired_corrupt_or_foreign() {
 async fn cron_fetches_on_schedule_even_with_a_long_lived_token() {
     let backend = Backend::start().await;
     let s = Service::new(&backend, "");
-    let text = fs::read_to_string(&s.config)
-        .unwrap()
-        .replace("[refresh]\n", "[refresh]\ncron = [\"*/2 * * * * *\"]\n");
-    fs::write(&s.config, text).unwrap();
+    fs::write(&s.config, TestConfig::new(&backend).set("refresh", "cron", "[\"*/2 * * * * *\"]").text())
+        .unwrap();
     let daemon = s.run();
     wait_for("the first fetch", PATIENCE, || (backend.fetches() >= 1).then_some(()));
     let start = backend.fetches();
@@ -280,8 +357,11 @@ fn the_units_pass_systemd_analyze_verify() {
     let mut copies = Vec::new();
     for unit in units() {
         let copy = dir.path().join(unit.file_name().unwrap());
-        let text =
-            fs::read_to_string(&unit).unwrap().replace("/usr/local/bin/mcp-token-sync", support::binary::BIN);
+        let text = support::replaced(
+            &fs::read_to_string(&unit).unwrap(),
+            "/usr/local/bin/mcp-token-sync",
+            support::binary::BIN,
+        );
         fs::write(&copy, text).unwrap();
         copies.push(copy.to_str().unwrap().to_owned());
     }

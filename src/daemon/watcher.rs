@@ -5,7 +5,7 @@ use std::path::Path;
 use notify_debouncer_mini::notify::{RecommendedWatcher, RecursiveMode};
 use notify_debouncer_mini::{DebounceEventResult, Debouncer};
 use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{info, warn};
 
 /// Editors save in several steps; one reload after the last of them.
 const DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(300);
@@ -36,5 +36,6 @@ pub fn watch(path: &Path, changed: mpsc::Sender<()>) -> Option<Debouncer<Recomme
         warn!("cannot watch {} for changes ({e}); SIGHUP still reloads", dir.display());
         return None;
     }
+    info!("watching {} for changes (watch_config)", path.display());
     Some(debouncer)
 }

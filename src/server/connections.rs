@@ -86,7 +86,8 @@ impl Connections {
         }
     }
 
-    fn try_admit(self: &Arc<Self>) -> Option<Admitted> {
+    /// A slot now, if one is free or can be made free.
+    pub fn try_admit(self: &Arc<Self>) -> Option<Admitted> {
         let mut live = self.live.lock().expect("never poisoned");
         let made_room = live.len() >= self.capacity;
         if made_room {

@@ -111,10 +111,17 @@ impl<H: Handler> Server<H> {
             };
             // Accepted first, then given a slot: the peer waiting is one we know exists, and at
             // most one connection beyond the limit is ever held.
-            let Admitted { slot, made_room } = tokio::select! {
-                _ = cancel.cancelled() => break,
-                admitted = connections.admit() => admitted,
+            let admitted = match connections.try_admit() {
+                Some(admitted) => admitted,
+                None => {
+                    debug!("{name}: every connection is in a request; a new one waits for a slot");
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        admitted = connections.admit() => admitted,
+                    }
+                }
             };
+            let Admitted { slot, made_room } = admitted;
             if made_room {
                 metrics.closed_for_room();
                 if warned_full.is_none_or(|at| at.elapsed() >= FULL_WARNING_EVERY) {

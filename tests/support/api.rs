@@ -9,7 +9,7 @@ use hyper::Method;
 use hyper::header::HeaderMap;
 use mcp_token_sync::client::Client;
 
-use super::{Backend, DaemonProcess, config_text, file_sink, wait_for};
+use super::{Backend, DaemonProcess, TestConfig, file_sink, wait_for};
 
 /// A response as the tests look at it.
 pub struct Reply {
@@ -115,11 +115,15 @@ pub struct WithSocket {
 }
 
 pub fn start(backend: &Backend, extra: &str) -> WithSocket {
-    start_tweaked(backend, extra, |text| text)
+    start_tweaked(backend, extra, |config| config)
 }
 
-/// Like [`start`], with the config text changed by `tweak` first.
-pub fn start_tweaked(backend: &Backend, extra: &str, tweak: impl FnOnce(String) -> String) -> WithSocket {
+/// Like [`start`], with the config changed by `tweak` first.
+pub fn start_tweaked(
+    backend: &Backend,
+    extra: &str,
+    tweak: impl FnOnce(TestConfig) -> TestConfig,
+) -> WithSocket {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("api.sock");
     let file = dir.path().join("token");
@@ -129,7 +133,7 @@ pub fn start_tweaked(backend: &Backend, extra: &str, tweak: impl FnOnce(String) 
         file_sink(&file, "raw"),
         socket.display()
     );
-    fs::write(&config, tweak(config_text(backend, &sinks))).unwrap();
+    fs::write(&config, tweak(TestConfig::new(backend).sinks(&sinks)).text()).unwrap();
     let mut daemon = DaemonProcess::run(&config);
     wait_for("the socket", Duration::from_secs(10), || {
         if let Some(status) = daemon.exited() {

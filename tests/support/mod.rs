@@ -44,16 +44,85 @@ pub fn read_new(path: &Path, not: Option<&str>) -> Option<String> {
     (Some(text.as_str()) != not).then_some(text)
 }
 
-/// A config for the fake backend with fast, deterministic timing, plus `extra` TOML.
+/// A config for the fake backend with fast, deterministic timing, plus `extra` TOML (sinks).
 pub fn config_text(backend: &Backend, extra: &str) -> String {
-    format!(
-        "[source]\nurl = \"{url}\"\nagent = \"{agent}\"\ntimeout = \"1s\"\n\n\
-         [refresh]\njitter = 0.0\nmin_interval = \"1ms\"\nbackoff_max = \"200ms\"\n\n\
-         [validate]\nmin_remaining = \"1s\"\n\n[daemon]\nstate_dir = \"{state}\"\n\n{extra}\n",
-        url = backend.url(),
-        agent = backend::AGENT,
-        state = backend.state_dir().display(),
-    )
+    TestConfig::new(backend).sinks(extra).text()
+}
+
+/// A test config built key by key: a key set here replaces the default of the same name, so no
+/// change is lost to a string replacement that no longer matches, and a misspelled key is an
+/// unknown key the daemon refuses.
+#[derive(Clone)]
+pub struct TestConfig {
+    sections: Vec<(&'static str, Vec<(String, String)>)>,
+    sinks: String,
+}
+
+impl TestConfig {
+    pub fn new(backend: &Backend) -> TestConfig {
+        let quoted = |s: &str| format!("{s:?}");
+        TestConfig {
+            sections: vec![
+                (
+                    "source",
+                    vec![
+                        ("url".into(), quoted(&backend.url())),
+                        ("agent".into(), quoted(backend::AGENT)),
+                        ("timeout".into(), quoted("1s")),
+                    ],
+                ),
+                (
+                    "refresh",
+                    vec![
+                        ("jitter".into(), "0.0".into()),
+                        ("min_interval".into(), quoted("1ms")),
+                        ("backoff_max".into(), quoted("200ms")),
+                    ],
+                ),
+                ("validate", vec![("min_remaining".into(), quoted("1s"))]),
+                ("daemon", vec![("state_dir".into(), quoted(&backend.state_dir().display().to_string()))]),
+            ],
+            sinks: String::new(),
+        }
+    }
+
+    /// Sets `section.key` to `value`, written as TOML (`"\"5s\""`, `"false"`, `"[1, 2]"`).
+    pub fn set(mut self, section: &str, key: &str, value: &str) -> TestConfig {
+        let (_, keys) = self
+            .sections
+            .iter_mut()
+            .find(|(name, _)| *name == section)
+            .unwrap_or_else(|| panic!("no section [{section}] in test configs"));
+        match keys.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = value.to_owned(),
+            None => keys.push((key.to_owned(), value.to_owned())),
+        }
+        self
+    }
+
+    /// Appends `[[sink]]` tables (or any TOML that goes last).
+    pub fn sinks(mut self, toml: &str) -> TestConfig {
+        self.sinks.push_str(toml);
+        self
+    }
+
+    pub fn text(&self) -> String {
+        let mut text = String::new();
+        for (section, keys) in &self.sections {
+            text += &format!("[{section}]\n");
+            for (key, value) in keys {
+                text += &format!("{key} = {value}\n");
+            }
+            text.push('\n');
+        }
+        text + &self.sinks + "\n"
+    }
+}
+
+/// `text` with `from` replaced by `to`; fails the test if `from` is not there.
+pub fn replaced(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "{from:?} is not in:\n{text}");
+    text.replace(from, to)
 }
 
 /// A `[[sink]]` table for a file sink.
