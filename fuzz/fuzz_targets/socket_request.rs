@@ -1,132 +1,25 @@
-//! Whatever a client writes to the socket, the daemon answers with well-formed HTTP (no 5xx
-//! but 503), never shows the token in an answer that is not a 200, and keeps serving the next
-//! client. The real API server listens on a real Unix socket, holding a valid token; its engine
-//! is not running, so refreshes fail at once with 503 instead of reaching a backend.
+//! Whatever a client writes to the socket, the daemon answers with well-formed HTTP, never
+//! shows the token in an answer that is not a 200, and keeps serving the next client
+//! (checks/socket_request.rs).
 #![no_main]
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock};
-use std::time::{Duration, SystemTime};
+use std::sync::LazyLock;
 
-use libfuzzer_sys::fuzz_target;
-use mcp_token_sync::api::{self, Listener, Shared};
-use mcp_token_sync::config::{Config, Environment, SinkConfig};
-use mcp_token_sync::engine::Engine;
-use mcp_token_sync::source::Source;
-use mcp_token_sync::token::{CurrentToken, Token, TokenState};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
 use tokio::runtime::Runtime;
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
-const TOKEN: &str = "fuzz-secret-token-4f1c9a7e2b";
-/// How long an answer may pause before we take it as complete (a `/v1/watch` stream never ends).
-const QUIET: Duration = Duration::from_millis(30);
-/// For answers that must come, however slow the instrumented build.
-const PATIENCE: Duration = Duration::from_secs(5);
+#[path = "../checks/socket_request.rs"]
+mod check;
 
-struct Server {
-    rt: Runtime,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-static SERVER: LazyLock<Server> = LazyLock::new(|| {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("api.sock");
-    let text = format!(
-        "[source]\nurl = \"http://127.0.0.1:9/current-token/\"\n\n[[sink]]\ntype = \"socket\"\npath = \"{}\"\n",
-        socket.display()
-    );
-    let config = Config::parse(&text, Path::new("fuzz.toml"), &Environment::default()).unwrap();
-    let SinkConfig::Socket(socket_config) = config.sinks[0].clone() else { unreachable!() };
-    let source = Source::new(&config.source).unwrap();
-    let now = SystemTime::now();
-    let held = TokenState::Valid(Arc::new(CurrentToken {
-        token: Token::new(TOKEN.to_owned()),
-        agent_name: Some("fuzz".into()),
-        expires_at: now + Duration::from_secs(365 * 24 * 3600),
-        fetched_at: now,
-        version: 3,
-    }));
-    let config = Arc::new(config);
-    let (engine, handle) = Engine::new(config.clone(), source, held);
-    drop(engine);
+static SERVER: LazyLock<(Runtime, check::Harness)> = LazyLock::new(|| {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    rt.block_on(async {
-        let shared = Arc::new(Shared::new(handle, watch::channel(Vec::new()).1, watch::channel(config).1));
-        let listener = Listener::bind(socket_config).unwrap();
-        tokio::spawn(api::serve(listener, shared, CancellationToken::new()));
-    });
-    let server = Server { rt, socket, _dir: dir };
-    // The harness itself works: a plain request through it is answered.
-    let answer = server.exchange(b"GET /v1/token?format=raw HTTP/1.1\r\nHost: x\r\n\r\n", PATIENCE);
-    assert!(answer.starts_with(b"HTTP/1.1 200") && contains(&answer, TOKEN.as_bytes()));
-    server
+    let harness = rt.block_on(check::Harness::start());
+    (rt, harness)
 });
 
-impl Server {
-    /// Writes `request`, closes the writing side, and reads until the daemon is done, or quiet
-    /// for `quiet`.
-    fn exchange(&self, request: &[u8], quiet: Duration) -> Vec<u8> {
-        self.rt.block_on(async {
-            let mut stream = UnixStream::connect(&self.socket).await.expect("the daemon accepts");
-            // The daemon may close early on garbage; what it answered is still read below.
-            let _ = stream.write_all(request).await;
-            let _ = stream.shutdown().await;
-            let mut answer = Vec::new();
-            let mut buf = [0u8; 4096];
-            while let Ok(Ok(n @ 1..)) = tokio::time::timeout(quiet, stream.read(&mut buf)).await {
-                answer.extend_from_slice(&buf[..n]);
-            }
-            answer
-        })
-    }
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-/// Status codes of the answers in `stream`, each with the bytes up to the next answer. An answer
-/// starts with `HTTP/1.1 NNN `; bodies without a final newline run straight into the next one,
-/// and none of ours contains that text.
-fn answers(stream: &[u8]) -> Vec<(u16, &[u8])> {
-    const START: &[u8] = b"HTTP/1.1 ";
-    let status_at = |i: usize| -> Option<u16> {
-        let code = stream.get(i + START.len()..i + START.len() + 4)?;
-        if !stream[i..].starts_with(START) || code[3] != b' ' {
-            return None;
-        }
-        std::str::from_utf8(&code[..3]).ok()?.parse().ok()
-    };
-    let starts: Vec<(usize, u16)> =
-        (0..stream.len()).filter_map(|i| status_at(i).map(|code| (i, code))).collect();
-    starts
-        .iter()
-        .enumerate()
-        .map(|(k, &(at, code))| {
-            let end = starts.get(k + 1).map_or(stream.len(), |&(next, _)| next);
-            (code, &stream[at..end])
-        })
-        .collect()
-}
-
-fuzz_target!(|request: &[u8]| {
-    let server = &*SERVER;
-    let answer = server.exchange(request, QUIET);
-    for (code, text) in answers(&answer) {
-        assert!(
-            matches!(code, 200 | 304 | 400..=499 | 503),
-            "answered {code}: {}",
-            String::from_utf8_lossy(text)
-        );
-        if code != 200 {
-            assert!(!contains(text, TOKEN.as_bytes()), "a {code} answer shows the token");
-        }
-    }
-    // Everyone else is still served.
-    let next = server.exchange(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n", PATIENCE);
-    assert!(next.starts_with(b"HTTP/1.1 200"), "the next client got {:?}", String::from_utf8_lossy(&next));
+libfuzzer_sys::fuzz_target!(|request: &[u8]| {
+    let (rt, harness) = &*SERVER;
+    rt.block_on(async {
+        check::check_answer(&harness.exchange(request, check::QUIET).await);
+        harness.assert_serving().await;
+    });
 });

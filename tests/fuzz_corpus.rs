@@ -1,0 +1,71 @@
+//! The fuzz targets' corpora, replayed through the same checks the targets make (fuzz/checks/),
+//! so an input that once found a bug fails `cargo test` if the bug comes back. No cargo-fuzz or
+//! nightly needed: only the inputs and the properties.
+
+use std::path::{Path, PathBuf};
+
+#[path = "../fuzz/checks/backend_answer.rs"]
+mod backend_answer;
+#[path = "../fuzz/checks/config.rs"]
+mod config;
+#[path = "../fuzz/checks/socket_request.rs"]
+mod socket_request;
+
+/// Every input kept for `target`; a corpus that vanished is a failure, not an empty pass.
+fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
+    let inputs: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            (path, bytes)
+        })
+        .collect();
+    assert!(inputs.len() > 100, "{}: only {} inputs", dir.display(), inputs.len());
+    inputs
+}
+
+/// Runs `check` on each input, naming the input that fails.
+fn replay(target: &str, check: impl Fn(&[u8]) + std::panic::RefUnwindSafe) {
+    for (path, input) in corpus(target) {
+        if std::panic::catch_unwind(|| check(&input)).is_err() {
+            panic!("{} breaks a property of the {target} target", path.display());
+        }
+    }
+}
+
+#[test]
+fn backend_answers_of_the_corpus_keep_their_properties() {
+    replay("backend_answer", backend_answer::check);
+}
+
+#[test]
+fn config_files_of_the_corpus_keep_their_properties() {
+    // libFuzzer hands the target only inputs that are UTF-8, as `&str`.
+    replay("config", |bytes| {
+        if let Ok(text) = std::str::from_utf8(bytes) {
+            config::check(text);
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_requests_of_the_corpus_keep_their_properties() {
+    const AT_ONCE: usize = 32;
+    let harness = socket_request::Harness::start().await;
+    // In groups that run at once, each group followed by a plain request that must be served:
+    // the 30 ms of quiet each answer is given would make one at a time take a minute.
+    for group in corpus("socket_request").chunks(AT_ONCE) {
+        let answers = futures_util::future::join_all(
+            group.iter().map(|(_, request)| harness.exchange(request, socket_request::QUIET)),
+        )
+        .await;
+        for ((path, _), answer) in group.iter().zip(answers) {
+            if std::panic::catch_unwind(|| socket_request::check_answer(&answer)).is_err() {
+                panic!("{} breaks a property of the socket_request target", path.display());
+            }
+        }
+        harness.assert_serving().await;
+    }
+}
