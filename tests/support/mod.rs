@@ -5,6 +5,7 @@
 pub mod api;
 pub mod backend;
 pub mod binary;
+pub mod skip;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
