@@ -31,6 +31,7 @@ pub mod fsutil;
 pub mod logging;
 pub mod metrics;
 pub mod process;
+pub mod proxy;
 pub mod schedule;
 pub mod server;
 pub mod sinks;

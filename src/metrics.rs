@@ -60,6 +60,23 @@ struct OutcomeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProxyLabel {
+    proxy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProxyClassLabels {
+    proxy: String,
+    class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProxyReasonLabels {
+    proxy: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     route: &'static str,
     code: u16,
@@ -81,6 +98,10 @@ pub struct Metrics {
     socket_requests: Family<RouteLabels, Counter>,
     refused_peers: Counter,
     closed_for_room: Counter,
+    proxy_requests: Family<ProxyClassLabels, Counter>,
+    proxy_replays: Family<ProxyLabel, Counter>,
+    proxy_unavailable: Family<ProxyReasonLabels, Counter>,
+    proxy_upstream_errors: Family<ProxyReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -106,6 +127,10 @@ impl Metrics {
             socket_requests: Family::default(),
             refused_peers: Counter::default(),
             closed_for_room: Counter::default(),
+            proxy_requests: Family::default(),
+            proxy_replays: Family::default(),
+            proxy_unavailable: Family::default(),
+            proxy_upstream_errors: Family::default(),
         };
         let m = &metrics;
         registry.register("fetches", "Fetches from the backend, by result", m.fetches.clone());
@@ -143,6 +168,26 @@ impl Metrics {
             "connections_closed_for_room",
             "Idle connections closed because a socket had no free slot for a new one",
             m.closed_for_room.clone(),
+        );
+        registry.register(
+            "proxy_requests",
+            "Requests answered by a proxy, by status class",
+            m.proxy_requests.clone(),
+        );
+        registry.register(
+            "proxy_replays",
+            "Requests a proxy sent again with a fresh token after the upstream answered 401",
+            m.proxy_replays.clone(),
+        );
+        registry.register(
+            "proxy_unavailable",
+            "503s a proxy answered itself: no valid token, or the upstream refused the token",
+            m.proxy_unavailable.clone(),
+        );
+        registry.register(
+            "proxy_upstream_errors",
+            "Requests a proxy could not complete with its upstream: unreachable, timeout, failed",
+            m.proxy_upstream_errors.clone(),
         );
         Metrics { registry, ..metrics }
     }
@@ -199,6 +244,34 @@ impl Metrics {
 
     pub fn closed_for_room(&self) {
         self.closed_for_room.inc();
+    }
+
+    /// A proxy, named by where it listens, answered a request with `status`.
+    pub fn proxy_request(&self, proxy: &str, status: u16) {
+        let class = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.proxy_requests.get_or_create(&ProxyClassLabels { proxy: proxy.to_owned(), class }).inc();
+    }
+
+    pub fn proxy_replay(&self, proxy: &str) {
+        self.proxy_replays.get_or_create(&ProxyLabel { proxy: proxy.to_owned() }).inc();
+    }
+
+    /// `reason`: `no_valid_token` or `upstream_rejected_token`.
+    pub fn proxy_unavailable(&self, proxy: &str, reason: &'static str) {
+        self.proxy_unavailable.get_or_create(&ProxyReasonLabels { proxy: proxy.to_owned(), reason }).inc();
+    }
+
+    /// `reason`: `unreachable`, `timeout` or `failed`.
+    pub fn proxy_upstream_error(&self, proxy: &str, reason: &'static str) {
+        self.proxy_upstream_errors
+            .get_or_create(&ProxyReasonLabels { proxy: proxy.to_owned(), reason })
+            .inc();
     }
 }
 

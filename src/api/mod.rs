@@ -53,6 +53,9 @@ pub fn server(config: &SocketSinkConfig, shared: Arc<Shared>) -> Result<Server<A
         acl: Acl::new(&config.allow_uids, &config.allow_gids),
         max_connections: config.max_connections,
         streams_give_way: true,
+        // `printf 'GET …' | nc -N -U api.sock` closes its side after the request; without this,
+        // hyper may drop the connection on seeing the end of input before answering.
+        half_close: true,
         metrics: shared.metrics.clone(),
         handler: Arc::new(Api(shared)),
     })

@@ -39,13 +39,17 @@ pub fn status(shared: &Shared) -> Value {
         "consecutive_failures": engine.consecutive_failures,
         "sinks": shared.sinks.borrow().iter().map(|report| {
             let r = report.borrow();
-            json!({
+            let mut line = json!({
                 "type": r.kind,
                 "path": r.target,
                 "ok": r.ok,
                 "last_written_at": time(r.last_written_at),
                 "error": r.error,
-            })
+            });
+            if let Some(upstream) = &r.upstream {
+                line["upstream"] = json!(upstream);
+            }
+            line
         }).collect::<Vec<_>>(),
     })
 }

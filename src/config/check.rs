@@ -10,9 +10,11 @@ use url::Url;
 
 use super::schema::defaults;
 use super::{
-    AuthKind, Config, Environment, FileTarget, Ownership, Problems, RefreshConfig, SinkConfig, SourceConfig,
-    ValidateConfig, duration_display,
+    AuthKind, Config, Environment, FileTarget, Listen, Ownership, Problems, RefreshConfig, SinkConfig,
+    SourceConfig, ValidateConfig, duration_display,
 };
+
+mod proxy;
 
 /// Checks what serde cannot see on its own and fills resolved values (expanded paths,
 /// owner ids, the default expiry field), recording every problem found.
@@ -27,7 +29,7 @@ pub(super) fn resolve(config: &mut Config, env: &Environment, found: &mut Proble
 }
 
 fn resolve_source(source: &mut SourceConfig, env: &Environment, found: &mut Problems) {
-    check_url(&source.url, source.allow_http, "source.url", found);
+    check_url(&source.url, source.allow_http, "source.allow_http", "source.url", found);
     if source.timeout.is_zero() {
         found.add("source.timeout", "must be longer than 0s");
     }
@@ -151,7 +153,7 @@ fn check_validate(v: &ValidateConfig, allow_http: bool, found: &mut Problems) {
         );
     }
     if let Some(probe) = &v.probe {
-        check_url(&probe.url, allow_http, "validate.probe.url", found);
+        check_url(&probe.url, allow_http, "source.allow_http", "validate.probe.url", found);
         if reqwest::header::HeaderName::from_bytes(probe.header.as_bytes()).is_err() {
             found.add("validate.probe.header", format!("{:?} is not a valid HTTP header name", probe.header));
         }
@@ -169,6 +171,7 @@ fn check_validate(v: &ValidateConfig, allow_http: bool, found: &mut Problems) {
 
 fn resolve_sinks(sinks: &mut [SinkConfig], env: &Environment, found: &mut Problems) {
     let mut owners: HashMap<PathBuf, usize> = HashMap::new();
+    let mut addresses: HashMap<std::net::SocketAddr, usize> = HashMap::new();
     for (i, sink) in sinks.iter_mut().enumerate() {
         let key = |name: &str| format!("sink[{i}].{name}");
         match sink {
@@ -216,6 +219,14 @@ fn resolve_sinks(sinks: &mut [SinkConfig], env: &Environment, found: &mut Proble
                     found.add(key("timeout"), "must be longer than 0s");
                 }
             }
+            SinkConfig::Proxy(c) => {
+                proxy::resolve(c, &key(""), env, found);
+                if let Listen::Tcp(address) = c.listen
+                    && let Some(first) = addresses.insert(address, i)
+                {
+                    found.add(key("listen"), format!("{address} is already where sink[{first}] listens"));
+                }
+            }
         }
         if let Some(path) = sink.path() {
             if let Some(first) = owners.insert(path.to_owned(), i) {
@@ -232,7 +243,7 @@ fn resolve_sinks(sinks: &mut [SinkConfig], env: &Environment, found: &mut Proble
 }
 
 /// Expands `${CREDENTIALS_DIRECTORY}`; records a problem and returns `None` when it cannot.
-fn expand(found: &mut Problems, key: &str, path: &Path, env: &Environment) -> Option<PathBuf> {
+pub(super) fn expand(found: &mut Problems, key: &str, path: &Path, env: &Environment) -> Option<PathBuf> {
     const VAR: &str = "${CREDENTIALS_DIRECTORY}";
     let Some(text) = path.to_str() else {
         found.add(key, "is not valid UTF-8");
@@ -264,7 +275,8 @@ fn expand(found: &mut Problems, key: &str, path: &Path, env: &Environment) -> Op
     Some(PathBuf::from(expanded))
 }
 
-fn check_url(url: &Url, allow_http: bool, key: &str, found: &mut Problems) {
+/// `allow_http` is the value of the key named `allow_http_key`.
+pub(super) fn check_url(url: &Url, allow_http: bool, allow_http_key: &str, key: &str, found: &mut Problems) {
     match url.scheme() {
         "https" => {}
         "http" if allow_http || host_is_loopback(url) => {}
@@ -272,7 +284,7 @@ fn check_url(url: &Url, allow_http: bool, key: &str, found: &mut Problems) {
             key,
             format!(
                 "{url} is plain http to a host that is not loopback: the token would cross the network \
-                 in clear; use https, or set source.allow_http = true if you really mean it"
+                 in clear; use https, or set {allow_http_key} = true if you really mean it"
             ),
         ),
         other => found.add(key, format!("scheme {other:?} is not supported: use https")),
@@ -282,7 +294,7 @@ fn check_url(url: &Url, allow_http: bool, key: &str, found: &mut Problems) {
     }
 }
 
-fn host_is_loopback(url: &Url) -> bool {
+pub(super) fn host_is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
         Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
@@ -291,7 +303,7 @@ fn host_is_loopback(url: &Url) -> bool {
     }
 }
 
-fn resolve_sink_path(path: &mut PathBuf, key: &str, env: &Environment, found: &mut Problems) {
+pub(super) fn resolve_sink_path(path: &mut PathBuf, key: &str, env: &Environment, found: &mut Problems) {
     if let Some(expanded) = expand(found, key, path, env) {
         if !expanded.is_absolute() {
             found.add(key, format!("{} is relative: sink paths must be absolute", expanded.display()));

@@ -23,10 +23,10 @@ pub use schema::{
 };
 pub use sinks::{
     EnvFileSinkConfig, ExecSinkConfig, FileFormat, FileSinkConfig, FileTarget, KeyringBackend,
-    KeyringSinkConfig, OnExpiry, Ownership, SinkConfig, SocketSinkConfig,
+    KeyringSinkConfig, OnExpiry, Ownership, ProxySinkConfig, SinkConfig, SocketSinkConfig,
 };
 pub use values::duration::{display as duration_display, parse as parse_duration};
-pub use values::{CronExpr, Mode};
+pub use values::{ByteSize, CronExpr, Listen, Mode};
 
 /// The whole configuration of one daemon instance (one token).
 #[derive(Debug, Clone, Serialize)]

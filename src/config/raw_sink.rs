@@ -12,9 +12,10 @@ use super::Problems;
 use super::schema::defaults;
 use super::sinks::{
     EnvFileSinkConfig, ExecSinkConfig, FileFormat, FileSinkConfig, FileTarget, KeyringBackend,
-    KeyringSinkConfig, OnExpiry, Ownership, SinkConfig, SocketSinkConfig,
+    KeyringSinkConfig, OnExpiry, Ownership, ProxySinkConfig, SinkConfig, SocketSinkConfig,
 };
-use super::values::{Mode, duration};
+use super::values::{ByteSize, Listen, Mode, duration};
+use url::Url;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -24,6 +25,7 @@ enum SinkType {
     Keyring,
     Socket,
     Exec,
+    Proxy,
 }
 
 impl SinkType {
@@ -34,6 +36,7 @@ impl SinkType {
             SinkType::Keyring => "keyring",
             SinkType::Socket => "socket",
             SinkType::Exec => "exec",
+            SinkType::Proxy => "proxy",
         }
     }
 
@@ -46,6 +49,21 @@ impl SinkType {
             SinkType::Keyring => &["backend", "service", "account"],
             SinkType::Socket => &["path", "mode", "allow_uids", "allow_gids", "max_connections"],
             SinkType::Exec => &["command", "timeout"],
+            SinkType::Proxy => &[
+                "listen",
+                "upstream",
+                "header",
+                "scheme",
+                "allow_uids",
+                "allow_gids",
+                "allow_origins",
+                "mode",
+                "replay_limit",
+                "timeout",
+                "ca_file",
+                "allow_http",
+                "max_connections",
+            ],
         }
     }
 }
@@ -72,6 +90,14 @@ pub(super) struct RawSink {
     command: Option<Vec<String>>,
     #[serde(default, deserialize_with = "optional_duration")]
     timeout: Option<Duration>,
+    listen: Option<Listen>,
+    upstream: Option<Url>,
+    header: Option<String>,
+    scheme: Option<String>,
+    allow_origins: Option<Vec<String>>,
+    replay_limit: Option<ByteSize>,
+    ca_file: Option<PathBuf>,
+    allow_http: Option<bool>,
 }
 
 fn optional_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -97,6 +123,14 @@ impl RawSink {
             ("max_connections", self.max_connections.is_some()),
             ("command", self.command.is_some()),
             ("timeout", self.timeout.is_some()),
+            ("listen", self.listen.is_some()),
+            ("upstream", self.upstream.is_some()),
+            ("header", self.header.is_some()),
+            ("scheme", self.scheme.is_some()),
+            ("allow_origins", self.allow_origins.is_some()),
+            ("replay_limit", self.replay_limit.is_some()),
+            ("ca_file", self.ca_file.is_some()),
+            ("allow_http", self.allow_http.is_some()),
         ]
         .into_iter()
         .filter_map(|(key, present)| present.then_some(key))
@@ -164,6 +198,33 @@ impl RawSink {
                     timeout: self.timeout.unwrap_or(defaults::EXEC_TIMEOUT),
                 })
             }),
+            SinkType::Proxy => {
+                if matches!(self.listen, Some(Listen::Tcp(_))) && self.mode.is_some() {
+                    missing
+                        .found
+                        .add(key("mode"), "applies only to a Unix listener (listen is an absolute path)");
+                    *missing.complete = false;
+                }
+                let listen = missing.check(self.listen.clone(), "listen");
+                let upstream = missing.check(self.upstream.clone(), "upstream");
+                listen.zip(upstream).map(|(listen, upstream)| {
+                    SinkConfig::Proxy(ProxySinkConfig {
+                        listen,
+                        upstream,
+                        header: self.header.clone().unwrap_or_else(|| defaults::PROXY_HEADER.into()),
+                        scheme: self.scheme.clone(),
+                        allow_uids: self.allow_uids.clone().unwrap_or_default(),
+                        allow_gids: self.allow_gids.clone().unwrap_or_default(),
+                        allow_origins: self.allow_origins.clone().unwrap_or_default(),
+                        mode: self.mode.unwrap_or(defaults::SOCKET_MODE),
+                        replay_limit: self.replay_limit.unwrap_or(defaults::REPLAY_LIMIT),
+                        timeout: self.timeout.unwrap_or(defaults::PROXY_TIMEOUT),
+                        ca_file: self.ca_file.clone(),
+                        allow_http: self.allow_http.unwrap_or(false),
+                        max_connections: self.max_connections.unwrap_or(defaults::MAX_CONNECTIONS),
+                    })
+                })
+            }
         };
         sink.filter(|_| complete)
     }

@@ -184,7 +184,7 @@ pub(super) mod defaults {
     use std::path::PathBuf;
     use std::time::Duration;
 
-    use super::super::values::Mode;
+    use super::super::values::{ByteSize, Mode};
 
     pub const EXPIRES_AT_FIELD: &str = "/expires_at";
 
@@ -238,4 +238,7 @@ pub(super) mod defaults {
     pub const MAX_CONNECTIONS: usize = 1024;
     pub const KEYRING_SERVICE: &str = "mcp-token-sync";
     pub const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const PROXY_HEADER: &str = "Authorization";
+    pub const PROXY_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const REPLAY_LIMIT: ByteSize = ByteSize(1 << 20);
 }

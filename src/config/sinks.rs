@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::values::{Mode, duration};
+use super::values::{ByteSize, Listen, Mode, duration};
+use url::Url;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -15,6 +16,7 @@ pub enum SinkConfig {
     Keyring(KeyringSinkConfig),
     Socket(SocketSinkConfig),
     Exec(ExecSinkConfig),
+    Proxy(ProxySinkConfig),
 }
 
 impl SinkConfig {
@@ -24,6 +26,10 @@ impl SinkConfig {
             SinkConfig::File(c) => Some(&c.target.path),
             SinkConfig::EnvFile(c) => Some(&c.target.path),
             SinkConfig::Socket(c) => Some(&c.path),
+            SinkConfig::Proxy(c) => match &c.listen {
+                Listen::Unix(path) => Some(path),
+                Listen::Tcp(_) => None,
+            },
             SinkConfig::Keyring(_) | SinkConfig::Exec(_) => None,
         }
     }
@@ -118,4 +124,35 @@ pub struct ExecSinkConfig {
     pub command: Vec<String>,
     #[serde(with = "duration")]
     pub timeout: Duration,
+}
+
+/// A local reverse proxy that adds the current token to every request it forwards (DESIGN §12).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProxySinkConfig {
+    pub listen: Listen,
+    /// `scheme://host[:port][/prefix]`; the request's path and query are appended.
+    pub upstream: Url,
+    /// The header the token goes in.
+    pub header: String,
+    /// Written before the token, with a space; resolved from `header` when not given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow_uids: Vec<u32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow_gids: Vec<u32>,
+    /// Browser origins (`scheme://host[:port]`) whose requests are served.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow_origins: Vec<String>,
+    /// A Unix listener's mode.
+    pub mode: Mode,
+    /// Request bodies up to this are kept, to be replayed once after a refresh.
+    pub replay_limit: ByteSize,
+    /// Until the upstream's response head.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    pub allow_http: bool,
+    pub max_connections: usize,
 }

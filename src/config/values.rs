@@ -135,3 +135,112 @@ impl<'de> Deserialize<'de> for CronExpr {
         CronExpr::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
     }
 }
+
+/// A size in bytes, written `"1MiB"`, `"64KiB"`, `"512B"` or as a plain number of bytes.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(text: &str) -> Result<ByteSize, String> {
+        let text = text.trim();
+        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let (digits, unit) = text.split_at(split);
+        let factor = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            _ => 0,
+        };
+        match digits.parse::<u64>().ok().and_then(|n| n.checked_mul(factor)) {
+            Some(bytes) if factor > 0 => Ok(ByteSize(bytes)),
+            _ => Err(format!("{text:?} is not a size; write e.g. \"1MiB\", \"64KiB\" or \"512B\"")),
+        }
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            n if n >= 1 << 20 && n % (1 << 20) == 0 => write!(f, "{}MiB", n >> 20),
+            n if n >= 1 << 10 && n % (1 << 10) == 0 => write!(f, "{}KiB", n >> 10),
+            n => write!(f, "{n}B"),
+        }
+    }
+}
+
+impl fmt::Debug for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ByteSize, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Number(u64),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Text(text) => ByteSize::parse(&text).map_err(serde::de::Error::custom),
+            Raw::Number(n) => Ok(ByteSize(n)),
+        }
+    }
+}
+
+/// Where a proxy listens: a TCP address (`"127.0.0.1:8787"`, `"[::1]:8787"`) or the absolute
+/// path of a Unix socket.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Listen {
+    Tcp(std::net::SocketAddr),
+    Unix(std::path::PathBuf),
+}
+
+impl Listen {
+    pub fn parse(text: &str) -> Result<Listen, String> {
+        if text.starts_with('/') {
+            return Ok(Listen::Unix(text.into()));
+        }
+        text.parse().map(Listen::Tcp).map_err(|_| {
+            format!(
+                "{text:?} is neither an IP address with a port nor an absolute path; write e.g. \
+                 \"127.0.0.1:8787\", \"[::1]:8787\" or \"/run/mcp-token-sync/proxy.sock\""
+            )
+        })
+    }
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listen::Tcp(address) => write!(f, "{address}"),
+            Listen::Unix(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+impl fmt::Debug for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for Listen {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Listen {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Listen, D::Error> {
+        Listen::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}

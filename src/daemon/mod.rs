@@ -18,6 +18,7 @@ use crate::api::{self, Shared};
 use crate::config::{Config, SinkConfig};
 use crate::engine::{Engine, EngineHandle};
 use crate::metrics::Metrics;
+use crate::proxy::{self, Upstream};
 use crate::server::BindError;
 use crate::sinks::{self, Sink, SinkReport, Unsupported};
 use crate::source::{SetupError, Source};
@@ -36,6 +37,16 @@ pub enum BuildError {
     Source(#[from] SetupError),
     #[error("sink[{index}]: {error}")]
     Sink { index: usize, error: Unsupported },
+    #[error("sink[{index}]: {error}")]
+    Proxy { index: usize, error: proxy::SetupError },
+}
+
+/// A sink as built from its config, ready to start.
+enum Built {
+    Sink(Sink),
+    /// Served by the socket API.
+    Socket,
+    Proxy(Upstream),
 }
 
 /// Everything a daemon is made of, built and checked but not yet running. `check` and reload
@@ -43,8 +54,8 @@ pub enum BuildError {
 pub struct Parts {
     config: Arc<Config>,
     source: Source,
-    /// In config order; `None` for sockets, which the API serves.
-    sinks: Vec<(SinkConfig, Option<Sink>)>,
+    /// In config order.
+    sinks: Vec<(SinkConfig, Built)>,
 }
 
 impl Parts {
@@ -53,8 +64,11 @@ impl Parts {
         let mut sinks = Vec::new();
         for (index, sink) in config.sinks.iter().enumerate() {
             let built = match sink {
-                SinkConfig::Socket(_) => None,
-                other => Some(Sink::new(other).map_err(|error| BuildError::Sink { index, error })?),
+                SinkConfig::Socket(_) => Built::Socket,
+                SinkConfig::Proxy(c) => {
+                    Built::Proxy(Upstream::new(c).map_err(|error| BuildError::Proxy { index, error })?)
+                }
+                other => Built::Sink(Sink::new(other).map_err(|error| BuildError::Sink { index, error })?),
             };
             sinks.push((sink.clone(), built));
         }
@@ -73,7 +87,7 @@ impl Parts {
 /// What a running task was started from: a configured sink, or the daemon's own state file.
 #[derive(PartialEq)]
 enum Origin {
-    Sink(SinkConfig),
+    Sink(Box<SinkConfig>),
     State(StateFile),
 }
 
@@ -127,13 +141,13 @@ impl Daemon {
             reports,
             config: config_tx,
         };
-        for (config, sink) in sinks {
-            if let Err(e) = daemon.launch(Origin::Sink(config), sink) {
+        for (config, built) in sinks {
+            if let Err(e) = daemon.launch(Origin::Sink(Box::new(config)), built) {
                 daemon.cancel.cancel();
                 return Err(e);
             }
         }
-        daemon.launch(Origin::State(state.clone()), Some(Sink::State(state)))?;
+        daemon.launch(Origin::State(state.clone()), Built::Sink(Sink::State(state)))?;
         daemon.publish_reports();
         Ok(daemon)
     }
@@ -142,18 +156,25 @@ impl Daemon {
         &self.handle
     }
 
-    fn launch(&mut self, origin: Origin, sink: Option<Sink>) -> Result<(), BindError> {
+    fn launch(&mut self, origin: Origin, built: Built) -> Result<(), BindError> {
         let cancel = self.cancel.child_token();
-        let (task, report) = match (sink, &origin) {
-            (Some(sink), _) => {
-                sinks::spawn(sink, self.handle.token(), self.shared.metrics.clone(), cancel.clone())
-            }
-            (None, Origin::Sink(SinkConfig::Socket(socket))) => {
+        let metrics = self.shared.metrics.clone();
+        let config = match &origin {
+            Origin::Sink(config) => Some(&**config),
+            Origin::State(_) => None,
+        };
+        let (task, report) = match (built, config) {
+            (Built::Sink(sink), _) => sinks::spawn(sink, self.handle.token(), metrics, cancel.clone()),
+            (Built::Socket, Some(SinkConfig::Socket(socket))) => {
                 let server = api::server(socket, self.shared.clone())?;
                 let report = watch::channel(SinkReport::new("socket", server.listener.name())).1;
                 (tokio::spawn(server.serve(cancel.clone())), report)
             }
-            (None, _) => unreachable!("Parts::build builds every sink but sockets"),
+            (Built::Proxy(upstream), Some(SinkConfig::Proxy(config))) => {
+                let (server, report) = proxy::server(config, upstream, self.handle.clone(), metrics)?;
+                (tokio::spawn(server.serve(cancel.clone())), report)
+            }
+            _ => unreachable!("Parts::build builds each sink from its own config"),
         };
         self.running.push(Running { origin, cancel, task, report });
         Ok(())
@@ -171,16 +192,16 @@ impl Daemon {
         let state = parts.state_file();
         let Parts { config, source, sinks } = parts;
         self.handle.reconfigure(config.clone(), source).await;
-        let mut wanted: Vec<(Origin, Option<Sink>)> =
-            sinks.into_iter().map(|(config, sink)| (Origin::Sink(config), sink)).collect();
-        wanted.push((Origin::State(state.clone()), Some(Sink::State(state))));
+        let mut wanted: Vec<(Origin, Built)> =
+            sinks.into_iter().map(|(config, built)| (Origin::Sink(Box::new(config)), built)).collect();
+        wanted.push((Origin::State(state.clone()), Built::Sink(Sink::State(state))));
 
         let mut old: Vec<Option<Running>> = std::mem::take(&mut self.running).into_iter().map(Some).collect();
         let mut to_launch = Vec::new();
-        for (origin, sink) in wanted {
+        for (origin, built) in wanted {
             match old.iter_mut().find(|r| r.as_ref().is_some_and(|r| r.origin == origin)) {
                 Some(slot) => self.running.push(slot.take().expect("found above")),
-                None => to_launch.push((origin, sink)),
+                None => to_launch.push((origin, built)),
             }
         }
         // Stopped before the new ones start, so a socket path is free again when it is re-bound.
@@ -195,11 +216,11 @@ impl Daemon {
                 Origin::Sink(_) => info!("sink {name} stopped (no longer configured)"),
             }
         }
-        for (origin, sink) in to_launch {
+        for (origin, built) in to_launch {
             if let (Origin::State(new), Some(old)) = (&origin, &moved_state) {
                 self.move_state(old, new).await;
             }
-            if let Err(e) = self.launch(origin, sink) {
+            if let Err(e) = self.launch(origin, built) {
                 error!("reload: {e}; that sink is not running");
             }
         }

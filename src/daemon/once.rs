@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use tracing::{error, info};
 
-use super::Parts;
+use super::{Built, Parts};
 use crate::engine::{Engine, RefreshError};
 use crate::metrics::Metrics;
 use crate::sinks::Sink;
@@ -27,8 +27,14 @@ pub async fn once(parts: Parts) -> Result<(), OnceError> {
     let (engine, handle) = Engine::new(config, source, restored, Arc::new(Metrics::new()));
     engine.fetch_once().await.map_err(OnceError::Fetch)?;
     let state = handle.token().borrow().clone();
-    let sinks: Vec<Sink> =
-        sinks.into_iter().filter_map(|(_, sink)| sink).chain([Sink::State(state_file)]).collect();
+    let sinks: Vec<Sink> = sinks
+        .into_iter()
+        .filter_map(|(_, built)| match built {
+            Built::Sink(sink) => Some(sink),
+            Built::Socket | Built::Proxy(_) => None,
+        })
+        .chain([Sink::State(state_file)])
+        .collect();
     let total = sinks.len();
     let mut failed = 0;
     for sink in sinks {

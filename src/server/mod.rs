@@ -73,6 +73,10 @@ pub struct Server<H> {
     /// Whether an answer of unknown length lets its connection give way when slots run out
     /// (the API's watch streams), or counts as a request in progress (proxied streams).
     pub streams_give_way: bool,
+    /// Whether a client may close its sending side after a request and still get the answer
+    /// (`nc -N`). Without it, a client that closes is gone, and hyper notices even while an
+    /// answer streams, which ends what it was waiting for (a proxied upstream request).
+    pub half_close: bool,
     pub metrics: Arc<Metrics>,
 }
 
@@ -81,12 +85,13 @@ struct Context<H> {
     handler: Arc<H>,
     slot: Arc<Slot>,
     streams_give_way: bool,
+    half_close: bool,
 }
 
 impl<H: Handler> Server<H> {
     /// Accepts and serves until `cancel`; a socket file is removed when this returns.
     pub async fn serve(self, cancel: CancellationToken) {
-        let Server { listener, acl, handler, max_connections, streams_give_way, metrics } = self;
+        let Server { listener, acl, handler, max_connections, streams_give_way, half_close, metrics } = self;
         let name = listener.name();
         let acl = Arc::new(acl);
         let connections = Connections::new(max_connections);
@@ -132,7 +137,8 @@ impl<H: Handler> Server<H> {
                     );
                 }
             }
-            let context = Context { handler: handler.clone(), slot: Arc::new(slot), streams_give_way };
+            let context =
+                Context { handler: handler.clone(), slot: Arc::new(slot), streams_give_way, half_close };
             let (acl, metrics, cancel, name) = (acl.clone(), metrics.clone(), cancel.clone(), name.clone());
             tokio::spawn(async move {
                 let (peer, io) = match stream {
@@ -199,7 +205,7 @@ async fn connection<H: Handler, S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Context { handler, slot, streams_give_way } = context;
+    let Context { handler, slot, streams_give_way, half_close } = context;
     let service = hyper::service::service_fn(|request| {
         let (handler, slot) = (handler.clone(), slot.clone());
         slot.answering();
@@ -219,9 +225,7 @@ async fn connection<H: Handler, S>(
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
-        // A client that closes its sending side after the request (`nc -N`) still gets the
-        // answer; without this, hyper may drop it on seeing the end of input first.
-        .half_close(true)
+        .half_close(half_close)
         .max_buf_size(MAX_HEAD)
         .serve_connection(TokioIo::new(io), service);
     tokio::select! {

@@ -71,12 +71,14 @@ pub struct SinkReport {
     pub ok: bool,
     pub last_written_at: Option<SystemTime>,
     pub error: Option<String>,
+    /// Where a proxy forwards to.
+    pub upstream: Option<String>,
 }
 
 impl SinkReport {
     /// A sink that has not written yet: healthy until a write fails.
     pub fn new(kind: &'static str, target: String) -> SinkReport {
-        SinkReport { kind, target, ok: true, last_written_at: None, error: None }
+        SinkReport { kind, target, ok: true, last_written_at: None, error: None, upstream: None }
     }
 }
 
@@ -113,7 +115,9 @@ impl Sink {
                 }
             },
             SinkConfig::Exec(c) => Sink::Exec(ExecSink::new(c)),
-            SinkConfig::Socket(_) => unreachable!("sockets are served by the API, not built as sinks"),
+            SinkConfig::Socket(_) | SinkConfig::Proxy(_) => {
+                unreachable!("sockets and proxies are served, not built as sinks")
+            }
         })
     }
 

@@ -5,7 +5,9 @@
 pub mod api;
 pub mod backend;
 pub mod binary;
+pub mod http;
 pub mod skip;
+pub mod upstream;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -1,0 +1,397 @@
+//! `type = "proxy"`: a local reverse proxy that adds the current token to every request it
+//! forwards (DESIGN §12), so a client that takes only a static URL (an MCP host) needs no token
+//! and no refresh logic of its own.
+//!
+//! One request, in order: the listener's checks (the peer's uid, in [`crate::server`]; the
+//! `Host` on TCP, against DNS rebinding; a browser's `Origin`), the held token (none: 503, the
+//! upstream is not contacted), the upstream request ([`forward`]) with a body that can be sent
+//! again ([`replay`]), and the answer. An upstream 401 asks the engine for a token newer than
+//! the one sent, the same coalesced refresh as a client's 401 report, and the request is
+//! replayed once with it; it never reaches the client as a 401, which would send an MCP client
+//! into OAuth discovery.
+
+mod forward;
+mod replay;
+mod upstream;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::http::request;
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use serde_json::json;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+use zeroize::Zeroizing;
+
+use crate::config::{Listen, ProxySinkConfig};
+use crate::engine::{EngineHandle, EngineStatus};
+use crate::metrics::Metrics;
+use crate::server::{Acl, BindError, BoxError, Handler, Listener, Peer, Server};
+use crate::sinks::SinkReport;
+use crate::token::TokenState;
+pub use upstream::{SetupError, Upstream};
+
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// How the engine names a refresh the proxy asks for.
+const REFRESH_REASON: &str = "a 401 from a proxied request";
+/// `Retry-After` when the engine has no next fetch planned.
+const RETRY_AFTER_DEFAULT: Duration = Duration::from_secs(5);
+
+pub struct Proxy {
+    /// The listen address or path, as logs, status and metrics name the proxy.
+    name: String,
+    upstream: Upstream,
+    header: HeaderName,
+    scheme: Option<String>,
+    allow_origins: Vec<String>,
+    /// On TCP, the `Host` values that name this listener; empty on a Unix socket.
+    hosts: Vec<String>,
+    replay_limit: u64,
+    timeout: Duration,
+    engine: EngineHandle,
+    token: watch::Receiver<TokenState>,
+    status: watch::Receiver<EngineStatus>,
+    metrics: Arc<Metrics>,
+    report: watch::Sender<SinkReport>,
+    /// The token header for the version held, built once per version.
+    credential: Mutex<Option<(u64, HeaderValue)>>,
+}
+
+/// Binds the proxy's listener; needs a running tokio runtime. Also returns its status line.
+pub fn server(
+    config: &ProxySinkConfig,
+    upstream: Upstream,
+    engine: EngineHandle,
+    metrics: Arc<Metrics>,
+) -> Result<(Server<Proxy>, watch::Receiver<SinkReport>), BindError> {
+    let (listener, hosts) = match &config.listen {
+        Listen::Tcp(address) => {
+            let port = address.port();
+            let own = match address {
+                std::net::SocketAddr::V4(v4) => format!("{}:{port}", v4.ip()),
+                std::net::SocketAddr::V6(v6) => format!("[{}]:{port}", v6.ip()),
+            };
+            let mut hosts = vec![own, format!("localhost:{port}")];
+            if port == 80 {
+                hosts.extend([address.ip().to_string(), "localhost".into()]);
+            }
+            (Listener::tcp(*address)?, hosts)
+        }
+        Listen::Unix(path) => (Listener::unix(path, config.mode)?, Vec::new()),
+    };
+    let name = listener.name();
+    let mut report = SinkReport::new("proxy", name.clone());
+    report.upstream = Some(config.upstream.to_string());
+    let (report, report_rx) = watch::channel(report);
+    let proxy = Proxy {
+        name,
+        upstream,
+        header: HeaderName::from_bytes(config.header.as_bytes()).expect("the config checked the header"),
+        scheme: config.scheme.clone(),
+        allow_origins: config.allow_origins.clone(),
+        hosts,
+        replay_limit: config.replay_limit.0,
+        timeout: config.timeout,
+        token: engine.token(),
+        status: engine.status(),
+        engine,
+        metrics: metrics.clone(),
+        report,
+        credential: Mutex::new(None),
+    };
+    let server = Server {
+        listener,
+        acl: Acl::new(&config.allow_uids, &config.allow_gids),
+        handler: Arc::new(proxy),
+        max_connections: config.max_connections,
+        streams_give_way: false,
+        // A client that goes away must end its upstream request, streams included.
+        half_close: false,
+        metrics,
+    };
+    Ok((server, report_rx))
+}
+
+impl Handler for Proxy {
+    type Body = Body;
+
+    async fn handle(&self, request: Request<Incoming>, _peer: Peer) -> Response<Body> {
+        let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+        let response = self.forward(request).await;
+        let status = response.status();
+        self.metrics.proxy_request(&self.name, status.as_u16());
+        debug!("proxy {}: {method} {path} -> {}", self.name, status.as_u16());
+        response
+    }
+
+    fn forbidden(&self) -> Response<Body> {
+        error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this user may not use the proxy; see its allow_uids/allow_gids",
+        )
+    }
+}
+
+/// Why the proxy answered 503 instead of the upstream's answer.
+enum Unavailable {
+    NoValidToken,
+    Rejected(String),
+}
+
+impl Proxy {
+    async fn forward(&self, request: Request<Incoming>) -> Response<Body> {
+        if let Some(refusal) = self.refusal(&request) {
+            return refusal;
+        }
+        let proxy_origin = match request.headers().get(header::HOST).and_then(|h| h.to_str().ok()) {
+            Some(host) if !self.hosts.is_empty() => format!("http://{host}"),
+            _ => String::new(),
+        };
+        let (parts, body) = request.into_parts();
+        let uri = match parts.uri.path_and_query().map(|pq| self.upstream.uri(pq.as_str())) {
+            Some(Ok(uri)) if parts.method != Method::CONNECT => uri,
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "the proxy forwards requests for a path",
+                );
+            }
+        };
+        let Some((version, credential)) = self.credential() else {
+            return self.unavailable(Unavailable::NoValidToken);
+        };
+        let (kept, body) = replay::keep(body, self.replay_limit);
+        let response = match self.send(&parts, &uri, &credential, body.boxed()).await {
+            Ok(response) => response,
+            Err(refusal) => return refusal,
+        };
+        if response.status() != StatusCode::UNAUTHORIZED {
+            kept.release();
+            return self.answer(response, &uri, &proxy_origin);
+        }
+        drop(response);
+
+        info!(
+            "proxy {}: {} {}: the upstream refused version {version}; refreshing",
+            self.name,
+            parts.method,
+            parts.uri.path()
+        );
+        let Some((fresh, credential)) = self.refreshed(version).await else {
+            return self.unavailable(Unavailable::Rejected(format!(
+                "the upstream refused token version {version} and no newer token could be had; see /v1/status"
+            )));
+        };
+        let Some(body) = kept.replay() else {
+            return self.unavailable(Unavailable::Rejected(format!(
+                "the upstream refused token version {version}; version {fresh} is held now, but the request body \
+                 was larger than replay_limit, so it was not sent again: send the request again"
+            )));
+        };
+        self.metrics.proxy_replay(&self.name);
+        let response = match self.send(&parts, &uri, &credential, body.boxed()).await {
+            Ok(response) => response,
+            Err(refusal) => return refusal,
+        };
+        if response.status() == StatusCode::UNAUTHORIZED {
+            return self.unavailable(Unavailable::Rejected(format!(
+                "the upstream refused token version {version}, and the fresh version {fresh} too"
+            )));
+        }
+        kept.release();
+        self.answer(response, &uri, &proxy_origin)
+    }
+
+    /// The listener's own checks: a `Host` that names it (on TCP), an `Origin` it allows.
+    fn refusal(&self, request: &Request<Incoming>) -> Option<Response<Body>> {
+        if !self.hosts.is_empty() {
+            let host = request
+                .uri()
+                .authority()
+                .map(|a| a.as_str())
+                .or_else(|| request.headers().get(header::HOST).and_then(|h| h.to_str().ok()));
+            let ours = host.is_some_and(|host| self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)));
+            if !ours {
+                return Some(error(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "misdirected_request",
+                    &format!("this proxy answers only to Host {}", self.hosts.join(" or ")),
+                ));
+            }
+        }
+        if let Some(origin) = request.headers().get(header::ORIGIN)
+            && !self.allow_origins.iter().any(|allowed| origin.as_bytes() == allowed.as_bytes())
+        {
+            return Some(error(
+                StatusCode::FORBIDDEN,
+                "origin_not_allowed",
+                "requests from this web origin are refused; see the proxy's allow_origins",
+            ));
+        }
+        None
+    }
+
+    /// The version held and the header value that carries it; `None` without a valid token.
+    fn credential(&self) -> Option<(u64, HeaderValue)> {
+        let state = self.token.borrow();
+        let current = state.current()?;
+        let mut cached = self.credential.lock().expect("never poisoned");
+        if let Some((version, value)) = &*cached
+            && *version == current.version
+        {
+            return Some((*version, value.clone()));
+        }
+        // Built in a buffer that is zeroed once the last request using it is gone.
+        let token = current.token.expose();
+        let text = Zeroizing::new(match &self.scheme {
+            Some(scheme) => format!("{scheme} {token}").into_bytes(),
+            None => token.as_bytes().to_vec(),
+        });
+        let mut value = HeaderValue::from_maybe_shared(Bytes::from_owner(text))
+            .expect("a scheme and a token of visible ASCII are a valid header value");
+        value.set_sensitive(true);
+        *cached = Some((current.version, value.clone()));
+        Some((current.version, value))
+    }
+
+    /// A token newer than `version`, after the engine's coalesced refresh.
+    async fn refreshed(&self, version: u64) -> Option<(u64, HeaderValue)> {
+        match tokio::time::timeout(self.timeout, self.engine.refresh_past(version, REFRESH_REASON)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => debug!("proxy {}: the refresh failed: {e}", self.name),
+            Err(_) => debug!("proxy {}: the refresh did not finish within the proxy's timeout", self.name),
+        }
+        self.credential().filter(|(held, _)| *held > version)
+    }
+
+    /// Sends one request upstream and waits, at most `timeout`, for the response head.
+    async fn send(
+        &self,
+        parts: &request::Parts,
+        uri: &Uri,
+        credential: &HeaderValue,
+        body: upstream::RequestBody,
+    ) -> Result<Response<Incoming>, Response<Body>> {
+        let request = forward::upstream_request(
+            parts,
+            uri.clone(),
+            &self.upstream.host,
+            (&self.header, credential),
+            body,
+        );
+        let outcome = tokio::time::timeout(self.timeout, self.upstream.client.request(request)).await;
+        let (status, code, kind, detail) = match outcome {
+            Ok(Ok(response)) => {
+                self.set_health(None);
+                return Ok(response);
+            }
+            Err(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                "timeout",
+                format!(
+                    "the upstream sent no answer within {}",
+                    crate::config::duration_display(self.timeout)
+                ),
+            ),
+            Ok(Err(e)) if e.is_connect() => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_unreachable",
+                "unreachable",
+                format!("cannot connect to the upstream: {}", causes(&e)),
+            ),
+            Ok(Err(e)) => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_failed",
+                "failed",
+                format!("the upstream exchange failed: {}", causes(&e)),
+            ),
+        };
+        self.metrics.proxy_upstream_error(&self.name, kind);
+        self.set_health(Some(&detail));
+        Err(error(status, code, &detail))
+    }
+
+    /// The upstream's answer, as the client gets it: hop-by-hop headers gone, a redirect to the
+    /// upstream pointed back at the proxy, the body streamed as it comes.
+    fn answer(&self, response: Response<Incoming>, uri: &Uri, proxy_origin: &str) -> Response<Body> {
+        let (mut parts, body) = response.into_parts();
+        forward::strip_hop_by_hop(&mut parts.headers);
+        if parts.status.is_redirection()
+            && let Some(location) = parts.headers.get(header::LOCATION).and_then(|l| l.to_str().ok())
+            && let Some(rewritten) = self.upstream.rewrite_location(location, uri, proxy_origin)
+            && let Ok(value) = HeaderValue::from_str(&rewritten)
+        {
+            parts.headers.insert(header::LOCATION, value);
+        }
+        Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+    }
+
+    fn unavailable(&self, why: Unavailable) -> Response<Body> {
+        let (code, reason, detail) = match why {
+            Unavailable::NoValidToken => (
+                "no_valid_token",
+                "no_valid_token",
+                "the daemon holds no valid token; see /v1/status for why".to_owned(),
+            ),
+            Unavailable::Rejected(detail) => {
+                self.set_health(Some(&detail));
+                ("upstream_rejected_token", "upstream_rejected_token", detail)
+            }
+        };
+        self.metrics.proxy_unavailable(&self.name, reason);
+        let mut response = error(StatusCode::SERVICE_UNAVAILABLE, code, &detail);
+        let retry =
+            self.status.borrow().next_refresh_at.and_then(|at| at.duration_since(SystemTime::now()).ok());
+        let seconds = retry.unwrap_or(RETRY_AFTER_DEFAULT).as_secs().clamp(1, 300);
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        response
+    }
+
+    /// Records whether the upstream exchange works, for status and health; logs a new failure.
+    fn set_health(&self, error: Option<&str>) {
+        self.report.send_if_modified(|report| {
+            if report.error.as_deref() == error {
+                return false;
+            }
+            match error {
+                Some(e) if report.ok => warn!("proxy {}: {e}", self.name),
+                None if !report.ok => info!("proxy {}: the upstream answers again", self.name),
+                _ => {}
+            }
+            report.ok = error.is_none();
+            report.error = error.map(str::to_owned);
+            true
+        });
+    }
+}
+
+/// A hyper client error by its causes: "client error (Connect)" alone says nothing.
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+fn error(status: StatusCode, code: &str, detail: &str) -> Response<Body> {
+    let body = json!({"error": code, "detail": detail}).to_string();
+    let mut response = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
