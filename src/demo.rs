@@ -26,6 +26,9 @@ use crate::logging::Logging;
 use crate::token::Fingerprint;
 
 const TOKEN_PATH: &str = "/api/calendars/google-mcp-tokens/current-token/";
+/// The backend's API, which wants the current token in [`TOKEN_HEADER`].
+const API_PATH: &str = "/api/calendars/";
+const TOKEN_HEADER: &str = "X-Google-MCP-Token";
 const AGENT: &str = "google-calender-mcp";
 const ROTATE_EVERY: Duration = Duration::from_secs(20);
 const LIFETIME: Duration = Duration::from_secs(60);
@@ -35,8 +38,12 @@ pub async fn run(logging: Logging) -> anyhow::Result<()> {
     let dir =
         tempfile::Builder::new().prefix("mcp-token-sync-demo-").tempdir().context("creating a temp dir")?;
     let shown = dir.path().display().to_string();
+    // A free port for the proxy, so the demo runs beside anything else on the host.
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let mut text = include_str!("demo.toml")
         .replace("{URL}", &format!("http://{addr}{TOKEN_PATH}"))
+        .replace("{BACKEND}", &format!("http://{addr}"))
+        .replace("{PROXY}", &proxy.to_string())
         .replace("{DIR}", &shown);
     // The kernel keyring where this host allows it (a container's seccomp profile may not).
     let account = format!("demo-{}", std::process::id());
@@ -57,7 +64,10 @@ pub async fn run(logging: Logging) -> anyhow::Result<()> {
          \n           {shown}/hook.log    what the exec hook saw (never the token)\
          \n           {shown}/api.sock    the socket API\
          {keyring_line}\
-         \n  try      cat {shown}/token.json\
+         \n  proxy    http://{proxy}  the backend, with the current token added to every request\
+         \n  try      curl http://{proxy}{API_PATH}\
+         \n           (no token in the command: the proxy adds it, and refreshes it when the backend refuses it)\
+         \n           cat {shown}/token.json\
          \n           curl --unix-socket {shown}/api.sock http://localhost/v1/token\
          \n           curl --unix-socket {shown}/api.sock http://localhost/v1/status\
          \n           MCP_TOKEN_SYNC_SOCKET={shown}/api.sock {exe} watch\
@@ -89,6 +99,15 @@ struct Issued {
 }
 
 impl Issued {
+    /// Tokens are issued on a fixed beat: the one asked for now belongs to the current slot.
+    fn catch_up(&mut self, now: SystemTime) {
+        let behind = now.duration_since(self.at).unwrap_or_default();
+        if behind >= ROTATE_EVERY {
+            let slots = (behind.as_secs() / ROTATE_EVERY.as_secs()) as u32;
+            *self = Issued::new(self.at + ROTATE_EVERY * slots);
+        }
+    }
+
     fn new(at: SystemTime) -> Issued {
         // Shaped like the seed's: 55 characters of base64url.
         const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -121,27 +140,34 @@ async fn answer(
     req: Request<hyper::body::Incoming>,
     issued: Arc<Mutex<Issued>>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    if req.uri().path() != TOKEN_PATH {
-        let mut not_found = Response::new(Full::new(Bytes::from_static(b"{\"detail\":\"Not found.\"}")));
-        *not_found.status_mut() = StatusCode::NOT_FOUND;
-        return Ok(not_found);
-    }
-    let now = SystemTime::now();
     let mut issued = issued.lock().expect("the backend's lock is never poisoned");
-    // Tokens are issued on a fixed 20 s beat; the one asked for now belongs to the current slot.
-    let behind = now.duration_since(issued.at).unwrap_or_default();
-    if behind >= ROTATE_EVERY {
-        let slots = (behind.as_secs() / ROTATE_EVERY.as_secs()) as u32;
-        *issued = Issued::new(issued.at + ROTATE_EVERY * slots);
-    }
-    let body = serde_json::json!({
-        "agent_name": AGENT,
-        "token": issued.token,
-        "expires_at": clock::rfc3339(issued.at + LIFETIME),
-        "valid": true,
-        "message": "Current MCP token retrieved successfully",
-    });
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    issued.catch_up(SystemTime::now());
+    let (status, body) = match req.uri().path() {
+        TOKEN_PATH => (
+            StatusCode::OK,
+            serde_json::json!({
+                "agent_name": AGENT,
+                "token": issued.token,
+                "expires_at": clock::rfc3339(issued.at + LIFETIME),
+                "valid": true,
+                "message": "Current MCP token retrieved successfully",
+            }),
+        ),
+        // Like the seed's calendar API: only the token issued last is accepted.
+        API_PATH => {
+            let sent = req.headers().get(TOKEN_HEADER).map(|v| v.as_bytes());
+            if sent == Some(issued.token.as_bytes()) {
+                let calendars =
+                    serde_json::json!([{"id": 1, "name": "Team calendar"}, {"id": 2, "name": "On-call"}]);
+                (StatusCode::OK, serde_json::json!({"calendars": calendars}))
+            } else {
+                (StatusCode::UNAUTHORIZED, serde_json::json!({"detail": "Invalid or expired MCP token"}))
+            }
+        }
+        _ => (StatusCode::NOT_FOUND, serde_json::json!({"detail": "Not found."})),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
+    *response.status_mut() = status;
     response
         .headers_mut()
         .insert(hyper::header::CONTENT_TYPE, "application/json".parse().expect("a valid header"));

@@ -545,7 +545,7 @@ async fn the_cli_client_verbs_work_against_the_daemon() {
 
 #[test]
 fn client_verbs_exit_1_with_one_line_when_the_daemon_is_unreachable() {
-    for args in [&["token"][..], &["status"], &["refresh"], &["report-401"], &["watch"]] {
+    for args in [&["token"][..], &["status"], &["refresh"], &["report-401"], &["watch"], &["headers"]] {
         let out = Command::new(support::binary::BIN)
             .args(args)
             .args(["--socket", "/nonexistent/api.sock"])
@@ -575,6 +575,43 @@ async fn token_verb_exits_1_without_a_valid_token() {
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no valid token"));
+    let headers = tokio::task::block_in_place(|| {
+        Command::new(support::binary::BIN)
+            .args(["headers", "--socket", d.socket.to_str().unwrap()])
+            .output()
+            .unwrap()
+    });
+    assert_eq!(headers.status.code(), Some(1));
+    assert!(headers.stdout.is_empty(), "a headers helper prints nothing it cannot stand behind");
+}
+
+/// `mcp-token-sync headers`, as Claude Code's `headersHelper` runs it: one JSON object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_headers_verb_prints_one_json_object_of_headers() {
+    let backend = Backend::start().await;
+    let d = api::start(&backend, "");
+    let token = backend.token();
+    serving(&d.socket, &token).await;
+    let headers = |args: &[&str]| {
+        let out = tokio::task::block_in_place(|| {
+            Command::new(support::binary::BIN)
+                .arg("headers")
+                .args(args)
+                .env("MCP_TOKEN_SYNC_SOCKET", &d.socket)
+                .output()
+                .unwrap()
+        });
+        (out.status.code(), String::from_utf8(out.stdout).unwrap())
+    };
+    let object = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
+    let (code, out) = headers(&[]);
+    assert_eq!(code, Some(0));
+    assert_eq!(object(&out), serde_json::json!({"Authorization": format!("Bearer {token}")}));
+    let (_, out) = headers(&["--header", "X-Google-MCP-Token"]);
+    assert_eq!(object(&out), serde_json::json!({"X-Google-MCP-Token": token}));
+    let (_, out) = headers(&["--header", "X-Google-MCP-Token", "--scheme", "Token"]);
+    assert_eq!(object(&out), serde_json::json!({"X-Google-MCP-Token": format!("Token {token}")}));
+    assert_eq!(headers(&["--header", "not a header"]), (Some(2), String::new()));
 }
 
 /// `printf 'GET …' | nc -N -U api.sock` and the like close their sending side after the request.

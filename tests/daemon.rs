@@ -260,7 +260,7 @@ fn check_accepts_every_sink_type_of_the_example_config() {
     fs::write(&config, example).unwrap();
     let (status, output) = run_verb(&["check", "--config", config_arg(&config)]);
     assert!(status.success(), "{output}");
-    for kind in ["file", "env_file", "keyring", "socket", "exec"] {
+    for kind in ["file", "env_file", "keyring", "socket", "exec", "proxy"] {
         assert!(output.contains(&format!("type = \"{kind}\"")), "{kind}: {output}");
     }
 }
@@ -344,6 +344,15 @@ fn demo_fetches_writes_and_cleans_up() {
     // Each sink writes on its own: wait for this one too.
     let raw = object["token"].as_str().unwrap().to_owned();
     wait_for("the raw token file", PATIENCE, || read_new(&dir.join("token"), None).filter(|t| *t == raw));
+
+    // The printed curl line works with no token: the proxy adds it.
+    let url = output
+        .split_whitespace()
+        .find(|word| word.starts_with("http://127.0.0.1:") && word.ends_with("/api/calendars/"))
+        .expect("the demo prints a curl line for its proxy");
+    let curl = std::process::Command::new("curl").args(["-s", "-w", "\n%{http_code}", url]).output().unwrap();
+    let answer = String::from_utf8_lossy(&curl.stdout).into_owned();
+    assert!(answer.ends_with("\n200") && answer.contains("calendars"), "{answer}");
 
     demo.signal(Signal::SIGINT);
     assert!(demo.wait_exit(Duration::from_secs(5)).success());

@@ -208,6 +208,10 @@ impl RawSink {
                 let listen = missing.check(self.listen.clone(), "listen");
                 let upstream = missing.check(self.upstream.clone(), "upstream");
                 listen.zip(upstream).map(|(listen, upstream)| {
+                    let mode = match &listen {
+                        Listen::Unix(_) => Some(self.mode.unwrap_or(defaults::SOCKET_MODE)),
+                        Listen::Tcp(_) => None,
+                    };
                     SinkConfig::Proxy(ProxySinkConfig {
                         listen,
                         upstream,
@@ -216,7 +220,7 @@ impl RawSink {
                         allow_uids: self.allow_uids.clone().unwrap_or_default(),
                         allow_gids: self.allow_gids.clone().unwrap_or_default(),
                         allow_origins: self.allow_origins.clone().unwrap_or_default(),
-                        mode: self.mode.unwrap_or(defaults::SOCKET_MODE),
+                        mode,
                         replay_limit: self.replay_limit.unwrap_or(defaults::REPLAY_LIMIT),
                         timeout: self.timeout.unwrap_or(defaults::PROXY_TIMEOUT),
                         ca_file: self.ca_file.clone(),

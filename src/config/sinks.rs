@@ -144,8 +144,9 @@ pub struct ProxySinkConfig {
     /// Browser origins (`scheme://host[:port]`) whose requests are served.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub allow_origins: Vec<String>,
-    /// A Unix listener's mode.
-    pub mode: Mode,
+    /// A Unix listener's mode; `None` on TCP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
     /// Request bodies up to this are kept, to be replayed once after a refresh.
     pub replay_limit: ByteSize,
     /// Until the upstream's response head.

@@ -52,7 +52,7 @@ fn the_example_config_parses() {
     let text = include_str!("../../config.example.toml");
     let env = Environment { credentials_directory: Some("/run/credentials/mcp-token-sync.service".into()) };
     let c = Config::parse(text, Path::new("config.example.toml"), &env).unwrap();
-    assert_eq!(c.sinks.len(), 5);
+    assert_eq!(c.sinks.len(), 6);
     let auth = c.source.auth.unwrap();
     assert_eq!(auth.credential_file, PathBuf::from("/run/credentials/mcp-token-sync.service/backend-key"));
 }
@@ -352,4 +352,94 @@ fn a_bad_cron_expression_is_named_with_its_line() {
     assert_eq!(key.as_deref(), Some("refresh.cron"));
     assert_eq!(line, Some(5));
     assert!(message.contains("\"0 3 * * *\" is not a cron expression with seconds"), "{message}");
+}
+
+/// A config with one proxy sink made of `keys`.
+fn proxy(keys: &str) -> String {
+    format!("{MINIMAL}[[sink]]\ntype = \"proxy\"\n{keys}\n")
+}
+
+#[test]
+fn a_proxy_gets_its_documented_defaults() {
+    let c = parse(&proxy("listen = \"127.0.0.1:8787\"\nupstream = \"https://backend.example.com/base\""))
+        .unwrap();
+    let SinkConfig::Proxy(p) = &c.sinks[0] else { panic!("a proxy sink") };
+    assert_eq!(p.listen, Listen::Tcp("127.0.0.1:8787".parse().unwrap()));
+    assert_eq!((p.header.as_str(), p.scheme.as_deref()), ("Authorization", Some("Bearer")));
+    assert_eq!(p.replay_limit, ByteSize(1 << 20));
+    assert_eq!(p.timeout, Duration::from_secs(60));
+    assert_eq!((p.max_connections, p.allow_http, p.mode), (1024, false, None));
+
+    let c = parse(&proxy(
+        "listen = \"/run/x/proxy.sock\"\nupstream = \"https://b.example\"\nheader = \"X-Google-MCP-Token\"\nreplay_limit = \"64KiB\"",
+    ))
+    .unwrap();
+    let SinkConfig::Proxy(p) = &c.sinks[0] else { panic!("a proxy sink") };
+    assert_eq!(p.listen, Listen::Unix("/run/x/proxy.sock".into()));
+    assert_eq!(p.mode, Some(Mode(0o660)));
+    assert_eq!(p.scheme, None, "no scheme before the token in another header, unless given");
+    assert_eq!(p.replay_limit, ByteSize(64 << 10));
+}
+
+#[test]
+fn proxy_keys_are_checked_each_with_its_key_and_line() {
+    let up = "upstream = \"https://b.example\"";
+    for (keys, key, line, words) in [
+        ("listen = \"0.0.0.0:8787\"", "sink[0].listen", 6, "not a loopback address"),
+        ("listen = \"192.168.1.5:8787\"", "sink[0].listen", 6, "not a loopback address"),
+        ("listen = \"127.0.0.1:0\"", "sink[0].listen", 6, "no port"),
+        ("listen = \"localhost:8787\"", "sink[0].listen", 6, "neither an IP address"),
+        (
+            "listen = \"127.0.0.1:8787\"\nupstream = \"http://b.example\"",
+            "sink[0].upstream",
+            7,
+            "sink[0].allow_http",
+        ),
+        (
+            "listen = \"127.0.0.1:8787\"\nupstream = \"https://u:p@b.example\"",
+            "sink[0].upstream",
+            7,
+            "user or password",
+        ),
+        (
+            "listen = \"127.0.0.1:8787\"\nupstream = \"https://b.example/?x=1\"",
+            "sink[0].upstream",
+            7,
+            "query",
+        ),
+        ("listen = \"127.0.0.1:8787\"\nheader = \"Host\"", "sink[0].header", 7, "the proxy itself handles"),
+        (
+            "listen = \"127.0.0.1:8787\"\nheader = \"bad header\"",
+            "sink[0].header",
+            7,
+            "not a valid HTTP header",
+        ),
+        ("listen = \"127.0.0.1:8787\"\nscheme = \"Bearer x\"", "sink[0].scheme", 7, "one word"),
+        (
+            "listen = \"127.0.0.1:8787\"\nallow_origins = [\"http://localhost:3000/app\"]",
+            "sink[0].allow_origins[0]",
+            7,
+            "origin",
+        ),
+        ("listen = \"127.0.0.1:8787\"\nreplay_limit = \"lots\"", "sink[0].replay_limit", 7, "is not a size"),
+        ("listen = \"127.0.0.1:8787\"\ntimeout = \"0s\"", "sink[0].timeout", 7, "longer than 0s"),
+        ("listen = \"127.0.0.1:8787\"\nmode = \"0600\"", "sink[0].mode", 7, "only to a Unix listener"),
+    ] {
+        let text = proxy(&format!("{keys}\n{}", if keys.contains("upstream") { "" } else { up }));
+        let (found, at, message) = only_problem(&text);
+        assert_eq!(found.as_deref(), Some(key), "{keys}: {message}");
+        assert_eq!(at, Some(line), "{keys}: {message}");
+        assert!(message.contains(words), "{keys}: {message}");
+    }
+    // Plain http is fine to loopback, or with allow_http.
+    parse(&proxy("listen = \"127.0.0.1:8787\"\nupstream = \"http://127.0.0.1:8000\"")).unwrap();
+    parse(&proxy("listen = \"[::1]:8787\"\nupstream = \"http://b.example\"\nallow_http = true")).unwrap();
+}
+
+#[test]
+fn two_proxies_on_one_address_are_refused() {
+    let one = "[[sink]]\ntype = \"proxy\"\nlisten = \"127.0.0.1:8787\"\nupstream = \"https://b.example\"\n";
+    let (key, _, message) = only_problem(&format!("{MINIMAL}{one}\n{one}"));
+    assert_eq!(key.as_deref(), Some("sink[1].listen"));
+    assert!(message.contains("already where sink[0] listens"), "{message}");
 }

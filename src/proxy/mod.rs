@@ -84,7 +84,10 @@ pub fn server(
             }
             (Listener::tcp(*address)?, hosts)
         }
-        Listen::Unix(path) => (Listener::unix(path, config.mode)?, Vec::new()),
+        Listen::Unix(path) => {
+            let mode = config.mode.expect("the config gives a Unix listener its mode");
+            (Listener::unix(path, mode)?, Vec::new())
+        }
     };
     let name = listener.name();
     let mut report = SinkReport::new("proxy", name.clone());
