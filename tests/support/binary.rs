@@ -28,7 +28,18 @@ impl DaemonProcess {
 
     /// With extra environment variables.
     pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> DaemonProcess {
-        let mut child = Command::new(BIN)
+        DaemonProcess::start(Command::new(BIN), args, env)
+    }
+
+    /// As another user (and group of the same number, no other groups): needs root.
+    pub fn spawn_as(uid: u32, args: &[&str]) -> DaemonProcess {
+        let mut setpriv = Command::new("setpriv");
+        setpriv.args([&format!("--reuid={uid}"), &format!("--regid={uid}"), "--clear-groups", BIN]);
+        DaemonProcess::start(setpriv, args, &[])
+    }
+
+    fn start(mut command: Command, args: &[&str], env: &[(&str, &str)]) -> DaemonProcess {
+        let mut child = command
             .args(args)
             .env("MCP_TOKEN_SYNC_LOG", "debug")
             .envs(env.iter().copied())

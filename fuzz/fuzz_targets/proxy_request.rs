@@ -1,0 +1,24 @@
+//! Whatever a client writes to a proxy, it answers with well-formed HTTP, never shows the token
+//! to the client, and keeps serving the next client (checks/proxy_request.rs).
+#![no_main]
+
+use std::sync::LazyLock;
+
+use tokio::runtime::Runtime;
+
+#[path = "../checks/proxy_request.rs"]
+mod check;
+
+static PROXY: LazyLock<(Runtime, check::Harness)> = LazyLock::new(|| {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let harness = rt.block_on(check::Harness::start());
+    (rt, harness)
+});
+
+libfuzzer_sys::fuzz_target!(|request: &[u8]| {
+    let (rt, harness) = &*PROXY;
+    rt.block_on(async {
+        check::check_answer(&harness.exchange(request, check::QUIET).await);
+        harness.assert_serving().await;
+    });
+});

@@ -1,0 +1,103 @@
+//! End to end with real MCP parts: the official Python SDK's FastMCP server over Streamable HTTP,
+//! accepting only the backend's current token, and the SDK's own client with no credentials at
+//! all, talking to it through the daemon's proxy while the token rotates underneath.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{Backend, api, wait_for};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A Python process of the test's, killed when the test ends however it ends.
+struct Python(Child);
+
+impl Python {
+    fn spawn(script: &str, args: &[&str]) -> Python {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp").join(script);
+        let child = Command::new("python3")
+            .arg(path)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 with the MCP SDK (scripts/test installs it: pip install \"mcp<2\" uvicorn)");
+        Python(child)
+    }
+
+    fn io(&mut self) -> (ChildStdin, BufReader<ChildStdout>) {
+        (self.0.stdin.take().unwrap(), BufReader::new(self.0.stdout.take().unwrap()))
+    }
+}
+
+impl Drop for Python {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The next JSON line the client prints.
+fn next_line(lines: &mut BufReader<ChildStdout>, client: &mut Python) -> Value {
+    let mut line = String::new();
+    lines.read_line(&mut line).unwrap();
+    serde_json::from_str(&line).unwrap_or_else(|_| {
+        panic!("the MCP client said {line:?} and exited {:?}", client.0.try_wait().unwrap())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_client_with_no_token_works_through_the_proxy_across_a_rotation() {
+    let backend = Backend::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("current-token");
+    std::fs::write(&token_file, backend.token()).unwrap();
+    let server_port = free_port();
+    let _server = Python::spawn("server.py", &[token_file.to_str().unwrap(), &server_port.to_string()]);
+    wait_for("the MCP server", PATIENCE, || std::net::TcpStream::connect(("127.0.0.1", server_port)).ok());
+
+    let proxy_port = free_port();
+    let d = api::start(
+        &backend,
+        &format!(
+            "[[sink]]\ntype = \"proxy\"\nlisten = \"127.0.0.1:{proxy_port}\"\nupstream = \"http://127.0.0.1:{server_port}\"\nheader = \"X-Google-MCP-Token\"\n"
+        ),
+    );
+    api::get_until(&d.socket, "/v1/token?format=raw", "a token", |r| r.status == 200).await;
+
+    let mut client = Python::spawn("client.py", &[&format!("http://127.0.0.1:{proxy_port}/mcp")]);
+    let (mut stdin, mut lines) = client.io();
+    let ready = tokio::task::block_in_place(|| next_line(&mut lines, &mut client));
+    assert_eq!(ready["tools"], serde_json::json!(["list_calendars", "sync_calendar"]), "{ready}");
+    assert_eq!(ready["first_error"], false, "{ready}");
+    assert!(ready["first"].to_string().contains("On-call"), "{ready}");
+
+    // The backend rotates: the MCP server now refuses the token the daemon holds.
+    let fresh = backend.rotate();
+    std::fs::write(&token_file, &fresh).unwrap();
+    let before = backend.fetches();
+    stdin.write_all(b"go\n").unwrap();
+    let done = tokio::task::block_in_place(|| next_line(&mut lines, &mut client));
+    assert_eq!(done["second_error"], false, "the call after the rotation failed: {done}");
+    assert!(done["second"].to_string().contains("On-call"), "{done}");
+    assert_eq!(backend.fetches() - before, 1, "the rotation cost one fetch: {done}");
+
+    // Progress arrives as the tool reports it (every 0.4 s), not all at once with the result.
+    let progress: Vec<f64> =
+        done["progress_at"].as_array().unwrap().iter().map(|t| t.as_f64().unwrap()).collect();
+    let result_at = done["result_at"].as_f64().unwrap();
+    assert_eq!(progress.len(), 3, "{done}");
+    assert!(result_at - progress[0] > 0.6, "the first progress came with the result: {done}");
+    assert!(progress[2] - progress[0] > 0.6, "the progress notifications came in one burst: {done}");
+    assert_eq!(done["synced"], serde_json::json!(["synced in 3 steps"]), "{done}");
+    assert!(!d.daemon.output().contains("SECRET-tok"), "the daemon logged a token");
+}
