@@ -14,11 +14,12 @@ use support::{Backend, api, wait_for};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// A Python process of the test's, killed when the test ends however it ends.
-struct Python(Child);
+/// A process of the test's (the MCP server, a client, the bridge), killed when the test ends
+/// however it ends.
+struct Process(Child);
 
-impl Python {
-    fn spawn(script: &str, args: &[&str]) -> Python {
+impl Process {
+    fn python(script: &str, args: &[&str]) -> Process {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp").join(script);
         let child = Command::new("python3")
             .arg(path)
@@ -27,7 +28,7 @@ impl Python {
             .stdout(Stdio::piped())
             .spawn()
             .expect("python3 with the MCP SDK (scripts/test installs it: pip install \"mcp<2\" uvicorn)");
-        Python(child)
+        Process(child)
     }
 
     fn io(&mut self) -> (ChildStdin, BufReader<ChildStdout>) {
@@ -35,7 +36,7 @@ impl Python {
     }
 }
 
-impl Drop for Python {
+impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -46,13 +47,11 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// The next JSON line the client prints.
-fn next_line(lines: &mut BufReader<ChildStdout>, client: &mut Python) -> Value {
+/// The next JSON line a client prints (an empty line: it exited; its stderr is the test's).
+fn next_line(lines: &mut BufReader<ChildStdout>) -> Value {
     let mut line = String::new();
     lines.read_line(&mut line).unwrap();
-    serde_json::from_str(&line).unwrap_or_else(|_| {
-        panic!("the MCP client said {line:?} and exited {:?}", client.0.try_wait().unwrap())
-    })
+    serde_json::from_str(&line).unwrap_or_else(|_| panic!("the MCP client said {line:?}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,7 +61,7 @@ async fn an_mcp_client_with_no_token_works_through_the_proxy_across_a_rotation()
     let token_file = dir.path().join("current-token");
     std::fs::write(&token_file, backend.token()).unwrap();
     let server_port = free_port();
-    let _server = Python::spawn("server.py", &[token_file.to_str().unwrap(), &server_port.to_string()]);
+    let _server = Process::python("server.py", &[token_file.to_str().unwrap(), &server_port.to_string()]);
     wait_for("the MCP server", PATIENCE, || std::net::TcpStream::connect(("127.0.0.1", server_port)).ok());
 
     let proxy_port = free_port();
@@ -74,9 +73,9 @@ async fn an_mcp_client_with_no_token_works_through_the_proxy_across_a_rotation()
     );
     api::get_until(&d.socket, "/v1/token?format=raw", "a token", |r| r.status == 200).await;
 
-    let mut client = Python::spawn("client.py", &[&format!("http://127.0.0.1:{proxy_port}/mcp")]);
+    let mut client = Process::python("client.py", &[&format!("http://127.0.0.1:{proxy_port}/mcp")]);
     let (mut stdin, mut lines) = client.io();
-    let ready = tokio::task::block_in_place(|| next_line(&mut lines, &mut client));
+    let ready = tokio::task::block_in_place(|| next_line(&mut lines));
     assert_eq!(ready["tools"], serde_json::json!(["list_calendars", "sync_calendar"]), "{ready}");
     assert_eq!(ready["first_error"], false, "{ready}");
     assert!(ready["first"].to_string().contains("On-call"), "{ready}");
@@ -86,7 +85,7 @@ async fn an_mcp_client_with_no_token_works_through_the_proxy_across_a_rotation()
     std::fs::write(&token_file, &fresh).unwrap();
     let before = backend.fetches();
     stdin.write_all(b"go\n").unwrap();
-    let done = tokio::task::block_in_place(|| next_line(&mut lines, &mut client));
+    let done = tokio::task::block_in_place(|| next_line(&mut lines));
     assert_eq!(done["second_error"], false, "the call after the rotation failed: {done}");
     assert!(done["second"].to_string().contains("On-call"), "{done}");
     assert_eq!(backend.fetches() - before, 1, "the rotation cost one fetch: {done}");
@@ -100,4 +99,61 @@ async fn an_mcp_client_with_no_token_works_through_the_proxy_across_a_rotation()
     assert!(progress[2] - progress[0] > 0.6, "the progress notifications came in one burst: {done}");
     assert_eq!(done["synced"], serde_json::json!(["synced in 3 steps"]), "{done}");
     assert!(!d.daemon.output().contains("SECRET-tok"), "the daemon logged a token");
+}
+
+/// Claude Desktop speaks only stdio: `npx mcp-remote http://127.0.0.1:8787/mcp` bridges it to
+/// the proxy. The bridge gets no header; the token still rotates under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stdio_host_works_through_mcp_remote_and_the_proxy() {
+    let backend = Backend::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("current-token");
+    std::fs::write(&token_file, backend.token()).unwrap();
+    let server_port = free_port();
+    let _server = Process::python("server.py", &[token_file.to_str().unwrap(), &server_port.to_string()]);
+    wait_for("the MCP server", PATIENCE, || std::net::TcpStream::connect(("127.0.0.1", server_port)).ok());
+    let proxy_port = free_port();
+    let d = api::start(
+        &backend,
+        &format!(
+            "[[sink]]\ntype = \"proxy\"\nlisten = \"127.0.0.1:{proxy_port}\"\nupstream = \"http://127.0.0.1:{server_port}\"\nheader = \"X-Google-MCP-Token\"\n"
+        ),
+    );
+    api::get_until(&d.socket, "/v1/token?format=raw", "a token", |r| r.status == 200).await;
+
+    // mcp-remote keeps OAuth state under $HOME: a home of the test's own.
+    let bridge = Command::new("mcp-remote")
+        .arg(format!("http://127.0.0.1:{proxy_port}/mcp"))
+        .env("HOME", dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mcp-remote (scripts/test installs it: npm install mcp-remote)");
+    let mut bridge = Process(bridge);
+    let (mut stdin, mut lines) = bridge.io();
+    let mut rpc = |message: Value| {
+        stdin.write_all(format!("{message}\n").as_bytes()).unwrap();
+        if message.get("id").is_none() {
+            return Value::Null;
+        }
+        tokio::task::block_in_place(|| next_line(&mut lines))
+    };
+    let init = rpc(serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "desktop", "version": "1"}}}));
+    assert_eq!(init["result"]["serverInfo"]["name"], "calendar", "{init}");
+    rpc(serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    let call = serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "list_calendars", "arguments": {}}});
+    let first = rpc(call.clone());
+    assert!(first["result"].to_string().contains("On-call"), "{first}");
+
+    let fresh = backend.rotate();
+    std::fs::write(&token_file, &fresh).unwrap();
+    let before = backend.fetches();
+    let second = rpc(serde_json::json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "list_calendars", "arguments": {}}}));
+    assert!(second["result"].to_string().contains("On-call"), "{second}");
+    assert_eq!(second["result"]["isError"], false, "{second}");
+    assert_eq!(backend.fetches() - before, 1, "the rotation cost one fetch");
 }

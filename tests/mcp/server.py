@@ -11,7 +11,7 @@ from mcp.server.fastmcp import Context, FastMCP
 
 token_file = pathlib.Path(sys.argv[1])
 port = int(sys.argv[2])
-mcp = FastMCP("calendar", host="127.0.0.1", port=port)
+mcp = FastMCP("calendar", host="127.0.0.1", port=port, log_level="WARNING")
 
 
 @mcp.tool()
