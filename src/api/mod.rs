@@ -5,6 +5,7 @@
 //! view of the daemon.
 
 mod report;
+mod respond;
 mod routes;
 mod status;
 
@@ -20,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::server::{Acl, BindError, Handler, Listener, Peer, Server};
 use crate::sinks::SinkReport;
 
-pub use routes::Body;
+pub use respond::Body;
 
 /// What every request's handler reads. Sinks and config change on reload.
 pub struct Shared {

@@ -9,12 +9,14 @@ use hyper::{Request, Response, StatusCode};
 use tracing::info;
 
 use super::Shared;
-use super::routes::{Body, MAX_WAIT, error, no_token, query, read_body, secret};
+use super::respond::{Body, error, no_token, query, read_body, secret};
 use crate::config::duration_display;
 use crate::metrics::ReportOutcome;
 
 /// How long a report waits for its refresh unless `?wait=` says otherwise.
 const DEFAULT_WAIT: Duration = Duration::from_secs(10);
+/// The longest a request waits for a refresh.
+pub(super) const MAX_WAIT: Duration = Duration::from_secs(60);
 
 /// What a report asks.
 struct Report {

@@ -1,27 +1,19 @@
 //! The routes of DESIGN §7 and their status codes.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream;
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited, StreamBody};
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 use tokio::sync::watch;
 
+use super::respond::{Body, empty, error, json_response, no_token, query, read_body, secret, text};
 use super::{Shared, report, status};
 use crate::token::TokenState;
-
-pub type Body = BoxBody<Bytes, Infallible>;
-
-const MAX_BODY: usize = 4 * 1024;
-const BODY_TIMEOUT: Duration = Duration::from_secs(10);
-/// The longest a request waits for a refresh.
-pub(super) const MAX_WAIT: Duration = Duration::from_secs(60);
 
 /// A route, as counted in metrics.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -186,7 +178,7 @@ async fn refresh(shared: &Shared, request: Request<Incoming>) -> Response<Body> 
     if let Err(response) = read_body(request).await {
         return response;
     }
-    match tokio::time::timeout(MAX_WAIT, shared.engine.refresh("POST /v1/refresh")).await {
+    match tokio::time::timeout(report::MAX_WAIT, shared.engine.refresh("POST /v1/refresh")).await {
         Ok(Ok(refreshed)) => json_response(
             StatusCode::OK,
             &json!({"version": refreshed.version, "changed": refreshed.changed}),
@@ -203,60 +195,4 @@ fn health(shared: &Shared) -> Response<Body> {
     } else {
         json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"status": "unhealthy", "problems": problems}))
     }
-}
-
-/// The request body, at most [`MAX_BODY`] bytes within [`BODY_TIMEOUT`].
-pub(super) async fn read_body(request: Request<Incoming>) -> Result<Bytes, Response<Body>> {
-    let too_large = || error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "the body is limited to 4 KiB");
-    let declared =
-        request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY as u64) {
-        return Err(too_large());
-    }
-    match tokio::time::timeout(BODY_TIMEOUT, Limited::new(request.into_body(), MAX_BODY).collect()).await {
-        Err(_) => Err(error(StatusCode::REQUEST_TIMEOUT, "timeout", "the body did not arrive in time")),
-        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(too_large()),
-        Ok(Err(_)) => Err(error(StatusCode::BAD_REQUEST, "bad_request", "the body could not be read")),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-    }
-}
-
-pub(super) fn query(request: &Request<Incoming>, name: &str) -> Option<String> {
-    let query = request.uri().query()?;
-    url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
-}
-
-fn empty() -> Body {
-    BodyExt::boxed(Full::new(Bytes::new()))
-}
-
-fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
-    let mut response = Response::new(BodyExt::boxed(Full::new(Bytes::from(body))));
-    *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
-}
-
-pub(super) fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut response = text(status, "application/json", value.to_string());
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
-/// A response carrying the token, in a copy that is zeroed once hyper has written it.
-pub(super) fn secret(body: &[u8], content_type: &'static str) -> Response<Body> {
-    let body = Bytes::from_owner(zeroize::Zeroizing::new(body.to_vec()));
-    let mut response = Response::new(BodyExt::boxed(Full::new(body)));
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
-pub(super) fn error(status: StatusCode, code: &str, detail: &str) -> Response<Body> {
-    json_response(status, &json!({"error": code, "detail": detail}))
-}
-
-pub(super) fn no_token(code: &str, detail: &str) -> Response<Body> {
-    error(StatusCode::SERVICE_UNAVAILABLE, code, detail)
 }

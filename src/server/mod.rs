@@ -17,7 +17,6 @@
 mod connections;
 mod listener;
 pub mod peer;
-mod socket_file;
 mod stall;
 
 use std::convert::Infallible;

@@ -1,13 +1,15 @@
 //! A listening socket: a Unix socket file with its own mode, or a loopback TCP address.
 
+mod socket_file;
+
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use tokio::net::{TcpListener, TcpSocket, UnixListener};
 
-use super::socket_file::{self, SocketFile};
 use crate::config::Mode;
+use socket_file::SocketFile;
 
 /// Connections the kernel queues before we accept them; also bounds a flood's memory there.
 const BACKLOG: u32 = 1024;

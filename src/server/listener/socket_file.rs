@@ -7,7 +7,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
-use super::listener::BindError;
+use super::BindError;
 use crate::config::Mode;
 
 /// The socket's file; removed on drop if it is still ours.
