@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     /// The wait after the first failure.
     pub first: Duration,
     /// The longest wait, however many failures.
@@ -12,12 +12,12 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    pub const fn new(first: Duration, max: Duration) -> Backoff {
+    pub(crate) const fn new(first: Duration, max: Duration) -> Backoff {
         Backoff { first, max }
     }
 
     /// The wait after `failures` consecutive failures: `first`, doubling per failure, up to `max`.
-    pub fn after(&self, failures: u32) -> Duration {
+    pub(crate) fn after(&self, failures: u32) -> Duration {
         let doublings = failures.saturating_sub(1).min(31);
         self.first.saturating_mul(1 << doublings).min(self.max)
     }

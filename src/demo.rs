@@ -33,7 +33,7 @@ const AGENT: &str = "google-calender-mcp";
 const ROTATE_EVERY: Duration = Duration::from_secs(20);
 const LIFETIME: Duration = Duration::from_secs(60);
 
-pub async fn run(logging: Logging) -> anyhow::Result<()> {
+pub(crate) async fn run(logging: Logging) -> anyhow::Result<()> {
     let addr = start_backend().await.context("starting the embedded backend")?;
     let dir =
         tempfile::Builder::new().prefix("mcp-token-sync-demo-").tempdir().context("creating a temp dir")?;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use crate::config::{Mode, Ownership};
 
 #[derive(Debug, thiserror::Error)]
-pub enum WriteError {
+pub(crate) enum WriteError {
     #[error(
         "{0} is a symbolic link; refusing to write through it (remove it, or point the sink at the real path)"
     )]
@@ -29,7 +29,7 @@ fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) 
 }
 
 /// Atomically replaces `path` with `contents`, with the given mode and ownership.
-pub fn write_atomic(
+pub(crate) fn write_atomic(
     path: &Path,
     contents: &[u8],
     mode: Mode,
@@ -68,7 +68,7 @@ pub fn write_atomic(
 }
 
 /// Removes `path` if it exists (a symlink is removed itself, not its target).
-pub fn remove(path: &Path) -> Result<bool, WriteError> {
+pub(crate) fn remove(path: &Path) -> Result<bool, WriteError> {
     match fs::remove_file(path) {
         Ok(()) => sync_dir(parent(path)).map(|()| true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),

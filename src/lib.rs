@@ -19,24 +19,24 @@
 #![deny(unsafe_code)]
 
 pub mod api;
-pub mod backoff;
+pub(crate) mod backoff;
 pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
 pub mod daemon;
-pub mod demo;
+pub(crate) mod demo;
 pub mod engine;
-pub mod fsutil;
-pub mod logging;
+pub(crate) mod fsutil;
+pub(crate) mod logging;
 pub mod metrics;
-pub mod process;
+pub(crate) mod process;
 pub mod proxy;
 pub mod schedule;
-pub mod server;
-pub mod sinks;
+pub(crate) mod server;
+pub(crate) mod sinks;
 pub mod source;
-pub mod state;
-pub mod systemd;
+pub(crate) mod state;
+pub(crate) mod systemd;
 pub mod token;
 pub mod validate;

@@ -26,7 +26,7 @@ pub struct Logging {
 /// Installs the logger. `level` (from `--log-level`), else `MCP_TOKEN_SYNC_LOG`, is a filter such
 /// as `debug` or `mcp_token_sync=debug`; the default shows this crate's info and everyone's
 /// warnings.
-pub fn init(fixed: Option<LogFormat>, configured: LogFormat, level: Option<&str>) -> Logging {
+pub(crate) fn init(fixed: Option<LogFormat>, configured: LogFormat, level: Option<&str>) -> Logging {
     let filter = level
         .map(EnvFilter::new)
         .or_else(|| EnvFilter::try_from_env("MCP_TOKEN_SYNC_LOG").ok())

@@ -4,7 +4,7 @@
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 
 /// No core dumps, and no ptrace or /proc/PID/mem access by other processes of the same uid.
-pub fn harden() -> nix::Result<()> {
+pub(crate) fn harden() -> nix::Result<()> {
     nix::sys::prctl::set_dumpable(false)?;
     setrlimit(Resource::RLIMIT_CORE, 0, 0)
 }
@@ -12,7 +12,7 @@ pub fn harden() -> nix::Result<()> {
 /// Raises the soft limit on open files to the hard one. systemd starts services at 1024, which
 /// one socket's default `max_connections` alone would use up, and sets the hard limit high for
 /// programs that ask (we never use `select()`, the reason for the low default).
-pub fn raise_fd_limit() -> nix::Result<()> {
+pub(crate) fn raise_fd_limit() -> nix::Result<()> {
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
     if soft < hard { setrlimit(Resource::RLIMIT_NOFILE, hard, hard) } else { Ok(()) }
 }

@@ -60,19 +60,19 @@ struct Held<'a> {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct StateFile {
+pub(crate) struct StateFile {
     pub path: PathBuf,
     owner: Owner,
 }
 
 impl StateFile {
-    pub fn new(state_dir: &Path, source: &SourceConfig) -> StateFile {
+    pub(crate) fn new(state_dir: &Path, source: &SourceConfig) -> StateFile {
         StateFile { path: state_dir.join(FILE_NAME), owner: Owner::of(source) }
     }
 
     /// What to start with: the saved token if it is ours and unexpired; `Expired` (to keep the
     /// version count) if it is ours but expired; else nothing.
-    pub fn restore(&self, now: SystemTime) -> TokenState {
+    pub(crate) fn restore(&self, now: SystemTime) -> TokenState {
         let bytes = match fs::read(&self.path) {
             Ok(bytes) => Zeroizing::new(bytes),
             Err(e) if e.kind() == ErrorKind::NotFound => return TokenState::Empty,
@@ -124,7 +124,7 @@ impl StateFile {
     }
 
     /// Blocking. Saves `state`; creates `state_dir` (0700) if needed.
-    pub fn save(&self, state: &TokenState) -> Result<(), WriteError> {
+    pub(crate) fn save(&self, state: &TokenState) -> Result<(), WriteError> {
         let current = match state {
             TokenState::Empty => return Ok(()),
             TokenState::Valid(current) => Some(current),
@@ -156,7 +156,7 @@ impl StateFile {
     }
 
     /// Blocking. Removes the file, when the state moves elsewhere.
-    pub fn remove(&self) -> Result<(), WriteError> {
+    pub(crate) fn remove(&self) -> Result<(), WriteError> {
         fsutil::remove(&self.path).map(drop)
     }
 }

@@ -19,24 +19,24 @@ fn send(states: &[NotifyState]) {
 }
 
 /// The socket listens and signals are handled: clients can connect.
-pub fn ready() {
+pub(crate) fn ready() {
     send(&[NotifyState::Ready]);
 }
 
 /// A reload begins; `ready()` ends it.
-pub fn reloading() {
+pub(crate) fn reloading() {
     match NotifyState::monotonic_usec_now() {
         Ok(now) => send(&[NotifyState::Reloading, now]),
         Err(e) => debug!("cannot read the monotonic clock: {e}"),
     }
 }
 
-pub fn stopping() {
+pub(crate) fn stopping() {
     send(&[NotifyState::Stopping]);
 }
 
 /// `STATUS=` for `systemctl status`: the token's state, never the token.
-pub fn status_line(state: &TokenState, now: SystemTime) -> String {
+pub(crate) fn status_line(state: &TokenState, now: SystemTime) -> String {
     match state {
         TokenState::Empty => "no token yet".into(),
         TokenState::Expired { version } => format!("version {version}: expired, no valid token"),
@@ -50,7 +50,7 @@ pub fn status_line(state: &TokenState, now: SystemTime) -> String {
 }
 
 /// Sends `STATUS=` on every change of the token, until the channel closes.
-pub async fn report_status(mut token: watch::Receiver<TokenState>) {
+pub(crate) async fn report_status(mut token: watch::Receiver<TokenState>) {
     loop {
         let line = status_line(&token.borrow_and_update(), SystemTime::now());
         send(&[NotifyState::Status(&line)]);
@@ -62,26 +62,26 @@ pub async fn report_status(mut token: watch::Receiver<TokenState>) {
 
 /// `WATCHDOG=1` at half of `WatchdogSec=`. Pinged from the engine's own loop, so an engine that
 /// wedges stops pinging and systemd restarts it.
-pub struct Watchdog {
+pub(crate) struct Watchdog {
     interval: Option<Duration>,
     next: Instant,
 }
 
 impl Watchdog {
-    pub fn from_env() -> Watchdog {
+    pub(crate) fn from_env() -> Watchdog {
         let interval = sd_notify::watchdog_enabled().map(|timeout| timeout / 2);
         Watchdog { interval, next: Instant::now() }
     }
 
     /// Completes when a ping is due (never, without a watchdog).
-    pub async fn due(&self) {
+    pub(crate) async fn due(&self) {
         match self.interval {
             Some(_) => tokio::time::sleep_until(self.next).await,
             None => std::future::pending().await,
         }
     }
 
-    pub fn ping(&mut self) {
+    pub(crate) fn ping(&mut self) {
         if let Some(interval) = self.interval {
             send(&[NotifyState::Watchdog]);
             self.next = Instant::now() + interval;

@@ -64,7 +64,7 @@ impl Route {
     }
 }
 
-pub async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
+pub(super) async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
     let route = Route::of(request.uri().path());
     let response = match route.method() {
         None => {
@@ -94,7 +94,7 @@ pub async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Bod
     response
 }
 
-pub fn forbidden() -> Response<Body> {
+pub(super) fn forbidden() -> Response<Body> {
     error(
         StatusCode::FORBIDDEN,
         "forbidden",

@@ -10,7 +10,7 @@ use crate::clock;
 use crate::token::TokenState;
 
 /// `fresh`, `expiring` (past the point where a refresh was due), `expired` or `empty`.
-pub fn state_name(state: &TokenState, fraction: f64, now: SystemTime) -> &'static str {
+pub(super) fn state_name(state: &TokenState, fraction: f64, now: SystemTime) -> &'static str {
     match state {
         TokenState::Empty => "empty",
         TokenState::Expired { .. } => "expired",
@@ -21,7 +21,7 @@ pub fn state_name(state: &TokenState, fraction: f64, now: SystemTime) -> &'stati
     }
 }
 
-pub fn status(shared: &Shared) -> Value {
+pub(super) fn status(shared: &Shared) -> Value {
     let state = shared.engine.token().borrow().clone();
     let engine = shared.engine.status().borrow().clone();
     let time = |t: Option<SystemTime>| t.map(clock::rfc3339);
@@ -56,7 +56,7 @@ pub fn status(shared: &Shared) -> Value {
 
 /// Why the daemon is unhealthy; empty when it holds a valid token and every sink's last write
 /// succeeded.
-pub fn health_problems(shared: &Shared) -> Vec<String> {
+pub(super) fn health_problems(shared: &Shared) -> Vec<String> {
     let mut problems = Vec::new();
     match &*shared.engine.token().borrow() {
         TokenState::Valid(_) => {}

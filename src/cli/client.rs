@@ -26,27 +26,27 @@ fn client_verb<F: std::future::Future<Output = Outcome>>(
     rt.block_on(verb(Client::new(socket)))
 }
 
-pub fn token(socket: &Path, json: bool) -> Outcome {
+pub(super) fn token(socket: &Path, json: bool) -> Outcome {
     client_verb(socket, |c| token_verb(c, json))
 }
 
-pub fn report_401(socket: &Path, version: Option<u64>) -> Outcome {
+pub(super) fn report_401(socket: &Path, version: Option<u64>) -> Outcome {
     client_verb(socket, |c| report_401_verb(c, version))
 }
 
-pub fn refresh(socket: &Path) -> Outcome {
+pub(super) fn refresh(socket: &Path) -> Outcome {
     client_verb(socket, refresh_verb)
 }
 
-pub fn status(socket: &Path, json: bool) -> Outcome {
+pub(super) fn status(socket: &Path, json: bool) -> Outcome {
     client_verb(socket, |c| status_verb(c, json))
 }
 
-pub fn watch(socket: &Path) -> Outcome {
+pub(super) fn watch(socket: &Path) -> Outcome {
     client_verb(socket, watch_verb)
 }
 
-pub fn headers(socket: &Path, header: &str, scheme: Option<String>) -> Outcome {
+pub(super) fn headers(socket: &Path, header: &str, scheme: Option<String>) -> Outcome {
     // Checked before asking the daemon, so a typo is a usage error (2), not a runtime one.
     if hyper::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
         return Err(fail(CONFIG_ERROR, format!("--header {header:?} is not an HTTP header name")));

@@ -10,7 +10,7 @@ use crate::logging::{self, Logging};
 use crate::{demo as demo_mod, process};
 
 /// What the command line says about logging, applied over the config's choice.
-pub struct LogChoice {
+pub(super) struct LogChoice {
     pub format: Option<LogFormat>,
     pub level: Option<String>,
 }
@@ -45,27 +45,27 @@ fn block_on_then_stop<T>(rt: tokio::runtime::Runtime, work: impl std::future::Fu
     result
 }
 
-pub fn run(path: &Path, logs: &LogChoice) -> Outcome {
+pub(super) fn run(path: &Path, logs: &LogChoice) -> Outcome {
     let (config, parts) = load(path)?;
     let (logging, rt) = start(logs, config.daemon.log_format)?;
     block_on_then_stop(rt, daemon::serve(path.to_owned(), parts, logging))
         .map_err(|e| fail(RUNTIME_FAILURE, e))
 }
 
-pub fn check(path: &Path) -> Outcome {
+pub(super) fn check(path: &Path) -> Outcome {
     let (config, _) = load(path)?;
     let resolved = toml::to_string(&config).expect("the config serializes");
     println!("# {} is valid. Resolved, with defaults:\n\n{resolved}", path.display());
     Ok(())
 }
 
-pub fn once(path: &Path, logs: &LogChoice) -> Outcome {
+pub(super) fn once(path: &Path, logs: &LogChoice) -> Outcome {
     let (config, parts) = load(path)?;
     let (_logging, rt) = start(logs, config.daemon.log_format)?;
     rt.block_on(daemon::once(parts)).map_err(|e| fail(RUNTIME_FAILURE, e))
 }
 
-pub fn demo(logs: &LogChoice) -> Outcome {
+pub(super) fn demo(logs: &LogChoice) -> Outcome {
     let (logging, rt) = start(logs, LogFormat::Text)?;
     block_on_then_stop(rt, demo_mod::run(logging)).map_err(|e| fail(RUNTIME_FAILURE, format!("demo: {e:#}")))
 }

@@ -186,59 +186,59 @@ pub(super) mod defaults {
 
     use super::super::values::{ByteSize, Mode};
 
-    pub const EXPIRES_AT_FIELD: &str = "/expires_at";
+    pub(crate) const EXPIRES_AT_FIELD: &str = "/expires_at";
 
-    pub fn timeout() -> Duration {
+    pub(crate) fn timeout() -> Duration {
         Duration::from_secs(10)
     }
-    pub fn token_field() -> String {
+    pub(crate) fn token_field() -> String {
         "/token".into()
     }
-    pub fn valid_field() -> String {
+    pub(crate) fn valid_field() -> String {
         "/valid".into()
     }
-    pub fn agent_field() -> String {
+    pub(crate) fn agent_field() -> String {
         "/agent_name".into()
     }
-    pub fn lifetime_fraction() -> f64 {
+    pub(crate) fn lifetime_fraction() -> f64 {
         0.6
     }
-    pub fn jitter() -> f64 {
+    pub(crate) fn jitter() -> f64 {
         0.1
     }
-    pub fn min_interval() -> Duration {
+    pub(crate) fn min_interval() -> Duration {
         Duration::from_secs(5)
     }
-    pub fn max_interval() -> Duration {
+    pub(crate) fn max_interval() -> Duration {
         Duration::from_secs(15 * 60)
     }
-    pub fn backoff_max() -> Duration {
+    pub(crate) fn backoff_max() -> Duration {
         Duration::from_secs(120)
     }
-    pub fn min_remaining() -> Duration {
+    pub(crate) fn min_remaining() -> Duration {
         Duration::from_secs(10)
     }
-    pub fn max_lifetime() -> Duration {
+    pub(crate) fn max_lifetime() -> Duration {
         Duration::from_secs(30 * 24 * 3600)
     }
-    pub fn probe_header() -> String {
+    pub(crate) fn probe_header() -> String {
         "X-Google-MCP-Token".into()
     }
-    pub fn probe_expect() -> Vec<u16> {
+    pub(crate) fn probe_expect() -> Vec<u16> {
         vec![200]
     }
-    pub fn state_dir() -> PathBuf {
+    pub(crate) fn state_dir() -> PathBuf {
         "/var/lib/mcp-token-sync".into()
     }
-    pub fn yes() -> bool {
+    pub(crate) fn yes() -> bool {
         true
     }
-    pub const PRIVATE_MODE: Mode = Mode(0o600);
-    pub const SOCKET_MODE: Mode = Mode(0o660);
-    pub const MAX_CONNECTIONS: usize = 1024;
-    pub const KEYRING_SERVICE: &str = "mcp-token-sync";
-    pub const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
-    pub const PROXY_HEADER: &str = "Authorization";
-    pub const PROXY_TIMEOUT: Duration = Duration::from_secs(60);
-    pub const REPLAY_LIMIT: ByteSize = ByteSize(1 << 20);
+    pub(crate) const PRIVATE_MODE: Mode = Mode(0o600);
+    pub(crate) const SOCKET_MODE: Mode = Mode(0o660);
+    pub(crate) const MAX_CONNECTIONS: usize = 1024;
+    pub(crate) const KEYRING_SERVICE: &str = "mcp-token-sync";
+    pub(crate) const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
+    pub(crate) const PROXY_HEADER: &str = "Authorization";
+    pub(crate) const PROXY_TIMEOUT: Duration = Duration::from_secs(60);
+    pub(crate) const REPLAY_LIMIT: ByteSize = ByteSize(1 << 20);
 }

@@ -15,7 +15,7 @@ const DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(300);
 ///
 /// Watches the file's directory, not the file: editors save by renaming a new file over the old
 /// one, which a watch on the old inode would miss.
-pub fn watch(path: &Path, changed: mpsc::Sender<()>) -> Option<Debouncer<RecommendedWatcher>> {
+pub(super) fn watch(path: &Path, changed: mpsc::Sender<()>) -> Option<Debouncer<RecommendedWatcher>> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
     let name = path.file_name()?.to_owned();
     let debouncer = notify_debouncer_mini::new_debouncer(DEBOUNCE, move |events: DebounceEventResult| {

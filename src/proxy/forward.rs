@@ -17,7 +17,7 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 ];
 
 /// Removes the hop-by-hop headers of `headers`.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -37,7 +37,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// The request the upstream gets for the client's `parts`: its method and end-to-end headers,
 /// with `token` (name, value) in place of whatever the client sent under that name.
-pub fn upstream_request<B>(
+pub(super) fn upstream_request<B>(
     parts: &request::Parts,
     uri: Uri,
     host: &HeaderValue,

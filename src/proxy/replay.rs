@@ -17,7 +17,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use crate::server::BoxError;
 
 /// The first send's body, or the replay's.
-pub struct ReplayBody<B> {
+pub(super) struct ReplayBody<B> {
     shared: Arc<Mutex<Shared<B>>>,
     /// Which frame of `kept` this send hands out next.
     position: usize,
@@ -44,13 +44,13 @@ struct Shared<B> {
 struct Replaced;
 
 /// What the request handler keeps of a body it sent: enough to send it again, or to stop keeping.
-pub struct Kept<B> {
+pub(super) struct Kept<B> {
     shared: Arc<Mutex<Shared<B>>>,
     size_hint: SizeHint,
 }
 
 /// The body for the first send of `client`'s request, and what is kept of it.
-pub fn keep<B: Body<Data = Bytes> + Unpin>(client: B, limit: u64) -> (Kept<B>, ReplayBody<B>) {
+pub(super) fn keep<B: Body<Data = Bytes> + Unpin>(client: B, limit: u64) -> (Kept<B>, ReplayBody<B>) {
     let size_hint = client.size_hint();
     // A body declared larger than the limit cannot be replayed: do not keep any of it.
     let released = size_hint.lower() > limit;
@@ -71,7 +71,7 @@ pub fn keep<B: Body<Data = Bytes> + Unpin>(client: B, limit: u64) -> (Kept<B>, R
 
 impl<B> Kept<B> {
     /// The same body again, for the second send, if everything that passed was kept.
-    pub fn replay(&self) -> Option<ReplayBody<B>> {
+    pub(super) fn replay(&self) -> Option<ReplayBody<B>> {
         let mut shared = self.shared.lock().expect("never poisoned");
         if shared.released {
             return None;
@@ -86,7 +86,7 @@ impl<B> Kept<B> {
     }
 
     /// The upstream answered (not with a 401): stop keeping what the client still sends.
-    pub fn release(&self) {
+    pub(super) fn release(&self) {
         let mut shared = self.shared.lock().expect("never poisoned");
         shared.released = true;
         shared.kept = Vec::new();

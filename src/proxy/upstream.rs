@@ -28,7 +28,7 @@ const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle pooled connections are closed after this; upstreams close theirs sooner or later too.
 const POOL_IDLE: Duration = Duration::from_secs(60);
 
-pub type RequestBody = BoxBody<Bytes, BoxError>;
+pub(super) type RequestBody = BoxBody<Bytes, BoxError>;
 
 #[derive(Debug, thiserror::Error)]
 #[error("ca_file {path}: {reason}")]

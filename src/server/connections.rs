@@ -23,7 +23,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-pub struct Connections {
+pub(super) struct Connections {
     capacity: usize,
     live: Mutex<HashMap<u64, Arc<Entry>>>,
     /// Rung when a slot is freed or a connection may give way again.
@@ -49,21 +49,21 @@ impl Entry {
 }
 
 /// One admitted connection's slot; freed on drop.
-pub struct Slot {
+pub(super) struct Slot {
     id: u64,
     entry: Arc<Entry>,
     connections: Arc<Connections>,
 }
 
 /// What admitting a connection took.
-pub struct Admitted {
+pub(super) struct Admitted {
     pub slot: Slot,
     /// Another connection was closed to make room.
     pub made_room: bool,
 }
 
 impl Connections {
-    pub fn new(capacity: usize) -> Arc<Connections> {
+    pub(super) fn new(capacity: usize) -> Arc<Connections> {
         Arc::new(Connections {
             capacity,
             live: Mutex::default(),
@@ -74,7 +74,7 @@ impl Connections {
 
     /// A slot for a connection just accepted: a free one, else the one of the connection the
     /// daemon has done nothing for longest, else the first to free up.
-    pub async fn admit(self: &Arc<Self>) -> Admitted {
+    pub(super) async fn admit(self: &Arc<Self>) -> Admitted {
         loop {
             let room = self.room.notified();
             tokio::pin!(room);
@@ -87,7 +87,7 @@ impl Connections {
     }
 
     /// A slot now, if one is free or can be made free.
-    pub fn try_admit(self: &Arc<Self>) -> Option<Admitted> {
+    pub(super) fn try_admit(self: &Arc<Self>) -> Option<Admitted> {
         let mut live = self.live.lock().expect("never poisoned");
         let made_room = live.len() >= self.capacity;
         if made_room {
@@ -116,20 +116,20 @@ impl Connections {
 
 impl Slot {
     /// A request has come: not to be closed until it is answered.
-    pub fn answering(&self) {
+    pub(super) fn answering(&self) {
         self.entry.answering.store(true, Ordering::Relaxed);
     }
 
     /// An answer is out, or an answer of unknown length (`/v1/watch`) has started, with nothing
     /// to do between its lines.
-    pub fn answered(&self) {
+    pub(super) fn answered(&self) {
         self.entry.stamp.store(self.connections.tick(), Ordering::Relaxed);
         self.entry.answering.store(false, Ordering::Relaxed);
         self.connections.room.notify_one();
     }
 
     /// Whether a write is waiting for the peer to read (see `stall`).
-    pub fn set_stalled(&self, stalled: bool) {
+    pub(super) fn set_stalled(&self, stalled: bool) {
         if self.entry.stalled.swap(stalled, Ordering::Relaxed) != stalled && stalled {
             self.entry.stamp.store(self.connections.tick(), Ordering::Relaxed);
             self.connections.room.notify_one();
@@ -137,7 +137,7 @@ impl Slot {
     }
 
     /// Resolves when this connection has been closed to make room for another.
-    pub async fn evicted(&self) {
+    pub(super) async fn evicted(&self) {
         self.entry.close.cancelled().await
     }
 }
@@ -150,7 +150,7 @@ impl Drop for Slot {
 }
 
 /// A response body that keeps its connection answering until hyper is done with it.
-pub struct Tracked<B> {
+pub(super) struct Tracked<B> {
     body: B,
     slot: Arc<Slot>,
 }
@@ -158,7 +158,7 @@ pub struct Tracked<B> {
 impl<B: Body> Tracked<B> {
     /// With `streams_give_way`, a stream of unknown length (the API's `/v1/watch`, which has
     /// nothing to do between its lines) counts as answered from the start.
-    pub fn new(body: B, slot: Arc<Slot>, streams_give_way: bool) -> Tracked<B> {
+    pub(super) fn new(body: B, slot: Arc<Slot>, streams_give_way: bool) -> Tracked<B> {
         if streams_give_way && body.size_hint().exact().is_none() {
             slot.answered();
         }

@@ -16,7 +16,7 @@
 
 mod connections;
 mod listener;
-pub mod peer;
+pub(crate) mod peer;
 mod stall;
 
 use std::convert::Infallible;
@@ -36,18 +36,18 @@ use tracing::{debug, warn};
 use crate::backoff::Backoff;
 use crate::metrics::Metrics;
 use connections::{Admitted, Connections, Slot, Tracked};
-pub use listener::{BindError, Listener};
-pub use peer::{Acl, Peer};
+pub(crate) use listener::{BindError, Listener};
+pub(crate) use peer::{Acl, Peer};
 
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Request line and headers. hyper's floor is 8 KiB; MCP requests carry a few small headers.
-pub const MAX_HEAD: usize = 16 * 1024;
+pub(crate) const MAX_HEAD: usize = 16 * 1024;
 /// How often a listener that keeps running out of connections says so.
 const FULL_WARNING_EVERY: Duration = Duration::from_secs(60);
 /// Out of file descriptors and the like: retry accepting, but do not spin.
 const ACCEPT_BACKOFF: Backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(1280));
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What a server does with the requests of admitted peers.
 pub trait Handler: Send + Sync + 'static {

@@ -47,14 +47,14 @@ impl Acl {
 }
 
 /// The peer of a Unix socket connection.
-pub fn of_unix(stream: &tokio::net::UnixStream) -> io::Result<Peer> {
+pub(crate) fn of_unix(stream: &tokio::net::UnixStream) -> io::Result<Peer> {
     let cred = stream.peer_cred()?;
     Ok(Peer { uid: cred.uid(), gid: Some(cred.gid()), pid: cred.pid() })
 }
 
 /// The peer of a loopback TCP connection that `local` accepted from `remote`: the owner of the
 /// socket at `remote` whose other end is `local`.
-pub fn of_tcp(local: SocketAddr, remote: SocketAddr) -> io::Result<Peer> {
+pub(crate) fn of_tcp(local: SocketAddr, remote: SocketAddr) -> io::Result<Peer> {
     let uid = socket_owner(remote, local)?;
     let gid = nix::unistd::User::from_uid(uid.into()).ok().flatten().map(|user| user.gid.as_raw());
     Ok(Peer { uid, gid, pid: None })

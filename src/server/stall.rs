@@ -14,9 +14,9 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
-pub const WRITE_STALL: Duration = Duration::from_secs(10);
+pub(super) const WRITE_STALL: Duration = Duration::from_secs(10);
 
-pub struct StallGuard<T> {
+pub(super) struct StallGuard<T> {
     inner: T,
     /// Armed while a write is pending; reset when it makes progress.
     deadline: Option<Pin<Box<Sleep>>>,
@@ -24,7 +24,7 @@ pub struct StallGuard<T> {
 }
 
 impl<T> StallGuard<T> {
-    pub fn new(inner: T, on_stall: impl Fn(bool) + Send + 'static) -> StallGuard<T> {
+    pub(super) fn new(inner: T, on_stall: impl Fn(bool) + Send + 'static) -> StallGuard<T> {
         StallGuard { inner, deadline: None, on_stall: Box::new(on_stall) }
     }
 

@@ -15,13 +15,13 @@ use crate::clock;
     "the token contains {what} at byte {at}, which env files cannot carry unquoted \
      (only A-Z a-z 0-9 . _ + / = - are safe for every reader); this sink skips it, the others still publish"
 )]
-pub struct Unsafe {
+pub(crate) struct Unsafe {
     what: &'static str,
     at: usize,
 }
 
 /// The file's content for `token`; `expires` adds the expiry line.
-pub fn encode(
+pub(super) fn encode(
     variable: &str,
     token: &str,
     expires: Option<(&str, SystemTime)>,

@@ -25,7 +25,7 @@ const KEPT_VARIABLES: [&str; 3] = ["PATH", "HOME", "LANG"];
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 #[derive(Debug, thiserror::Error)]
-pub enum ExecError {
+pub(crate) enum ExecError {
     #[error("cannot start {program}: {source}")]
     Spawn { program: String, source: std::io::Error },
     #[error("{program} {status}{stderr}")]
@@ -36,21 +36,21 @@ pub enum ExecError {
     Wait { program: String, source: std::io::Error },
 }
 
-pub struct ExecSink {
+pub(crate) struct ExecSink {
     command: Vec<String>,
     timeout: Duration,
 }
 
 impl ExecSink {
-    pub fn new(c: &ExecSinkConfig) -> ExecSink {
+    pub(crate) fn new(c: &ExecSinkConfig) -> ExecSink {
         ExecSink { command: c.command.clone(), timeout: c.timeout }
     }
 
-    pub fn program(&self) -> &str {
+    pub(crate) fn program(&self) -> &str {
         &self.command[0]
     }
 
-    pub async fn apply(&self, state: &TokenState) -> Result<Applied, SinkError> {
+    pub(crate) async fn apply(&self, state: &TokenState) -> Result<Applied, SinkError> {
         let TokenState::Valid(current) = state else { return Ok(Applied::Nothing) };
         let program = self.program().to_owned();
         let mut command = Command::new(&program);

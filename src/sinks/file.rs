@@ -15,13 +15,13 @@ enum Encoding {
     Env { variable: String, expires_variable: Option<String> },
 }
 
-pub struct FileSink {
+pub(crate) struct FileSink {
     pub target: FileTarget,
     encoding: Encoding,
 }
 
 impl FileSink {
-    pub fn file(c: &FileSinkConfig) -> FileSink {
+    pub(crate) fn file(c: &FileSinkConfig) -> FileSink {
         let encoding = match c.format {
             FileFormat::Raw => Encoding::Raw,
             FileFormat::Json => Encoding::Json,
@@ -29,13 +29,13 @@ impl FileSink {
         FileSink { target: c.target.clone(), encoding }
     }
 
-    pub fn env_file(c: &EnvFileSinkConfig) -> FileSink {
+    pub(crate) fn env_file(c: &EnvFileSinkConfig) -> FileSink {
         let encoding =
             Encoding::Env { variable: c.variable.clone(), expires_variable: c.expires_variable.clone() };
         FileSink { target: c.target.clone(), encoding }
     }
 
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self.encoding {
             Encoding::Raw | Encoding::Json => "file",
             Encoding::Env { .. } => "env_file",
@@ -55,7 +55,7 @@ impl FileSink {
     }
 
     /// Blocking.
-    pub fn apply(&self, state: &TokenState) -> Result<Applied, SinkError> {
+    pub(crate) fn apply(&self, state: &TokenState) -> Result<Applied, SinkError> {
         let target = &self.target;
         match state {
             TokenState::Valid(current) => {

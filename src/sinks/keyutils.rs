@@ -22,7 +22,7 @@ use linux_keyutils::{KeyError, KeyPermissionsBuilder, KeyRing, KeyRingIdentifier
 use super::{Applied, SinkError};
 use crate::token::TokenState;
 
-pub struct KeyutilsSink {
+pub(crate) struct KeyutilsSink {
     /// `SERVICE:ACCOUNT`.
     pub description: String,
 }
@@ -33,7 +33,7 @@ fn fail(what: &'static str) -> impl FnOnce(KeyError) -> SinkError {
 
 impl KeyutilsSink {
     /// Blocking (system calls).
-    pub fn apply(&self, state: &TokenState) -> Result<Applied, SinkError> {
+    pub(crate) fn apply(&self, state: &TokenState) -> Result<Applied, SinkError> {
         // An unreplaced token disappears by itself: its key has the token's expiry as timeout.
         let TokenState::Valid(current) = state else { return Ok(Applied::Nothing) };
         let session = KeyRing::from_special_id(KeyRingIdentifier::Session, false)

@@ -39,7 +39,7 @@ pub struct Unsupported(pub String, pub &'static str);
 
 /// Why a sink could not apply a state. Messages never contain the token.
 #[derive(Debug, thiserror::Error)]
-pub enum SinkError {
+pub(crate) enum SinkError {
     #[error(transparent)]
     Write(#[from] WriteError),
     #[error(transparent)]
@@ -50,7 +50,7 @@ pub enum SinkError {
     Exec(#[from] exec::ExecError),
 }
 
-pub enum Sink {
+pub(crate) enum Sink {
     /// `file` and `env_file`.
     File(FileSink),
     Keyutils(KeyutilsSink),
@@ -84,7 +84,7 @@ impl SinkReport {
 
 /// What applying a state did, for the log.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Applied {
+pub(crate) enum Applied {
     Wrote,
     Removed,
     /// An exec sink's command ran and succeeded.
@@ -93,7 +93,7 @@ pub enum Applied {
 }
 
 impl Sink {
-    pub fn new(config: &SinkConfig) -> Result<Sink, Unsupported> {
+    pub(crate) fn new(config: &SinkConfig) -> Result<Sink, Unsupported> {
         Ok(match config {
             SinkConfig::File(c) => Sink::File(FileSink::file(c)),
             SinkConfig::EnvFile(c) => Sink::File(FileSink::env_file(c)),
@@ -121,7 +121,7 @@ impl Sink {
         })
     }
 
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Sink::File(s) => s.kind(),
             Sink::Keyutils(_) => "keyring",
@@ -133,7 +133,7 @@ impl Sink {
     }
 
     /// The path it writes, or another name where it has none.
-    pub fn target(&self) -> String {
+    pub(crate) fn target(&self) -> String {
         match self {
             Sink::File(s) => s.target.path.display().to_string(),
             Sink::Keyutils(s) => format!("keyutils {}", s.description),
@@ -145,12 +145,12 @@ impl Sink {
     }
 
     /// `file /run/mcp-token-sync/token`: how logs name the sink.
-    pub fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         format!("{} {}", self.kind(), self.target())
     }
 
     /// Brings the sink in line with `state`; blocking work runs off the async runtime.
-    pub async fn apply(self: Arc<Self>, state: TokenState) -> Result<Applied, SinkError> {
+    pub(crate) async fn apply(self: Arc<Self>, state: TokenState) -> Result<Applied, SinkError> {
         match &*self {
             Sink::File(_) | Sink::Keyutils(_) | Sink::State(_) => {
                 let sink = self.clone();
@@ -174,7 +174,7 @@ impl Sink {
 }
 
 /// Starts the sink's task; returns it and the sink's report channel.
-pub fn spawn(
+pub(crate) fn spawn(
     sink: Sink,
     token: watch::Receiver<TokenState>,
     metrics: Arc<Metrics>,

@@ -12,7 +12,7 @@ use secret_service::{EncryptionType, SecretService};
 use super::{Applied, SinkError};
 use crate::token::TokenState;
 
-pub struct SecretServiceSink {
+pub(crate) struct SecretServiceSink {
     pub service: String,
     pub account: String,
 }
@@ -30,7 +30,7 @@ impl SecretServiceSink {
         ])
     }
 
-    pub async fn apply(&self, state: &TokenState) -> Result<Applied, SinkError> {
+    pub(crate) async fn apply(&self, state: &TokenState) -> Result<Applied, SinkError> {
         if matches!(state, TokenState::Empty) {
             return Ok(Applied::Nothing);
         }

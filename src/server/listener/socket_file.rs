@@ -37,7 +37,7 @@ impl Drop for SocketFile {
 /// Binds the socket in a private (0700) directory beside `path`, sets its mode, then renames it
 /// into place: nobody can connect before the mode is right, and a stale socket from a crashed
 /// run is replaced atomically.
-pub fn bind(path: &Path, mode: Mode) -> Result<(UnixListener, SocketFile), BindError> {
+pub(super) fn bind(path: &Path, mode: Mode) -> Result<(UnixListener, SocketFile), BindError> {
     let fail = |source: io::Error| BindError::Io { address: path.display().to_string(), source };
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
