@@ -12,26 +12,30 @@
 //!
 //! Only loopback and Unix sockets; every phase is bounded in count or time.
 
-use std::convert::Infallible;
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
-use hyper::{Request, Response};
+use hyper::Request;
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream, UnixStream};
+use support::api::{self, WithSocket};
+use support::load::quantiles;
+use support::procfs::{context_switches, cpu_time, open_files, rss_kib};
+use support::{Backend, DaemonProcess, Reply, TestConfig, file_sink};
+use tokio::net::{TcpStream, UnixStream};
 
-const DAEMON: &str = env!("CARGO_BIN_EXE_mcp-token-sync");
 /// A simulated upstream round trip for the storm: loopback alone would hide the coalescing.
 const UPSTREAM_DELAY: Duration = Duration::from_millis(20);
 
 fn main() {
-    raise_fd_limit();
+    // The flood holds 10,000 sockets: raise the soft open-file limit to the hard one.
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         seed_pattern_vs_socket().await;
@@ -42,126 +46,22 @@ fn main() {
     });
 }
 
-/// A backend that mints a new token per `rotate()` and counts fetches; `delay` before each answer.
-#[derive(Clone)]
-struct Backend {
-    addr: std::net::SocketAddr,
-    serial: Arc<AtomicUsize>,
-    fetches: Arc<AtomicUsize>,
+/// The release daemon with a file sink and a socket, logging only warnings, serving its first
+/// token; without jitter, so the next fetch after the first is 15 min (max_interval) away.
+async fn daemon(backend: &Backend) -> WithSocket {
+    let d = api::start_quiet(backend, "");
+    let token = backend.token();
+    api::get_until(&d.socket, "/v1/token?format=raw", "the first token", |r| r.body == token).await;
+    d
 }
 
-impl Backend {
-    async fn start(delay: Duration) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let backend =
-            Backend { addr: listener.local_addr().unwrap(), serial: Arc::default(), fetches: Arc::default() };
-        let served = backend.clone();
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                let served = served.clone();
-                let service = hyper::service::service_fn(move |_req| {
-                    let served = served.clone();
-                    async move {
-                        served.fetches.fetch_add(1, Ordering::SeqCst);
-                        // Even a zero sleep would wait for the timer wheel's next millisecond.
-                        if !delay.is_zero() {
-                            tokio::time::sleep(delay).await;
-                        }
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(served.answer()))))
-                    }
-                });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service),
-                );
-            }
-        });
-        backend
+/// A backend whose answers take `delay`, as a real one across a network would.
+async fn backend(delay: Duration) -> Backend {
+    let backend = Backend::start().await;
+    if !delay.is_zero() {
+        backend.set_reply(Reply::Slow(delay));
     }
-
-    fn token(&self) -> String {
-        format!("bench-token-{:08}-{}", self.serial.load(Ordering::SeqCst), "x".repeat(40))
-    }
-
-    fn answer(&self) -> String {
-        let expires = mcp_token_sync::clock::rfc3339(SystemTime::now() + Duration::from_secs(3600));
-        format!(r#"{{"agent_name":"a","token":"{}","expires_at":"{expires}","valid":true}}"#, self.token())
-    }
-
-    fn rotate(&self) {
-        self.serial.fetch_add(1, Ordering::SeqCst);
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/api/calendars/google-mcp-tokens/current-token/", self.addr)
-    }
-}
-
-struct Daemon {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Daemon {
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("api.sock")
-    }
-
-    fn file(&self) -> PathBuf {
-        self.dir.path().join("token")
-    }
-
-    /// The release daemon with a file sink and a socket, watching its config as by default; without
-    /// jitter, so the next fetch after the first is 15 min (max_interval) away.
-    fn spawn(backend: &Backend, notify: Option<&Path>) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[source]\nurl = \"{}\"\n\n[refresh]\nmin_interval = \"1ms\"\njitter = 0.0\n\n[daemon]\nstate_dir = \"{}\"\n\n\
-                 [[sink]]\ntype = \"file\"\npath = \"{}\"\n\n[[sink]]\ntype = \"socket\"\npath = \"{}\"\n",
-                backend.url(),
-                dir.path().join("state").display(),
-                dir.path().join("token").display(),
-                dir.path().join("api.sock").display()
-            ),
-        )
-        .unwrap();
-        let mut command = Command::new(DAEMON);
-        command.args(["run", "--config", config.to_str().unwrap()]).stderr(Stdio::null());
-        if let Some(notify) = notify {
-            command.env("NOTIFY_SOCKET", notify);
-        }
-        Daemon { child: command.spawn().unwrap(), dir }
-    }
-
-    async fn ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !std::fs::read(self.file()).is_ok_and(|t| !t.is_empty()) || !self.socket().exists() {
-            assert!(Instant::now() < deadline, "the daemon never became ready");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn quantiles(mut samples: Vec<Duration>) -> (f64, f64) {
-    samples.sort_unstable();
-    let at =
-        |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)].as_secs_f64() * 1e6;
-    (at(0.5), at(0.99))
+    backend
 }
 
 async fn send<B: hyper::body::Body + Send + 'static>(
@@ -203,14 +103,13 @@ fn report_version_1() -> Request<Full<Bytes>> {
 /// to parse) against reading the daemon's socket (a new connection, and a kept-alive one).
 async fn seed_pattern_vs_socket() {
     const READS: usize = 5000;
-    let backend = Backend::start(Duration::ZERO).await;
-    let daemon = Daemon::spawn(&backend, None);
-    daemon.ready().await;
+    let backend = backend(Duration::ZERO).await;
+    let d = daemon(&backend).await;
 
     let mut seed = Vec::with_capacity(READS);
     for _ in 0..READS {
         let started = Instant::now();
-        let stream = TcpStream::connect(backend.addr).await.unwrap();
+        let stream = TcpStream::connect(backend.addr()).await.unwrap();
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
         tokio::spawn(connection);
@@ -226,12 +125,12 @@ async fn seed_pattern_vs_socket() {
     let mut fresh_connection = Vec::with_capacity(READS);
     for _ in 0..READS {
         let started = Instant::now();
-        let mut sender = unix_sender(&daemon.socket()).await;
+        let mut sender = unix_sender(&d.socket).await;
         send(&mut sender, get("/v1/token?format=raw")).await;
         fresh_connection.push(started.elapsed());
     }
     let mut kept_alive = Vec::with_capacity(READS);
-    let mut sender = unix_sender(&daemon.socket()).await;
+    let mut sender = unix_sender(&d.socket).await;
     for _ in 0..READS {
         let started = Instant::now();
         send(&mut sender, get("/v1/token?format=raw")).await;
@@ -239,12 +138,12 @@ async fn seed_pattern_vs_socket() {
     }
     println!("## 1. The seed's pattern vs the daemon ({READS} reads each, one client)\n");
     println!("| how a client gets the token | p50 µs | p99 µs |\n|---|---:|---:|");
-    for (name, samples) in [
+    for (name, mut samples) in [
         ("seed: GET the backend over TCP (loopback!), parse JSON", seed),
         ("daemon socket, new connection per read", fresh_connection),
         ("daemon socket, kept-alive connection", kept_alive),
     ] {
-        let (p50, p99) = quantiles(samples);
+        let (p50, p99) = quantiles(&mut samples);
         println!("| {name} | {p50:.0} | {p99:.0} |");
     }
     println!();
@@ -259,22 +158,21 @@ async fn storm() {
          |---:|---:|---:|---:|---:|---|"
     );
     for reporters in [10, 100, 1000] {
-        let backend = Backend::start(UPSTREAM_DELAY).await;
-        let daemon = Daemon::spawn(&backend, None);
-        daemon.ready().await;
+        let backend = backend(UPSTREAM_DELAY).await;
+        let d = daemon(&backend).await;
         // The load's own floor: as many clients connecting at once for a plain read.
-        let floor = at_once(reporters, &daemon.socket(), || get("/v1/token?format=raw"), |_| {}).await;
+        let floor = at_once(reporters, &d.socket, || get("/v1/token?format=raw"), |_| {}).await;
         backend.rotate();
-        let before = backend.fetches.load(Ordering::SeqCst);
+        let before = backend.fetches();
         let expected = backend.token();
-        let cpu = cpu_time(daemon.pid());
-        let elapsed = at_once(reporters, &daemon.socket(), report_version_1, move |body| {
+        let cpu = cpu_time(d.daemon.pid());
+        let elapsed = at_once(reporters, &d.socket, report_version_1, move |body| {
             let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
             assert_eq!(answer["token"], expected);
         })
         .await;
-        let cpu = cpu_time(daemon.pid()) - cpu;
-        let fetches = backend.fetches.load(Ordering::SeqCst) - before;
+        let cpu = cpu_time(d.daemon.pid()) - cpu;
+        let fetches = backend.fetches() - before;
         println!(
             "| {reporters} | {fetches} | {:.1} ms | {:.1} ms | {:.1} ms | 1 fetch; ≤ {} ms |",
             elapsed.as_secs_f64() * 1e3,
@@ -307,57 +205,18 @@ async fn at_once(
     started.elapsed()
 }
 
-/// CPU time so far, all the process's threads.
-fn cpu_time(pid: u32) -> Duration {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
-    let nanos = tasks
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
-        .filter_map(|line| line.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
-    Duration::from_nanos(nanos)
-}
-
-/// Context switches so far, per thread id.
-fn context_switches(pid: u32) -> std::collections::HashMap<String, u64> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
-    tasks
-        .filter_map(|t| {
-            let t = t.ok()?;
-            let status = std::fs::read_to_string(t.path().join("status")).ok()?;
-            let switches = status
-                .lines()
-                .filter(|l| {
-                    l.starts_with("voluntary_ctxt_switches") || l.starts_with("nonvoluntary_ctxt_switches")
-                })
-                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .sum();
-            Some((t.file_name().to_string_lossy().into_owned(), switches))
-        })
-        .collect()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap()
-}
-
 /// Section 3. With a 1-hour token nothing should happen for minutes: count what the threads do
 /// anyway.
 async fn idle_cost() {
     let seconds: u64 = std::env::var("BENCH_IDLE_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
-    let backend = Backend::start(Duration::ZERO).await;
-    let daemon = Daemon::spawn(&backend, None);
-    daemon.ready().await;
+    let backend = backend(Duration::ZERO).await;
+    let d = daemon(&backend).await;
     // tokio's blocking threads (used by the file writes at start) exit after 10 s idle; start
     // counting once they have, so the window sees the daemon at rest.
     tokio::time::sleep(Duration::from_secs(12)).await;
-    let (before, rss_idle) = (context_switches(daemon.pid()), rss_kib(daemon.pid()));
+    let (before, rss_idle) = (context_switches(d.daemon.pid()), rss_kib(d.daemon.pid()));
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let after = context_switches(daemon.pid());
+    let after = context_switches(d.daemon.pid());
     let threads = after.len();
     let switches: u64 = after.iter().map(|(tid, n)| n - before.get(tid).copied().unwrap_or(0)).sum();
 
@@ -365,7 +224,7 @@ async fn idle_cost() {
     let per_client = READS / 16;
     let tasks: Vec<_> = (0..16)
         .map(|_| {
-            let socket = daemon.socket();
+            let socket = d.socket.clone();
             tokio::spawn(async move {
                 let mut sender = unix_sender(&socket).await;
                 for _ in 0..per_client {
@@ -377,8 +236,8 @@ async fn idle_cost() {
     for task in tasks {
         task.await.unwrap();
     }
-    let rss_after = rss_kib(daemon.pid());
-    let binary = std::fs::metadata(DAEMON).unwrap().len();
+    let rss_after = rss_kib(d.daemon.pid());
+    let binary = std::fs::metadata(support::binary::BIN).unwrap().len();
     println!("## 3. Idle cost\n");
     println!("| measure | value | target |\n|---|---:|---|");
     println!(
@@ -394,16 +253,26 @@ async fn idle_cost() {
 /// Section 4. From `exec` to READY=1 (what systemd waits for), and to the first token in a file.
 async fn startup() {
     const RUNS: usize = 20;
-    let backend = Backend::start(Duration::ZERO).await;
+    let backend = backend(Duration::ZERO).await;
     let mut to_ready = Vec::new();
     let mut to_token = Vec::new();
     for _ in 0..RUNS {
+        // A state directory of its own each time: each start fetches, none restores.
         let dir = tempfile::tempdir().unwrap();
-        let notify_path = dir.path().join("notify");
+        let (notify_path, file, config) =
+            (dir.path().join("notify"), dir.path().join("token"), dir.path().join("config.toml"));
+        let text = TestConfig::new(&backend)
+            .set("daemon", "state_dir", &format!("{:?}", dir.path().join("state").display().to_string()))
+            .sinks(&file_sink(&file, "raw"))
+            .text();
+        std::fs::write(&config, text).unwrap();
         let notify = UnixDatagram::bind(&notify_path).unwrap();
         notify.set_nonblocking(true).unwrap();
         let started = Instant::now();
-        let daemon = Daemon::spawn(&backend, Some(&notify_path));
+        let _daemon = DaemonProcess::spawn_with_env(
+            &["run", "--config", config.to_str().unwrap()],
+            &[("NOTIFY_SOCKET", notify_path.to_str().unwrap()), ("MCP_TOKEN_SYNC_LOG", "warn")],
+        );
         let (mut ready, mut token) = (None, None);
         let mut buf = [0u8; 512];
         while ready.is_none() || token.is_none() {
@@ -411,7 +280,7 @@ async fn startup() {
             if ready.is_none() && notify.recv(&mut buf).is_ok_and(|n| buf[..n].starts_with(b"READY=1")) {
                 ready = Some(started.elapsed());
             }
-            if token.is_none() && std::fs::read(daemon.file()).is_ok_and(|t| !t.is_empty()) {
+            if token.is_none() && std::fs::read(&file).is_ok_and(|t| !t.is_empty()) {
                 token = Some(started.elapsed());
             }
             std::thread::sleep(Duration::from_micros(200));
@@ -421,15 +290,11 @@ async fn startup() {
     }
     println!("## 4. Start-up ({RUNS} starts, backend on loopback)\n");
     println!("| from process start to | p50 ms | p99 ms |\n|---|---:|---:|");
-    for (name, samples) in [("READY=1", to_ready), ("first token in the file sink", to_token)] {
-        let (p50, p99) = quantiles(samples);
+    for (name, mut samples) in [("READY=1", to_ready), ("first token in the file sink", to_token)] {
+        let (p50, p99) = quantiles(&mut samples);
         println!("| {name} | {:.1} | {:.1} |", p50 / 1e3, p99 / 1e3);
     }
     println!();
-}
-
-fn open_files(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
 }
 
 /// Section 5. Peers that hold connections and never finish (or never read), a 401 flood, and
@@ -441,16 +306,15 @@ async fn flood() {
     // at once than slots, the ones that connected and have not spoken yet are fair game too.
     const REPORTERS: usize = 500;
     const READS: usize = 2000;
-    let backend = Backend::start(UPSTREAM_DELAY).await;
-    let daemon = Daemon::spawn(&backend, None);
-    daemon.ready().await;
-    let rss_before = rss_kib(daemon.pid());
+    let backend = backend(UPSTREAM_DELAY).await;
+    let d = daemon(&backend).await;
+    let rss_before = rss_kib(d.daemon.pid());
 
     let intake = Instant::now();
     let mut held = Vec::with_capacity(HELD);
     for i in 0..HELD {
         let mut stream = loop {
-            match UnixStream::connect(daemon.socket()).await {
+            match UnixStream::connect(d.socket.clone()).await {
                 Ok(stream) => break stream,
                 // The accept backlog is full: the daemon is still taking connections in.
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -471,7 +335,7 @@ async fn flood() {
     }
     // Taken in once the daemon has closed all it has no room for.
     loop {
-        let metrics = send(&mut unix_sender(&daemon.socket()).await, get("/metrics")).await;
+        let metrics = send(&mut unix_sender(&d.socket).await, get("/metrics")).await;
         let closed = String::from_utf8_lossy(&metrics)
             .lines()
             .find_map(|l| l.strip_prefix("mcp_token_sync_connections_closed_for_room_total ")?.parse().ok())
@@ -487,7 +351,7 @@ async fn flood() {
     backend.rotate();
     let reporters: Vec<_> = (0..REPORTERS)
         .map(|_| {
-            let socket = daemon.socket();
+            let socket = d.socket.clone();
             tokio::spawn(async move {
                 let mut sender = unix_sender(&socket).await;
                 send(&mut sender, report_version_1()).await;
@@ -496,18 +360,18 @@ async fn flood() {
         .collect();
     let mut fresh = Vec::with_capacity(READS);
     let mut kept = Vec::with_capacity(READS);
-    let mut sender = unix_sender(&daemon.socket()).await;
+    let mut sender = unix_sender(&d.socket).await;
     let mut reconnects = 0;
     for _ in 0..READS {
         let asked = Instant::now();
-        send(&mut unix_sender(&daemon.socket()).await, get("/v1/token?format=raw")).await;
+        send(&mut unix_sender(&d.socket).await, get("/v1/token?format=raw")).await;
         fresh.push(asked.elapsed());
         let asked = Instant::now();
         // As HTTP clients do when the server has closed an idle kept-alive connection: reconnect
         // and ask again, within the measured time.
         if sender.ready().await.is_err() {
             reconnects += 1;
-            sender = unix_sender(&daemon.socket()).await;
+            sender = unix_sender(&d.socket).await;
         }
         send(&mut sender, get("/v1/token?format=raw")).await;
         kept.push(asked.elapsed());
@@ -515,7 +379,7 @@ async fn flood() {
     for reporter in reporters {
         reporter.await.unwrap();
     }
-    let (rss_after, files) = (rss_kib(daemon.pid()), open_files(daemon.pid()));
+    let (rss_after, files) = (rss_kib(d.daemon.pid()), open_files(d.daemon.pid()));
     drop(held);
 
     println!("## 5. Flood: {HELD} connections held, {REPORTERS} reporters\n");
@@ -525,8 +389,8 @@ async fn flood() {
         intake.as_secs_f64()
     );
     println!("| served client | p50 µs | p99 µs | target |\n|---|---:|---:|---|");
-    for (name, samples) in [("new connection per read", fresh), ("kept-alive connection", kept)] {
-        let (p50, p99) = quantiles(samples);
+    for (name, mut samples) in [("new connection per read", fresh), ("kept-alive connection", kept)] {
+        let (p50, p99) = quantiles(&mut samples);
         println!("| {name} | {p50:.0} | {p99:.0} | p99 < 10 ms |");
     }
     println!("\n| daemon | before | during |\n|---|---:|---:|");
@@ -534,11 +398,4 @@ async fn flood() {
     println!("| open files | — | {files} |");
     println!("\nThe kept-alive client found its connection closed for room {reconnects} times.");
     println!();
-}
-
-fn raise_fd_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-    }
 }

@@ -6,27 +6,25 @@
 //!
 //! Files and the keyring are polled every 50 µs, which bounds the figures' resolution.
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::Response;
 use hyper_util::rt::TokioIo;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use tokio::net::{TcpListener, UnixStream};
+use nix::sys::signal::Signal;
+use support::load::quantiles;
+use support::{Backend, DaemonProcess, TestConfig};
+use tokio::net::UnixStream;
 
-const DAEMON: &str = env!("CARGO_BIN_EXE_mcp-token-sync");
 const POLL: Duration = Duration::from_micros(50);
 
-/// When the backend answered each token.
-type Answered = Arc<Mutex<HashMap<String, Instant>>>;
 /// When each sink first held each token.
 type Seen = Arc<Mutex<HashMap<(&'static str, String), Instant>>>;
 
@@ -37,8 +35,8 @@ fn main() {
 }
 
 async fn run(rotations: usize) {
-    let answered: Answered = Arc::default();
-    let addr = start_backend(answered.clone()).await;
+    let backend = Backend::start().await;
+    backend.rotate_each_fetch(true);
     let dir = tempfile::tempdir().unwrap();
     let (file, env_file, socket) =
         (dir.path().join("token"), dir.path().join("token.env"), dir.path().join("api.sock"));
@@ -46,25 +44,25 @@ async fn run(rotations: usize) {
     let keyring =
         linux_keyutils::KeyRing::from_special_id(linux_keyutils::KeyRingIdentifier::User, false).is_ok();
     let config = dir.path().join("config.toml");
-    let mut text = format!(
-        "[source]\nurl = \"http://{addr}/t\"\n\n[refresh]\nmin_interval = \"1ms\"\n\n[daemon]\nstate_dir = \"{}\"\nwatch_config = false\n\n\
-         [[sink]]\ntype = \"file\"\npath = \"{}\"\n\n[[sink]]\ntype = \"env_file\"\npath = \"{}\"\nvariable = \"T\"\n\n\
-         [[sink]]\ntype = \"socket\"\npath = \"{}\"\n",
-        dir.path().join("state").display(),
-        file.display(),
-        env_file.display(),
-        socket.display()
-    );
+    let mut text = TestConfig::new(&backend)
+        .set("daemon", "state_dir", &format!("{:?}", dir.path().join("state").display().to_string()))
+        .set("daemon", "watch_config", "false")
+        .sinks(&format!(
+            "[[sink]]\ntype = \"file\"\npath = \"{}\"\n\n[[sink]]\ntype = \"env_file\"\npath = \"{}\"\nvariable = \"T\"\n\n\
+             [[sink]]\ntype = \"socket\"\npath = \"{}\"\n",
+            file.display(),
+            env_file.display(),
+            socket.display()
+        ))
+        .text();
     if keyring {
         text += &format!("\n[[sink]]\ntype = \"keyring\"\nbackend = \"keyutils\"\naccount = \"{account}\"\n");
     }
     std::fs::write(&config, text).unwrap();
-    let mut daemon = Command::new(DAEMON)
-        .args(["run", "--config", config.to_str().unwrap()])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = Pid::from_raw(daemon.id() as i32);
+    let daemon = DaemonProcess::spawn_with_env(
+        &["run", "--config", config.to_str().unwrap()],
+        &[("MCP_TOKEN_SYNC_LOG", "warn")],
+    );
 
     let seen: Seen = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -85,14 +83,14 @@ async fn run(rotations: usize) {
 
     // Until `count` tokens have been answered and every sink has held each of them.
     let everywhere = |count: usize| {
-        let answered = answered.lock().unwrap();
+        let answered = backend.answered();
         let seen = seen.lock().unwrap();
         answered.len() >= count
             && answered.keys().all(|t| sinks.iter().all(|s| seen.contains_key(&(*s, t.clone()))))
     };
     for count in 1..=rotations + 1 {
         if count > 1 {
-            kill(pid, Signal::SIGUSR1).unwrap();
+            daemon.signal(Signal::SIGUSR1);
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         while !everywhere(count) {
@@ -102,10 +100,9 @@ async fn run(rotations: usize) {
     }
     stop.store(true, Ordering::SeqCst);
     pollers.join().unwrap();
-    let _ = daemon.kill();
-    let _ = daemon.wait();
+    drop(daemon);
 
-    let answered = answered.lock().unwrap();
+    let answered = backend.answered();
     let seen = seen.lock().unwrap();
     println!("| sink | p50 µs | p99 µs |\n|---|---:|---:|");
     let mut all = Vec::new();
@@ -123,13 +120,6 @@ async fn run(rotations: usize) {
     let (p50, p99) = quantiles(&mut slowest);
     println!("| every sink (the slowest of each rotation) | {p50:.0} | {p99:.0} |");
     println!("\n{} rotations; the backend's answer is timed as it leaves the handler.", answered.len());
-}
-
-fn quantiles(samples: &mut [Duration]) -> (f64, f64) {
-    samples.sort_unstable();
-    let at =
-        |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)].as_secs_f64() * 1e6;
-    (at(0.5), at(0.99))
 }
 
 fn poll_files(file: &PathBuf, env_file: &PathBuf, key: Option<String>, seen: &Seen, stop: &AtomicBool) {
@@ -185,36 +175,4 @@ async fn watch(socket: PathBuf, seen: Seen) {
             }
         }
     }
-}
-
-/// Mints a new token per fetch and notes when each answer leaves.
-async fn start_backend(answered: Answered) -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let serial = Arc::new(AtomicUsize::new(0));
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let (answered, serial) = (answered.clone(), serial.clone());
-            let service = hyper::service::service_fn(move |_req| {
-                let (answered, serial) = (answered.clone(), serial.clone());
-                async move {
-                    let token = format!(
-                        "propagation-{:08}-{}",
-                        serial.fetch_add(1, Ordering::SeqCst),
-                        "y".repeat(40)
-                    );
-                    let expires =
-                        mcp_token_sync::clock::rfc3339(SystemTime::now() + Duration::from_secs(3600));
-                    let body = format!(r#"{{"token":"{token}","expires_at":"{expires}","valid":true}}"#);
-                    answered.lock().unwrap().insert(token, Instant::now());
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
-                }
-            });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service),
-            );
-        }
-    });
-    addr
 }

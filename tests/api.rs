@@ -313,36 +313,14 @@ async fn a_uid_outside_the_group_is_served_if_allowed_and_refused_if_not() {
     // The test's own directory is private; open it so only the socket's mode and the ACL count.
     fs::set_permissions(allowed.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
 
-    let as_user = |uid: &str| {
-        Command::new("setpriv")
-            .args([
-                &format!("--reuid={uid}"),
-                &format!("--regid={uid}"),
-                "--clear-groups",
-                "curl",
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "--unix-socket",
-            ])
-            .arg(&refused_socket)
-            .arg("http://localhost/v1/token?format=raw")
-            .output()
-            .expect("setpriv and curl are installed")
+    let socket = refused_socket.to_str().unwrap();
+    let as_user = |uid| {
+        let args = ["--unix-socket", socket, "http://localhost/v1/token?format=raw"];
+        tokio::task::block_in_place(|| support::binary::curl_as(uid, &args))
     };
-    let refused = tokio::task::block_in_place(|| as_user("65534"));
-    assert_eq!(
-        String::from_utf8_lossy(&refused.stdout),
-        "403",
-        "{}",
-        String::from_utf8_lossy(&refused.stderr)
-    );
+    assert_eq!(as_user(65534), "403");
     allowed.daemon.wait_output("refused peer uid 65534", PATIENCE);
-
-    let admitted = tokio::task::block_in_place(|| as_user("65533"));
-    assert_eq!(String::from_utf8_lossy(&admitted.stdout), "200");
+    assert_eq!(as_user(65533), "200");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -455,12 +433,6 @@ impl Lines {
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watchers_that_never_read_do_not_grow_memory() {
     const WATCHERS: usize = 20;
@@ -478,13 +450,13 @@ async fn watchers_that_never_read_do_not_grow_memory() {
             s
         })
         .collect();
-    let before = rss_kib(d.daemon.pid());
+    let before = support::procfs::rss_kib(d.daemon.pid());
     // Every version would be ~220 bytes per watcher if they were queued: 20 × 3000 × 220 ≈ 13 MB.
     for _ in 0..ROTATIONS {
         let reply = post(&d.socket, "/v1/refresh", b"").await;
         assert_eq!(reply.status, 200, "others are still served: {}", reply.body);
     }
-    let after = rss_kib(d.daemon.pid());
+    let after = support::procfs::rss_kib(d.daemon.pid());
     assert_eq!(get(&d.socket, "/v1/status").await.json()["version"], ROTATIONS as u64 + 1);
     assert!(after < before + 4096, "RSS grew from {before} KiB to {after} KiB with stalled watchers");
     drop(stalled);

@@ -31,16 +31,6 @@ async fn connect(socket: &std::path::Path) -> UnixStream {
     }
 }
 
-fn proc_status(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("no {field}"));
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-fn open_files(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_held_connections_neither_starve_clients_nor_grow_memory() {
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
@@ -60,7 +50,7 @@ async fn ten_thousand_held_connections_neither_starve_clients_nor_grow_memory() 
     let pid = d.daemon.pid();
     let token = backend.token();
     api::get_until(&d.socket, "/v1/token?format=raw", "the first token", |r| r.body == token).await;
-    let rss_before = proc_status(pid, "VmRSS:");
+    let rss_before = support::procfs::rss_kib(pid);
 
     // Every kind of useless or slow peer: silent ones, a head that never ends, watchers that never
     // read, and pipelined requests whose answers are never read.
@@ -125,9 +115,9 @@ async fn ten_thousand_held_connections_neither_starve_clients_nor_grow_memory() 
 
     // Bounded: the daemon holds at most its slots (plus the one waiting for a slot and its own
     // few files), not one descriptor per peer, and its memory did not grow with the flood.
-    let files = open_files(pid);
+    let files = support::procfs::open_files(pid);
     assert!(files <= SLOTS + 32, "the daemon holds {files} files for {HELD} peers");
-    let rss_after = proc_status(pid, "VmRSS:");
+    let rss_after = support::procfs::rss_kib(pid);
     eprintln!("RSS {rss_before} KiB before, {rss_after} KiB after; {files} files; slowest read {slowest:?}");
     assert!(
         rss_after < rss_before + 64 * 1024,

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 mod backend_answer;
 #[path = "../fuzz/checks/config.rs"]
 mod config;
+#[path = "../fuzz/checks/held.rs"]
+mod held;
 #[path = "../fuzz/checks/proxy_request.rs"]
 mod proxy_request;
 #[path = "../fuzz/checks/socket_request.rs"]

@@ -54,26 +54,56 @@ fn next_line(lines: &mut BufReader<ChildStdout>) -> Value {
     serde_json::from_str(&line).unwrap_or_else(|_| panic!("the MCP client said {line:?}"))
 }
 
+/// The official SDK's MCP server, accepting only the backend's current token, and a daemon with
+/// a proxy in front of it.
+struct McpBehindProxy {
+    backend: Backend,
+    /// Where the server reads the token it accepts.
+    token_file: std::path::PathBuf,
+    proxy_url: String,
+    d: api::WithSocket,
+    _server: Process,
+    dir: tempfile::TempDir,
+}
+
+impl McpBehindProxy {
+    async fn start() -> McpBehindProxy {
+        let backend = Backend::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("current-token");
+        std::fs::write(&token_file, backend.token()).unwrap();
+        let server_port = free_port();
+        let server = Process::python("server.py", &[token_file.to_str().unwrap(), &server_port.to_string()]);
+        wait_for("the MCP server", PATIENCE, || {
+            std::net::TcpStream::connect(("127.0.0.1", server_port)).ok()
+        });
+        let proxy_port = free_port();
+        let d = api::start(
+            &backend,
+            &format!(
+                "[[sink]]\ntype = \"proxy\"\nlisten = \"127.0.0.1:{proxy_port}\"\n\
+                 upstream = \"http://127.0.0.1:{server_port}\"\nheader = \"X-Google-MCP-Token\"\n"
+            ),
+        );
+        api::get_until(&d.socket, "/v1/token?format=raw", "a token", |r| r.status == 200).await;
+        let proxy_url = format!("http://127.0.0.1:{proxy_port}/mcp");
+        McpBehindProxy { backend, token_file, proxy_url, d, _server: server, dir }
+    }
+
+    /// The backend issues a new token, and the MCP server accepts only that one from now on.
+    /// Returns the backend's fetches so far.
+    fn rotate(&self) -> usize {
+        let fresh = self.backend.rotate();
+        std::fs::write(&self.token_file, &fresh).unwrap();
+        self.backend.fetches()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mcp_client_with_no_token_works_through_the_proxy_across_a_rotation() {
-    let backend = Backend::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("current-token");
-    std::fs::write(&token_file, backend.token()).unwrap();
-    let server_port = free_port();
-    let _server = Process::python("server.py", &[token_file.to_str().unwrap(), &server_port.to_string()]);
-    wait_for("the MCP server", PATIENCE, || std::net::TcpStream::connect(("127.0.0.1", server_port)).ok());
+    let m = McpBehindProxy::start().await;
 
-    let proxy_port = free_port();
-    let d = api::start(
-        &backend,
-        &format!(
-            "[[sink]]\ntype = \"proxy\"\nlisten = \"127.0.0.1:{proxy_port}\"\nupstream = \"http://127.0.0.1:{server_port}\"\nheader = \"X-Google-MCP-Token\"\n"
-        ),
-    );
-    api::get_until(&d.socket, "/v1/token?format=raw", "a token", |r| r.status == 200).await;
-
-    let mut client = Process::python("client.py", &[&format!("http://127.0.0.1:{proxy_port}/mcp")]);
+    let mut client = Process::python("client.py", &[&m.proxy_url]);
     let (mut stdin, mut lines) = client.io();
     let ready = tokio::task::block_in_place(|| next_line(&mut lines));
     assert_eq!(ready["tools"], serde_json::json!(["list_calendars", "sync_calendar"]), "{ready}");
@@ -81,14 +111,12 @@ async fn an_mcp_client_with_no_token_works_through_the_proxy_across_a_rotation()
     assert!(ready["first"].to_string().contains("On-call"), "{ready}");
 
     // The backend rotates: the MCP server now refuses the token the daemon holds.
-    let fresh = backend.rotate();
-    std::fs::write(&token_file, &fresh).unwrap();
-    let before = backend.fetches();
+    let before = m.rotate();
     stdin.write_all(b"go\n").unwrap();
     let done = tokio::task::block_in_place(|| next_line(&mut lines));
     assert_eq!(done["second_error"], false, "the call after the rotation failed: {done}");
     assert!(done["second"].to_string().contains("On-call"), "{done}");
-    assert_eq!(backend.fetches() - before, 1, "the rotation cost one fetch: {done}");
+    assert_eq!(m.backend.fetches() - before, 1, "the rotation cost one fetch: {done}");
 
     // Progress arrives as the tool reports it (every 0.4 s), not all at once with the result.
     let progress: Vec<f64> =
@@ -98,33 +126,19 @@ async fn an_mcp_client_with_no_token_works_through_the_proxy_across_a_rotation()
     assert!(result_at - progress[0] > 0.6, "the first progress came with the result: {done}");
     assert!(progress[2] - progress[0] > 0.6, "the progress notifications came in one burst: {done}");
     assert_eq!(done["synced"], serde_json::json!(["synced in 3 steps"]), "{done}");
-    assert!(!d.daemon.output().contains("SECRET-tok"), "the daemon logged a token");
+    assert!(!m.d.daemon.output().contains("SECRET-tok"), "the daemon logged a token");
 }
 
 /// Claude Desktop speaks only stdio: `npx mcp-remote http://127.0.0.1:8787/mcp` bridges it to
 /// the proxy. The bridge gets no header; the token still rotates under it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stdio_host_works_through_mcp_remote_and_the_proxy() {
-    let backend = Backend::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("current-token");
-    std::fs::write(&token_file, backend.token()).unwrap();
-    let server_port = free_port();
-    let _server = Process::python("server.py", &[token_file.to_str().unwrap(), &server_port.to_string()]);
-    wait_for("the MCP server", PATIENCE, || std::net::TcpStream::connect(("127.0.0.1", server_port)).ok());
-    let proxy_port = free_port();
-    let d = api::start(
-        &backend,
-        &format!(
-            "[[sink]]\ntype = \"proxy\"\nlisten = \"127.0.0.1:{proxy_port}\"\nupstream = \"http://127.0.0.1:{server_port}\"\nheader = \"X-Google-MCP-Token\"\n"
-        ),
-    );
-    api::get_until(&d.socket, "/v1/token?format=raw", "a token", |r| r.status == 200).await;
+    let m = McpBehindProxy::start().await;
 
     // mcp-remote keeps OAuth state under $HOME: a home of the test's own.
     let bridge = Command::new("mcp-remote")
-        .arg(format!("http://127.0.0.1:{proxy_port}/mcp"))
-        .env("HOME", dir.path())
+        .arg(&m.proxy_url)
+        .env("HOME", m.dir.path())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -148,12 +162,10 @@ async fn a_stdio_host_works_through_mcp_remote_and_the_proxy() {
     let first = rpc(call.clone());
     assert!(first["result"].to_string().contains("On-call"), "{first}");
 
-    let fresh = backend.rotate();
-    std::fs::write(&token_file, &fresh).unwrap();
-    let before = backend.fetches();
+    let before = m.rotate();
     let second = rpc(serde_json::json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
         "params": {"name": "list_calendars", "arguments": {}}}));
     assert!(second["result"].to_string().contains("On-call"), "{second}");
     assert_eq!(second["result"]["isError"], false, "{second}");
-    assert_eq!(backend.fetches() - before, 1, "the rotation cost one fetch");
+    assert_eq!(m.backend.fetches() - before, 1, "the rotation cost one fetch");
 }

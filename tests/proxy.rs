@@ -4,7 +4,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -338,26 +337,6 @@ async fn an_unreachable_upstream_is_502_and_a_silent_one_504() {
     assert_eq!(health.status, 503, "{}", health.body);
 }
 
-/// curl as another uid, through the proxy; the HTTP status it got.
-fn curl_as(uid: u32, args: &[&str]) -> String {
-    let out = Command::new("setpriv")
-        .args([
-            &format!("--reuid={uid}"),
-            &format!("--regid={uid}"),
-            "--clear-groups",
-            "curl",
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-        ])
-        .args(args)
-        .output()
-        .expect("setpriv and curl are installed");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_uids_are_refused_over_tcp_and_over_a_unix_socket_unless_allowed() {
     if !support::skip::as_root(
@@ -383,11 +362,11 @@ async fn other_uids_are_refused_over_tcp_and_over_a_unix_socket_unless_allowed()
     let url = format!("http://{address}/ping");
     let unix_args = ["--unix-socket", unix.to_str().unwrap(), "http://localhost/ping"];
     tokio::task::block_in_place(|| {
-        assert_eq!(curl_as(65534, &[&url]), "403", "TCP, a uid not allowed");
-        assert_eq!(curl_as(65533, &[&url]), "200", "TCP, a uid in allow_uids");
-        assert_eq!(curl_as(0, &[&url]), "200", "TCP, root");
-        assert_eq!(curl_as(65534, &unix_args), "403", "Unix socket, a uid not allowed");
-        assert_eq!(curl_as(65533, &unix_args), "200", "Unix socket, a uid in allow_uids");
+        assert_eq!(support::binary::curl_as(65534, &[&url]), "403", "TCP, a uid not allowed");
+        assert_eq!(support::binary::curl_as(65533, &[&url]), "200", "TCP, a uid in allow_uids");
+        assert_eq!(support::binary::curl_as(0, &[&url]), "200", "TCP, root");
+        assert_eq!(support::binary::curl_as(65534, &unix_args), "403", "Unix socket, a uid not allowed");
+        assert_eq!(support::binary::curl_as(65533, &unix_args), "200", "Unix socket, a uid in allow_uids");
     });
     p.d.daemon.wait_output("refused peer uid 65534", PATIENCE);
     assert_eq!(p.upstream.received().iter().filter(|r| r.path_and_query == "/api/ping").count(), 4);
@@ -482,14 +461,14 @@ async fn a_daemon_without_privileges_still_knows_who_connects_over_tcp() {
     let daemon = support::DaemonProcess::spawn_as(DAEMON_UID, &["run", "--config", config.to_str().unwrap()]);
     let url = format!("http://{address}/ping");
     let deadline = Instant::now() + PATIENCE;
-    while tokio::task::block_in_place(|| curl_as(0, &[&url])) != "200" {
+    while tokio::task::block_in_place(|| support::binary::curl_as(0, &[&url])) != "200" {
         assert!(Instant::now() < deadline, "the unprivileged daemon never served:\n{}", daemon.output());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::task::block_in_place(|| {
-        assert_eq!(curl_as(DAEMON_UID, &[&url]), "200", "the daemon's own uid");
-        assert_eq!(curl_as(65532, &[&url]), "200", "a uid in allow_uids");
-        assert_eq!(curl_as(65534, &[&url]), "403", "any other uid");
+        assert_eq!(support::binary::curl_as(DAEMON_UID, &[&url]), "200", "the daemon's own uid");
+        assert_eq!(support::binary::curl_as(65532, &[&url]), "200", "a uid in allow_uids");
+        assert_eq!(support::binary::curl_as(65534, &[&url]), "403", "any other uid");
     });
     daemon.wait_output("refused peer uid 65534", PATIENCE);
     assert!(!daemon.output().contains("cannot be found"), "sock_diag failed:\n{}", daemon.output());

@@ -6,21 +6,15 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
+use super::held::{self, contains};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use mcp_token_sync::config::{Config, Environment, SinkConfig};
-use mcp_token_sync::engine::Engine;
-use mcp_token_sync::metrics::Metrics;
+use mcp_token_sync::config::SinkConfig;
 use mcp_token_sync::proxy::{self, Upstream};
-use mcp_token_sync::source::Source;
-use mcp_token_sync::token::{CurrentToken, Token, TokenState};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -66,25 +60,12 @@ impl Harness {
     pub async fn start() -> Harness {
         let upstream_address = upstream().await;
         let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let text = format!(
-            "[source]\nurl = \"http://127.0.0.1:9/current-token/\"\n\n[[sink]]\ntype = \"proxy\"\n\
-             listen = \"{listen}\"\nupstream = \"http://{upstream_address}/api\"\ntimeout = \"2s\"\n\
-             allow_origins = [\"http://localhost:3000\"]\n"
+        let sink = format!(
+            "[[sink]]\ntype = \"proxy\"\nlisten = \"{listen}\"\nupstream = \"http://{upstream_address}/api\"\n\
+             timeout = \"2s\"\nallow_origins = [\"http://localhost:3000\"]\n"
         );
-        let config = Config::parse(&text, Path::new("fuzz.toml"), &Environment::default()).unwrap();
+        let (config, handle, metrics) = held::holding(TOKEN, &sink);
         let SinkConfig::Proxy(proxy_config) = config.sinks[0].clone() else { unreachable!() };
-        let source = Source::new(&config.source).unwrap();
-        let now = SystemTime::now();
-        let held = TokenState::Valid(Arc::new(CurrentToken {
-            token: Token::new(TOKEN.to_owned()),
-            agent_name: Some("fuzz".into()),
-            expires_at: now + Duration::from_secs(365 * 24 * 3600),
-            fetched_at: now,
-            version: 3,
-        }));
-        let metrics = Arc::new(Metrics::new());
-        let (engine, handle) = Engine::new(Arc::new(config), source, held, metrics.clone());
-        drop(engine);
         let upstream = Upstream::new(&proxy_config).unwrap();
         let (server, _report) = proxy::server(&proxy_config, upstream, handle, metrics).unwrap();
         let stop = CancellationToken::new();
@@ -95,20 +76,14 @@ impl Harness {
     }
 
     /// Writes `request` and reads until the proxy is done, or quiet for `quiet`. The writing side
-    /// stays open: the proxy takes a client that closes it as gone, as nginx does. `PORT` in the request becomes the proxy's port, so kept inputs can name the
-    /// proxy in their `Host` and reach the upstream wherever the proxy listens.
+    /// stays open: the proxy takes a client that closes it as gone, as nginx does. `PORT` in the
+    /// request becomes the proxy's port, so kept inputs can name the proxy in their `Host` and
+    /// reach the upstream wherever the proxy listens.
     pub async fn exchange(&self, request: &[u8], quiet: Duration) -> Vec<u8> {
         let port = self.proxy.port().to_string();
         let request = replace(request, b"PORT", port.as_bytes());
-        let mut stream = TcpStream::connect(self.proxy).await.expect("the proxy accepts");
-        // The proxy may close early on garbage; what it answered is still read below.
-        let _ = stream.write_all(&request).await;
-        let mut answer = Vec::new();
-        let mut buf = [0u8; 4096];
-        while let Ok(Ok(n @ 1..)) = tokio::time::timeout(quiet, stream.read(&mut buf)).await {
-            answer.extend_from_slice(&buf[..n]);
-        }
-        answer
+        let stream = TcpStream::connect(self.proxy).await.expect("the proxy accepts");
+        held::exchange(stream, &request, false, quiet).await
     }
 
     /// Panics unless a plain request is answered by the upstream through the proxy.
@@ -149,10 +124,6 @@ fn replace(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     }
     out.extend_from_slice(rest);
     out
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// The status codes of the answers in `stream` (each starts with `HTTP/1.1 NNN `).

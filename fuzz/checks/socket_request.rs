@@ -4,17 +4,13 @@
 //! is not running, so refreshes fail at once with 503 instead of reaching a backend. Shared by
 //! the fuzz target and the corpus replay in `cargo test`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
+use super::held::{self, contains};
 use mcp_token_sync::api::{self, Shared};
-use mcp_token_sync::config::{Config, Environment, SinkConfig};
-use mcp_token_sync::engine::Engine;
-use mcp_token_sync::metrics::Metrics;
-use mcp_token_sync::source::Source;
-use mcp_token_sync::token::{CurrentToken, Token, TokenState};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use mcp_token_sync::config::SinkConfig;
 use tokio::net::UnixStream;
 use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -36,27 +32,11 @@ impl Harness {
     pub async fn start() -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("api.sock");
-        let text = format!(
-            "[source]\nurl = \"http://127.0.0.1:9/current-token/\"\n\n[[sink]]\ntype = \"socket\"\npath = \"{}\"\n",
-            socket.display()
-        );
-        let config = Config::parse(&text, Path::new("fuzz.toml"), &Environment::default()).unwrap();
+        let sink = format!("[[sink]]\ntype = \"socket\"\npath = \"{}\"\n", socket.display());
+        let (config, engine, metrics) = held::holding(TOKEN, &sink);
         let SinkConfig::Socket(socket_config) = config.sinks[0].clone() else { unreachable!() };
-        let source = Source::new(&config.source).unwrap();
-        let now = SystemTime::now();
-        let held = TokenState::Valid(Arc::new(CurrentToken {
-            token: Token::new(TOKEN.to_owned()),
-            agent_name: Some("fuzz".into()),
-            expires_at: now + Duration::from_secs(365 * 24 * 3600),
-            fetched_at: now,
-            version: 3,
-        }));
-        let config = Arc::new(config);
-        let metrics = Arc::new(Metrics::new());
-        let (engine, handle) = Engine::new(config.clone(), source, held, metrics.clone());
-        drop(engine);
         let shared = Arc::new(Shared {
-            engine: handle,
+            engine,
             sinks: watch::channel(Vec::new()).1,
             config: watch::channel(config).1,
             metrics,
@@ -74,16 +54,8 @@ impl Harness {
     /// Writes `request`, closes the writing side, and reads until the daemon is done, or quiet
     /// for `quiet`.
     pub async fn exchange(&self, request: &[u8], quiet: Duration) -> Vec<u8> {
-        let mut stream = UnixStream::connect(&self.socket).await.expect("the daemon accepts");
-        // The daemon may close early on garbage; what it answered is still read below.
-        let _ = stream.write_all(request).await;
-        let _ = stream.shutdown().await;
-        let mut answer = Vec::new();
-        let mut buf = [0u8; 4096];
-        while let Ok(Ok(n @ 1..)) = tokio::time::timeout(quiet, stream.read(&mut buf)).await {
-            answer.extend_from_slice(&buf[..n]);
-        }
-        answer
+        let stream = UnixStream::connect(&self.socket).await.expect("the daemon accepts");
+        held::exchange(stream, request, true, quiet).await
     }
 
     /// Panics unless a plain request is answered.
@@ -109,10 +81,6 @@ pub fn check_answer(answer: &[u8]) {
             assert!(!contains(text, TOKEN.as_bytes()), "a {code} answer shows the token");
         }
     }
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Status codes of the answers in `stream`, each with the bytes up to the next answer. An answer

@@ -9,6 +9,8 @@ use tokio::runtime::Runtime;
 
 #[path = "../checks/socket_request.rs"]
 mod check;
+#[path = "../checks/held.rs"]
+mod held;
 
 static SERVER: LazyLock<(Runtime, check::Harness)> = LazyLock::new(|| {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();

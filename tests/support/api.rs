@@ -124,6 +124,20 @@ pub fn start_tweaked(
     extra: &str,
     tweak: impl FnOnce(TestConfig) -> TestConfig,
 ) -> WithSocket {
+    start_logging(backend, extra, tweak, "debug")
+}
+
+/// Like [`start`], logging only warnings: what a benchmark measures, not what a test reads.
+pub fn start_quiet(backend: &Backend, extra: &str) -> WithSocket {
+    start_logging(backend, extra, |config| config, "warn")
+}
+
+fn start_logging(
+    backend: &Backend,
+    extra: &str,
+    tweak: impl FnOnce(TestConfig) -> TestConfig,
+    level: &str,
+) -> WithSocket {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("api.sock");
     let file = dir.path().join("token");
@@ -134,7 +148,8 @@ pub fn start_tweaked(
         socket.display()
     );
     fs::write(&config, tweak(TestConfig::new(backend).sinks(&sinks)).text()).unwrap();
-    let mut daemon = DaemonProcess::run(&config);
+    let args = ["run", "--config", config.to_str().unwrap()];
+    let mut daemon = DaemonProcess::spawn_with_env(&args, &[("MCP_TOKEN_SYNC_LOG", level)]);
     wait_for("the socket", Duration::from_secs(10), || {
         if let Some(status) = daemon.exited() {
             panic!("the daemon exited ({status}):\n{}", daemon.output());

@@ -1,11 +1,12 @@
 //! A fake backend: a real HTTP/1.1 server on 127.0.0.1 that speaks the seed's protocol and can be
 //! told to misbehave in every way the daemon must survive.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -51,6 +52,8 @@ struct State {
     /// A header (name, value) the token endpoint insists on, if any.
     required_header: Option<(String, String)>,
     serial: u64,
+    /// When each token was first handed out.
+    answered: HashMap<String, Instant>,
 }
 
 #[derive(Clone)]
@@ -91,6 +94,7 @@ impl Backend {
             rotate_each_fetch: false,
             required_header: None,
             serial: 1,
+            answered: HashMap::new(),
         }));
         let scheme = if tls.is_some() { "https" } else { "http" };
         let state_dir = Arc::new(tempfile::tempdir().unwrap());
@@ -143,6 +147,11 @@ impl Backend {
 
     pub fn token(&self) -> String {
         self.state.lock().unwrap().token.clone()
+    }
+
+    /// When each token was first handed out, by token.
+    pub fn answered(&self) -> HashMap<String, Instant> {
+        self.state.lock().unwrap().answered.clone()
     }
 
     pub fn expires_at(&self) -> SystemTime {
@@ -217,6 +226,10 @@ impl Backend {
             }
             if s.rotate_each_fetch {
                 rotate(&mut s);
+            }
+            if matches!(s.reply, Reply::Token) {
+                let token = s.token.clone();
+                s.answered.entry(token).or_insert_with(Instant::now);
             }
             match &s.reply {
                 Reply::Token => Reply::Json(seed_answer(&s)),

@@ -111,3 +111,15 @@ pub fn run_verb(args: &[&str]) -> (ExitStatus, String) {
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status, text)
 }
+
+/// `curl -s` with `args` as another user (and group of the same number, no other groups): the
+/// HTTP status it got, as text. Needs root.
+pub fn curl_as(uid: u32, args: &[&str]) -> String {
+    let out = Command::new("setpriv")
+        .args([&format!("--reuid={uid}"), &format!("--regid={uid}"), "--clear-groups"])
+        .args(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args(args)
+        .output()
+        .expect("setpriv and curl are installed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -6,6 +6,9 @@ pub mod api;
 pub mod backend;
 pub mod binary;
 pub mod http;
+pub mod load;
+pub mod nginx;
+pub mod procfs;
 pub mod skip;
 pub mod upstream;
 

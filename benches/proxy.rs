@@ -1,0 +1,200 @@
+//! The proxy sink against what an operator would use instead: nginx (one worker) as a reverse
+//! proxy that adds the same header with `proxy_set_header`, with upstream keep-alive. The
+//! upstream is nginx too (one worker, a fixed answer). All measured in one run by the same load
+//! generator (`oha`, keep-alive clients):
+//!
+//! 1. throughput and latency: the upstream directly, nginx in front, our proxy in front;
+//! 2. server-sent events: from the upstream sending an event to the client reading it;
+//! 3. a 401 storm: 1,000 requests at once just after the token rotated;
+//! 4. the daemon's memory with its proxies idle.
+//!
+//!     scripts/bench proxy                    # BENCH_SECONDS=5 by default
+//!
+//! Only loopback; every phase is bounded in count or time.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use support::http::{self, Target};
+use support::load::{Measured, To, oha, quantiles};
+use support::nginx::{Nginx, Ready};
+use support::upstream::Upstream;
+use support::{Backend, api};
+
+const HEADER: &str = "X-Google-MCP-Token";
+/// What the upstream answers: the size of a small MCP answer.
+const ANSWER: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"list_calendars"}]}}"#;
+/// A simulated round trip to the token backend for the storm.
+const FETCH_TIME: Duration = Duration::from_millis(20);
+
+fn main() {
+    let seconds: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let backend = Backend::start().await;
+        throughput(&backend, Duration::from_secs(seconds)).await;
+        events(&backend).await;
+        storm().await;
+    });
+}
+
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+fn proxy_sink(listen: SocketAddr, upstream: &str) -> String {
+    format!(
+        "[[sink]]\ntype = \"proxy\"\nlisten = \"{listen}\"\nupstream = \"{upstream}\"\nheader = \"{HEADER}\"\n"
+    )
+}
+
+/// Sections 1 and 4.
+async fn throughput(backend: &Backend, duration: Duration) {
+    let (upstream, nginx_proxy, ours) = (free_port(), free_port(), free_port());
+    let token = backend.token();
+    let _upstream = Nginx::start(
+        &format!("server {{\n listen {upstream};\n location / {{ return 200 '{ANSWER}'; }}\n}}"),
+        &[Ready::Tcp(upstream)],
+    );
+    let nginx = Nginx::start(
+        &format!(
+            "upstream backend {{ server {upstream}; keepalive 32; }}\n\
+             server {{\n listen {nginx_proxy};\n location / {{\n  proxy_pass http://backend;\n\
+               proxy_http_version 1.1;\n  proxy_set_header Connection \"\";\n\
+               proxy_set_header {HEADER} \"{token}\";\n }}\n}}"
+        ),
+        &[Ready::Tcp(nginx_proxy)],
+    );
+    let daemon = api::start_quiet(backend, &proxy_sink(ours, &format!("http://{upstream}")));
+    api::get_until(&daemon.socket, "/v1/token?format=raw", "a token", |r| r.body == token).await;
+    let rss_started = support::procfs::rss_kib(daemon.daemon.pid());
+
+    let url = |address: SocketAddr| format!("http://{address}/mcp");
+    let servers = [
+        ("upstream, directly", upstream),
+        ("nginx in front", nginx_proxy),
+        ("mcp-token-sync in front", ours),
+    ];
+    // Unrecorded warm-up, so nothing is measured cold.
+    for (_, address) in servers {
+        blocking(|| oha(To::Url(&url(address)), 16, Duration::from_secs(1)));
+    }
+    println!("## 1. Throughput and latency ({}s per run, one worker each for nginx)\n", duration.as_secs());
+    println!("| path | clients | requests/s | p50 µs | p99 µs |\n|---|---:|---:|---:|---:|");
+    let mut results = Vec::new();
+    for clients in [1, 16] {
+        for (name, address) in servers {
+            let m = blocking(|| oha(To::Url(&url(address)), clients, duration));
+            assert_eq!(m.errors, 0, "{name}: errors under load");
+            print_row(name, clients, &m);
+            results.push((clients, name, m));
+        }
+    }
+    let get = |clients: usize, name: &str| results.iter().find(|r| r.0 == clients && r.1 == name).unwrap().2;
+    let (direct, theirs, mine) = (get(1, servers[0].0), get(16, servers[1].0), get(16, servers[2].0));
+    let nginx_added = get(1, servers[1].0).p50_us - direct.p50_us;
+    println!();
+    println!("- throughput at 16 clients, ours / nginx's: {:.2}", mine.rps / theirs.rps);
+    println!(
+        "- added latency over direct at p50, one client: ours {:.0} µs, nginx {nginx_added:.0} µs",
+        get(1, servers[2].0).p50_us - direct.p50_us
+    );
+
+    let rss_idle = support::procfs::rss_kib(daemon.daemon.pid());
+    println!("\n## 4. Memory\n");
+    println!("| daemon with a proxy, a socket and a file sink | RSS |\n|---|---:|");
+    println!("| started, first token written | {:.1} MiB |", rss_started as f64 / 1024.0);
+    println!("| idle after the runs above | {:.1} MiB |\n", rss_idle as f64 / 1024.0);
+    drop(nginx);
+}
+
+/// Section 2. Events sent one at a time; each is timed from the upstream's send to the client's
+/// read, through the proxy and directly.
+async fn events(backend: &Backend) {
+    const EVENTS: usize = 500;
+    println!("## 2. Server-sent events ({EVENTS} events, one at a time)\n");
+    println!("| path | p50 µs | p99 µs |\n|---|---:|---:|");
+    for through_proxy in [false, true] {
+        // An upstream of its own per path, so each counts only its own stream.
+        let upstream = Upstream::start(backend, HEADER, None).await;
+        let ours = free_port();
+        let daemon = api::start_quiet(backend, &proxy_sink(ours, &upstream.url()));
+        api::get_until(&daemon.socket, "/v1/token?format=raw", "a token", |r| r.status == 200).await;
+        let (name, target) = if through_proxy {
+            ("through mcp-token-sync", Target::Tcp(ours))
+        } else {
+            ("upstream, directly", Target::Tcp(upstream.addr()))
+        };
+        let request = http::request(&target, "GET", "/sse")
+            .header("accept", "text/event-stream")
+            .header(HEADER, backend.token())
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        let mut body = http::open(&target, request).await.into_body();
+        let mut delays = Vec::with_capacity(EVENTS);
+        for i in 0..EVENTS {
+            let sent = loop {
+                let at = Instant::now();
+                if upstream.send_event(&format!("{i}")) > 0 {
+                    break at;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            };
+            body.frame().await.unwrap().unwrap();
+            delays.push(sent.elapsed());
+        }
+        let (p50, p99) = quantiles(&mut delays);
+        println!("| {name} | {p50:.0} | {p99:.0} |");
+    }
+    println!();
+}
+
+/// Section 3. The token rotates at the backend; 1,000 requests with the old one reach the
+/// upstream at once, get 401, and wait for one refresh.
+async fn storm() {
+    const REQUESTS: usize = 1000;
+    let backend = Backend::start().await;
+    let upstream = Upstream::start(&backend, HEADER, None).await;
+    let ours = free_port();
+    let daemon = api::start_quiet(&backend, &proxy_sink(ours, &upstream.url()));
+    api::get_until(&daemon.socket, "/v1/token?format=raw", "a token", |r| r.status == 200).await;
+    backend.rotate();
+    backend.set_reply(support::Reply::Slow(FETCH_TIME));
+    let before = backend.fetches();
+    let target = Target::Tcp(ours);
+    let started = Instant::now();
+    let requests: Vec<_> = (0..REQUESTS)
+        .map(|_| {
+            let target = target.clone();
+            tokio::spawn(async move { http::send(&target, http::get(&target, "/storm")).await.status })
+        })
+        .collect();
+    for request in requests {
+        assert_eq!(request.await.unwrap(), 200);
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "## 3. A 401 storm: {REQUESTS} requests at once after a rotation (a fetch takes {} ms)\n",
+        FETCH_TIME.as_millis()
+    );
+    println!("| fetches | last answer after | target |\n|---:|---:|---|");
+    println!(
+        "| {} | {:.1} ms | 1 fetch; within the fetch time + 100 ms |\n",
+        backend.fetches() - before,
+        elapsed.as_secs_f64() * 1e3
+    );
+}
+
+fn print_row(name: &str, clients: usize, m: &Measured) {
+    println!("| {name} | {clients} | {:.0} | {:.0} | {:.0} |", m.rps, m.p50_us, m.p99_us);
+}
+
+/// Runs the load generator off the runtime, which keeps serving the fake backend meanwhile.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
