@@ -375,13 +375,13 @@ impl Engine {
             debug!("backend still answers {}", current.describe());
             return Refreshed { version: current.version, changed: false, fetched: true };
         }
-        let current = CurrentToken {
-            token: candidate.token,
-            agent_name: candidate.agent_name,
-            expires_at: candidate.expires_at,
-            fetched_at: now,
-            version: held.version() + 1,
-        };
+        let current = CurrentToken::new(
+            candidate.token,
+            candidate.agent_name,
+            candidate.expires_at,
+            now,
+            held.version() + 1,
+        );
         info!(
             "fetched new token {}, expires in {}",
             current.describe(),

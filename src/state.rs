@@ -108,13 +108,13 @@ impl StateFile {
             info!("state file: version {} is no longer usable; fetching a new token", record.version);
             return expired;
         }
-        let current = CurrentToken {
-            token: Token::new(held.token.into_owned()),
-            agent_name: held.agent_name,
+        let current = CurrentToken::new(
+            Token::new(held.token.into_owned()),
+            held.agent_name,
             expires_at,
             fetched_at,
-            version: record.version,
-        };
+            record.version,
+        );
         info!(
             "restored {} from the state file, expires in {}",
             current.describe(),
@@ -177,13 +177,13 @@ mod tests {
 
     fn valid(version: u64, expires_in: Duration) -> TokenState {
         let now = SystemTime::now();
-        TokenState::Valid(Arc::new(CurrentToken {
-            token: Token::new("SECRET-state-token".into()),
-            agent_name: Some("a1".into()),
-            expires_at: now + expires_in,
-            fetched_at: now,
+        TokenState::Valid(Arc::new(CurrentToken::new(
+            Token::new("SECRET-state-token".into()),
+            Some("a1".into()),
+            now + expires_in,
+            now,
             version,
-        }))
+        )))
     }
 
     #[test]

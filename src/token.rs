@@ -7,9 +7,10 @@
 
 use std::fmt;
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -83,9 +84,46 @@ pub struct CurrentToken {
     /// When this version was first fetched.
     pub fetched_at: SystemTime,
     pub version: u64,
+    wire: OnceLock<Wire>,
+}
+
+/// This version as the socket API sends it, encoded once: every answer shares these bytes
+/// instead of copying the token again, and they are zeroed when the version and the last answer
+/// that carried it are gone.
+pub struct Wire {
+    /// The token alone.
+    pub raw: Bytes,
+    /// The `/v1/token` object.
+    pub json: Bytes,
+    /// `"<version>"`, for `ETag`.
+    pub etag: Bytes,
+}
+
+impl fmt::Debug for Wire {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Wire(redacted)")
+    }
 }
 
 impl CurrentToken {
+    pub fn new(
+        token: Token,
+        agent_name: Option<String>,
+        expires_at: SystemTime,
+        fetched_at: SystemTime,
+        version: u64,
+    ) -> CurrentToken {
+        CurrentToken { token, agent_name, expires_at, fetched_at, version, wire: OnceLock::new() }
+    }
+
+    pub fn wire(&self) -> &Wire {
+        self.wire.get_or_init(|| Wire {
+            raw: Bytes::from_owner(Zeroizing::new(self.token.expose().as_bytes().to_vec())),
+            json: Bytes::from_owner(self.to_json()),
+            etag: Bytes::from(format!("\"{}\"", self.version)),
+        })
+    }
+
     /// The `/v1/token` object: `{"token","agent_name","expires_at","fetched_at","version"}`.
     /// The buffer is zeroed when dropped, since it holds the secret.
     pub fn to_json(&self) -> Zeroizing<Vec<u8>> {
@@ -194,13 +232,13 @@ mod tests {
     }
 
     fn sample() -> CurrentToken {
-        CurrentToken {
-            token: Token::new(SECRET.into()),
-            agent_name: Some("google-calender-mcp".into()),
-            expires_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_785_708_209_801),
-            fetched_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_785_708_149),
-            version: 7,
-        }
+        CurrentToken::new(
+            Token::new(SECRET.into()),
+            Some("google-calender-mcp".into()),
+            SystemTime::UNIX_EPOCH + Duration::from_millis(1_785_708_209_801),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_785_708_149),
+            7,
+        )
     }
 
     #[test]

@@ -19,13 +19,13 @@ pub fn holding(token: &str, sinks: &str) -> (Arc<Config>, EngineHandle, Arc<Metr
     let config = Arc::new(Config::parse(&text, Path::new("fuzz.toml"), &Environment::default()).unwrap());
     let source = Source::new(&config.source).unwrap();
     let now = SystemTime::now();
-    let held = TokenState::Valid(Arc::new(CurrentToken {
-        token: Token::new(token.to_owned()),
-        agent_name: Some("fuzz".into()),
-        expires_at: now + Duration::from_secs(365 * 24 * 3600),
-        fetched_at: now,
-        version: 3,
-    }));
+    let held = TokenState::Valid(Arc::new(CurrentToken::new(
+        Token::new(token.to_owned()),
+        Some("fuzz".into()),
+        now + Duration::from_secs(365 * 24 * 3600),
+        now,
+        3,
+    )));
     let metrics = Arc::new(Metrics::new());
     let (engine, handle) = Engine::new(config.clone(), source, held, metrics.clone());
     drop(engine);

@@ -35,12 +35,8 @@ impl Harness {
         let sink = format!("[[sink]]\ntype = \"socket\"\npath = \"{}\"\n", socket.display());
         let (config, engine, metrics) = held::holding(TOKEN, &sink);
         let SinkConfig::Socket(socket_config) = config.sinks[0].clone() else { unreachable!() };
-        let shared = Arc::new(Shared {
-            engine,
-            sinks: watch::channel(Vec::new()).1,
-            config: watch::channel(config).1,
-            metrics,
-        });
+        let shared =
+            Arc::new(Shared::new(engine, watch::channel(Vec::new()).1, watch::channel(config).1, metrics));
         let stop = CancellationToken::new();
         tokio::spawn(api::server(&socket_config, shared).unwrap().serve(stop.clone()));
         let harness = Harness { socket, _stop: stop.drop_guard(), _dir: dir };

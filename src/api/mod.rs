@@ -20,16 +20,30 @@ use crate::engine::EngineHandle;
 use crate::metrics::Metrics;
 use crate::server::{Acl, BindError, Handler, Listener, Peer, Server};
 use crate::sinks::SinkReport;
+use crate::token::TokenState;
 
 pub use respond::Body;
 
 /// What every request's handler reads. Sinks and config change on reload.
 pub struct Shared {
     pub engine: EngineHandle,
+    /// The engine's token channel, read by every token request without cloning a receiver.
+    token: watch::Receiver<TokenState>,
     /// Every sink's report, sockets and proxies included, for status and health.
     pub sinks: watch::Receiver<Vec<watch::Receiver<SinkReport>>>,
     pub config: watch::Receiver<Arc<Config>>,
     pub metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    pub fn new(
+        engine: EngineHandle,
+        sinks: watch::Receiver<Vec<watch::Receiver<SinkReport>>>,
+        config: watch::Receiver<Arc<Config>>,
+        metrics: Arc<Metrics>,
+    ) -> Shared {
+        Shared { token: engine.token(), engine, sinks, config, metrics }
+    }
 }
 
 /// The routes, as a [`Handler`] for the server.

@@ -33,9 +33,10 @@ pub(super) async fn read_body(request: Request<Incoming>) -> Result<Bytes, Respo
     }
 }
 
-pub(super) fn query(request: &Request<Incoming>, name: &str) -> Option<String> {
+/// The query parameter `name`, borrowed from the URI unless it had to be decoded.
+pub(super) fn query<'a>(request: &'a Request<Incoming>, name: &str) -> Option<std::borrow::Cow<'a, str>> {
     let query = request.uri().query()?;
-    url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+    url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v)
 }
 
 pub(super) fn empty() -> Body {
@@ -57,7 +58,11 @@ pub(super) fn json_response(status: StatusCode, value: &serde_json::Value) -> Re
 
 /// A response carrying the token, in a copy that is zeroed once hyper has written it.
 pub(super) fn secret(body: &[u8], content_type: &'static str) -> Response<Body> {
-    let body = Bytes::from_owner(zeroize::Zeroizing::new(body.to_vec()));
+    shared_secret(Bytes::from_owner(zeroize::Zeroizing::new(body.to_vec())), content_type)
+}
+
+/// A response carrying the token in bytes that zero themselves when their last user is gone.
+pub(super) fn shared_secret(body: Bytes, content_type: &'static str) -> Response<Body> {
     let mut response = Response::new(BodyExt::boxed(Full::new(body)));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

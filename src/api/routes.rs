@@ -11,7 +11,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::respond::{Body, empty, error, json_response, no_token, query, read_body, secret, text};
+use super::respond::{Body, empty, error, json_response, no_token, query, read_body, shared_secret, text};
 use super::{Shared, report, status};
 use crate::token::TokenState;
 
@@ -110,7 +110,7 @@ fn token(shared: &Shared, request: &Request<Incoming>) -> Response<Body> {
             return error(StatusCode::BAD_REQUEST, "bad_request", "format is \"json\" (default) or \"raw\"");
         }
     };
-    let state = shared.engine.token().borrow().clone();
+    let state = shared.token.borrow().clone();
     let current = match &state {
         TokenState::Valid(current) => current,
         TokenState::Empty => {
@@ -120,22 +120,25 @@ fn token(shared: &Shared, request: &Request<Incoming>) -> Response<Body> {
             return no_token("token_expired", "the token expired and no valid replacement was fetched yet");
         }
     };
-    let etag = format!("\"{}\"", current.version);
+    let wire = current.wire();
     let not_modified =
         request.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|tags| {
-            tags.split(',').map(|t| t.trim().trim_start_matches("W/")).any(|t| t == "*" || t == etag)
+            tags.split(',')
+                .map(|t| t.trim().trim_start_matches("W/"))
+                .any(|t| t == "*" || t.as_bytes() == wire.etag)
         });
     let mut response = if not_modified {
         let mut r = Response::new(empty());
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r
     } else if raw {
-        secret(current.token.expose().as_bytes(), "text/plain; charset=utf-8")
+        shared_secret(wire.raw.clone(), "text/plain; charset=utf-8")
     } else {
-        secret(&current.to_json(), "application/json")
+        shared_secret(wire.json.clone(), "application/json")
     };
     let headers = response.headers_mut();
-    headers.insert(header::ETAG, HeaderValue::from_str(&etag).expect("digits and quotes"));
+    headers
+        .insert(header::ETAG, HeaderValue::from_maybe_shared(wire.etag.clone()).expect("digits and quotes"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }

@@ -95,13 +95,13 @@ mod tests {
     #[test]
     fn a_token_past_its_refresh_point_is_expiring() {
         let fetched = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let state = TokenState::Valid(Arc::new(CurrentToken {
-            token: Token::new("t".into()),
-            agent_name: None,
-            expires_at: fetched + Duration::from_secs(100),
-            fetched_at: fetched,
-            version: 1,
-        }));
+        let state = TokenState::Valid(Arc::new(CurrentToken::new(
+            Token::new("t".into()),
+            None,
+            fetched + Duration::from_secs(100),
+            fetched,
+            1,
+        )));
         assert_eq!(state_name(&state, 0.6, fetched + Duration::from_secs(59)), "fresh");
         assert_eq!(state_name(&state, 0.6, fetched + Duration::from_secs(60)), "expiring");
         assert_eq!(state_name(&TokenState::Expired { version: 2 }, 0.6, fetched), "expired");

@@ -129,8 +129,7 @@ impl Daemon {
             Engine::new(config.clone(), source, state.restore(SystemTime::now()), metrics.clone());
         let (reports, reports_rx) = watch::channel(Vec::new());
         let (config_tx, config_rx) = watch::channel(config);
-        let shared =
-            Arc::new(Shared { engine: handle.clone(), sinks: reports_rx, config: config_rx, metrics });
+        let shared = Arc::new(Shared::new(handle.clone(), reports_rx, config_rx, metrics));
         let cancel = CancellationToken::new();
         let mut daemon = Daemon {
             handle,
