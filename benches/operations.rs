@@ -237,7 +237,7 @@ async fn idle_cost() {
         task.await.unwrap();
     }
     let rss_after = rss_kib(d.daemon.pid());
-    let binary = std::fs::metadata(support::binary::BIN).unwrap().len();
+    let binary = std::fs::metadata(support::binary::daemon_binary()).unwrap().len();
     println!("## 3. Idle cost\n");
     println!("| measure | value | target |\n|---|---:|---|");
     println!(

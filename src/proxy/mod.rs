@@ -31,7 +31,7 @@ use zeroize::Zeroizing;
 
 use crate::config::{Listen, ProxySinkConfig};
 use crate::engine::{EngineHandle, EngineStatus};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ProxyRequests};
 use crate::server::{Acl, BindError, BoxError, Handler, Listener, Peer, Server};
 use crate::sinks::SinkReport;
 use crate::token::TokenState;
@@ -59,6 +59,7 @@ pub struct Proxy {
     token: watch::Receiver<TokenState>,
     status: watch::Receiver<EngineStatus>,
     metrics: Arc<Metrics>,
+    requests: ProxyRequests,
     report: watch::Sender<SinkReport>,
     /// The token header for the version held, built once per version.
     credential: Mutex<Option<(u64, HeaderValue)>>,
@@ -94,6 +95,7 @@ pub fn server(
     report.upstream = Some(config.upstream.to_string());
     let (report, report_rx) = watch::channel(report);
     let proxy = Proxy {
+        requests: metrics.proxy_requests(&name),
         name,
         upstream,
         header: HeaderName::from_bytes(config.header.as_bytes()).expect("the config checked the header"),
@@ -126,11 +128,12 @@ impl Handler for Proxy {
     type Body = Body;
 
     async fn handle(&self, request: Request<Incoming>, _peer: Peer) -> Response<Body> {
-        let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+        // Cheap to keep: a method and a URI share the request's bytes.
+        let (method, uri) = (request.method().clone(), request.uri().clone());
         let response = self.forward(request).await;
-        let status = response.status();
-        self.metrics.proxy_request(&self.name, status.as_u16());
-        debug!("proxy {}: {method} {path} -> {}", self.name, status.as_u16());
+        let status = response.status().as_u16();
+        self.requests.count(status);
+        debug!("proxy {}: {method} {} -> {status}", self.name, uri.path());
         response
     }
 

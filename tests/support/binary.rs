@@ -11,6 +11,13 @@ use nix::unistd::Pid;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mcp-token-sync");
 
+/// The daemon that [`DaemonProcess`] runs: `$MCP_TOKEN_SYNC_BIN` when set (`scripts/bench` sets
+/// it to the release build, which the bench profile cannot reproduce: cargo builds benchmarks
+/// with unwinding, the release profile aborts on panic), else [`BIN`].
+pub fn daemon_binary() -> String {
+    std::env::var("MCP_TOKEN_SYNC_BIN").unwrap_or_else(|_| BIN.to_owned())
+}
+
 pub struct DaemonProcess {
     child: Child,
     output: Arc<Mutex<String>>,
@@ -28,13 +35,15 @@ impl DaemonProcess {
 
     /// With extra environment variables.
     pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> DaemonProcess {
-        DaemonProcess::start(Command::new(BIN), args, env)
+        DaemonProcess::start(Command::new(daemon_binary()), args, env)
     }
 
     /// As another user (and group of the same number, no other groups): needs root.
     pub fn spawn_as(uid: u32, args: &[&str]) -> DaemonProcess {
         let mut setpriv = Command::new("setpriv");
-        setpriv.args([&format!("--reuid={uid}"), &format!("--regid={uid}"), "--clear-groups", BIN]);
+        setpriv
+            .args([&format!("--reuid={uid}"), &format!("--regid={uid}"), "--clear-groups"])
+            .arg(daemon_binary());
         DaemonProcess::start(setpriv, args, &[])
     }
 
