@@ -15,7 +15,8 @@
 //! reload, stop), [`systemd`] (sd_notify and the watchdog), [`cli`] and [`client`] (the command
 //! line and its socket client), [`demo`], and the small [`clock`], [`logging`] and [`process`]
 //! helpers.
-// One reviewed exception: registering the wall-clock timerfd with tokio (`clock`).
+// Two reviewed exceptions: registering the wall-clock timerfd with tokio (`clock`), and handing
+// freed memory back to the kernel with glibc's `malloc_trim` (`process`).
 #![deny(unsafe_code)]
 
 pub mod api;

@@ -30,6 +30,10 @@ pub(super) struct Connections {
     room: Notify,
     /// Orders events: a smaller stamp is earlier. Also names connections.
     clock: AtomicU64,
+    /// A connection was admitted since the listener last settled.
+    busy: AtomicBool,
+    /// Rung when the last connection closes.
+    emptied: Notify,
 }
 
 struct Entry {
@@ -69,6 +73,8 @@ impl Connections {
             live: Mutex::default(),
             room: Notify::new(),
             clock: AtomicU64::new(0),
+            busy: AtomicBool::new(false),
+            emptied: Notify::new(),
         })
     }
 
@@ -98,6 +104,7 @@ impl Connections {
             let evicted = live.remove(&idlest).expect("just found");
             evicted.close.cancel();
         }
+        self.busy.store(true, Ordering::Relaxed);
         let id = self.tick();
         let entry = Arc::new(Entry {
             answering: AtomicBool::new(false),
@@ -107,6 +114,27 @@ impl Connections {
         });
         live.insert(id, entry.clone());
         Some(Admitted { slot: Slot { id, entry, connections: self.clone() }, made_room })
+    }
+
+    /// Resolves once connections were served and then none has been open for `quiet`: the time
+    /// to hand the memory a burst left behind back to the kernel. Pending while idle, so an idle
+    /// listener never wakes for it.
+    pub(super) async fn settled(&self, quiet: std::time::Duration) {
+        loop {
+            let emptied = self.emptied.notified();
+            tokio::pin!(emptied);
+            emptied.as_mut().enable();
+            let empty = self.live.lock().expect("never poisoned").is_empty();
+            if !(empty && self.busy.load(Ordering::Relaxed)) {
+                emptied.await;
+                continue;
+            }
+            tokio::time::sleep(quiet).await;
+            if self.live.lock().expect("never poisoned").is_empty() {
+                self.busy.store(false, Ordering::Relaxed);
+                return;
+            }
+        }
     }
 
     fn tick(&self) -> u64 {
@@ -144,7 +172,12 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.connections.live.lock().expect("never poisoned").remove(&self.id);
+        let mut live = self.connections.live.lock().expect("never poisoned");
+        live.remove(&self.id);
+        if live.is_empty() {
+            self.connections.emptied.notify_waiters();
+        }
+        drop(live);
         self.connections.room.notify_one();
     }
 }
@@ -309,6 +342,30 @@ mod tests {
         busy.set_stalled(true);
         assert!(waiting.await.unwrap(), "the connection whose peer stopped reading gives way");
         assert!(is_evicted(&busy));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_listener_settles_once_after_its_last_connection_and_not_while_idle() {
+        let connections = Connections::new(4);
+        let quiet = Duration::from_secs(2);
+        let never_served = tokio::time::timeout(Duration::from_secs(60), connections.settled(quiet)).await;
+        assert!(never_served.is_err(), "an idle listener settled: it would wake for nothing");
+
+        let first = connections.admit().await.slot;
+        let second = connections.admit().await.slot;
+        let settled = tokio::spawn({
+            let connections = connections.clone();
+            async move { connections.settled(quiet).await }
+        });
+        drop(first);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(!settled.is_finished(), "settled with a connection still open");
+        let closed = tokio::time::Instant::now();
+        drop(second);
+        settled.await.unwrap();
+        assert_eq!(closed.elapsed(), quiet);
+        let again = tokio::time::timeout(Duration::from_secs(60), connections.settled(quiet)).await;
+        assert!(again.is_err(), "settled twice for one burst");
     }
 
     #[tokio::test(start_paused = true)]

@@ -35,6 +35,7 @@ use tracing::{debug, warn};
 
 use crate::backoff::Backoff;
 use crate::metrics::Metrics;
+use crate::process;
 use connections::{Admitted, Connections, Slot, Tracked};
 pub(crate) use listener::{BindError, Listener};
 pub(crate) use peer::{Acl, Peer};
@@ -44,6 +45,8 @@ pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const MAX_HEAD: usize = 16 * 1024;
 /// How often a listener that keeps running out of connections says so.
 const FULL_WARNING_EVERY: Duration = Duration::from_secs(60);
+/// How long a listener must have had no connection before freed memory is handed back.
+const SETTLE: Duration = Duration::from_secs(2);
 /// Out of file descriptors and the like: retry accepting, but do not spin.
 const ACCEPT_BACKOFF: Backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(1280));
 
@@ -100,6 +103,12 @@ impl<H: Handler> Server<H> {
             let accepted = tokio::select! {
                 _ = cancel.cancelled() => break,
                 accepted = accept(&listener) => accepted,
+                _ = connections.settled(SETTLE) => {
+                    // glibc keeps what a burst of connections freed in per-thread arenas (1.5 MiB
+                    // after a minute of proxying here); once things are quiet, give it back.
+                    process::release_free_memory();
+                    continue;
+                }
             };
             let stream = match accepted {
                 Ok(stream) => {
