@@ -3,18 +3,22 @@
 //!
 //! The data path, left to right:
 //!
-//! - [`source`] fetches the backend's current-token answer over HTTP(S);
-//! - [`validate`] applies the rules a token must pass before anyone sees it;
-//! - [`engine`] runs one fetch at a time, when [`schedule`] says or a trigger asks, and publishes
-//!   the current [`token`] (versioned) on a watch channel;
-//! - [`sinks`] subscribe to that channel and write the token where consumers read it (files
-//!   through [`fsutil`]'s atomic writes, keyrings, hooks, the [`state`] file), each on its own;
-//! - [`api`] serves it over Unix sockets, and turns clients' 401 reports into engine triggers.
+//! - [`source`] fetches the backend's current-token answer over HTTP(S) (and runs the live
+//!   probe);
+//! - [`validate`] applies the rules a token must pass before anyone sees it (pure);
+//! - [`engine`] runs one fetch at a time, when [`schedule`] (pure) says or a trigger asks, and
+//!   publishes the current [`token`] (versioned) on a watch channel;
+//! - `sinks` subscribe to that channel and write the token where consumers read it (files
+//!   through `fsutil`'s atomic writes, keyrings, hooks, the `state` file), each on its own;
+//! - [`api`] serves it over Unix sockets and turns clients' 401 reports into engine triggers;
+//!   [`proxy`] adds it to any local client's requests to an upstream, and turns the upstream's
+//!   401s into the same triggers. Both are served by `server` (accept loop, connection limits,
+//!   the peer's uid from the kernel).
 //!
-//! Around it: [`config`] (the TOML schema and its checks), [`daemon`] (assembly, signals,
-//! reload, stop), [`systemd`] (sd_notify and the watchdog), [`cli`] and [`client`] (the command
-//! line and its socket client), [`demo`], and the small [`clock`], [`logging`] and [`process`]
-//! helpers.
+//! Around it: [`config`] (the TOML schema, values and checks), [`daemon`] (assembly, the
+//! supervisor for signals and reload, `once`), [`cli`] (the verbs) and [`client`] (the socket
+//! API's client), [`metrics`] (one registry everything feeds), `systemd` (sd_notify and the
+//! watchdog), `demo`, and the small [`clock`], `backoff`, `logging` and `process` helpers.
 // Two reviewed exceptions: registering the wall-clock timerfd with tokio (`clock`), and handing
 // freed memory back to the kernel with glibc's `malloc_trim` (`process`).
 #![deny(unsafe_code)]

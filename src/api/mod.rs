@@ -1,7 +1,7 @@
 //! The client API: HTTP/1.1 over Unix sockets (DESIGN §7).
 //!
 //! Each `socket` sink is one listening socket with its own mode and peer ACL, served by the
-//! shared [`crate::server`]; all of them answer the same [`routes`] from the same [`Shared`]
+//! shared `crate::server`; all of them answer the same `routes` from the same [`Shared`]
 //! view of the daemon.
 
 mod report;
@@ -46,7 +46,7 @@ impl Shared {
     }
 }
 
-/// The routes, as a [`Handler`] for the server.
+/// The routes, as a `Handler` for the server.
 pub struct Api(pub Arc<Shared>);
 
 impl Handler for Api {

@@ -1,5 +1,5 @@
-//! The command line (DESIGN §8): the verbs' definitions ([`args`]), the daemon verbs
-//! ([`daemon`]) and the client verbs that talk to a running daemon ([`client`]), with their exit
+//! The command line (DESIGN §8): the verbs' definitions (`args`), the daemon verbs
+//! (`daemon`) and the client verbs that talk to a running daemon (`client`), with their exit
 //! codes: 0 success, 1 runtime failure, 2 usage or configuration error.
 
 mod args;

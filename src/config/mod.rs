@@ -1,10 +1,10 @@
 //! The configuration file (DESIGN §3): one place shared by `check`, `run`, `once` and reload.
 //!
-//! Loading is two passes. serde turns the TOML into the [`schema`] sections and flat sink tables
-//! (unknown keys, wrong types and malformed leaf [`values`] such as durations, modes and cron
-//! expressions fail here, with toml's span); then [`check`] looks at what needs several keys at
+//! Loading is two passes. serde turns the TOML into the `schema` sections and flat sink tables
+//! (unknown keys, wrong types and malformed leaf `values` such as durations, modes and cron
+//! expressions fail here, with toml's span); then `check` looks at what needs several keys at
 //! once or the environment (paths, users, cross-key limits). Either pass reports problems as
-//! [`ConfigError`], which names the file, the key and the line ([`locate`]).
+//! [`ConfigError`], which names the file, the key and the line (`locate`).
 
 mod check;
 mod locate;

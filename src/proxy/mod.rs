@@ -2,10 +2,10 @@
 //! forwards (DESIGN §12), so a client that takes only a static URL (an MCP host) needs no token
 //! and no refresh logic of its own.
 //!
-//! One request, in order: the listener's checks (the peer's uid, in [`crate::server`]; the
+//! One request, in order: the listener's checks (the peer's uid, in `crate::server`; the
 //! `Host` on TCP, against DNS rebinding; a browser's `Origin`), the held token (none: 503, the
-//! upstream is not contacted), the upstream request ([`forward`]) with a body that can be sent
-//! again ([`replay`]), and the answer. An upstream 401 asks the engine for a token newer than
+//! upstream is not contacted), the upstream request (`forward`) with a body that can be sent
+//! again (`replay`), and the answer. An upstream 401 asks the engine for a token newer than
 //! the one sent, the same coalesced refresh as a client's 401 report, and the request is
 //! replayed once with it; it never reaches the client as a 401, which would send an MCP client
 //! into OAuth discovery.

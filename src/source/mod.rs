@@ -2,7 +2,7 @@
 //!
 //! One `reqwest` client lives for the whole run (connection reuse, one TLS setup). The source
 //! enforces the HTTP half of DESIGN §4 rule 1 — status 200, no redirects, at most
-//! [`MAX_BODY_BYTES`] — and leaves the JSON to [`crate::validate`]; the live [`probe`] of rule 6
+//! [`MAX_BODY_BYTES`] — and leaves the JSON to [`crate::validate`]; the live `probe` of rule 6
 //! uses the same client.
 
 mod probe;
