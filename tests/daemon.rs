@@ -266,6 +266,14 @@ fn check_accepts_every_sink_type_of_the_example_config() {
 }
 
 #[test]
+fn version_names_the_cargo_features_built_in() {
+    let (status, output) = run_verb(&["--version"]);
+    assert!(status.success(), "{output}");
+    let feature = if cfg!(feature = "secret-service") { "+secret-service" } else { "-secret-service" };
+    assert_eq!(output, format!("mcp-token-sync {}\nfeatures: {feature}\n", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let (status, _) = run_verb(&["frobnicate"]);
     assert_eq!(status.code(), Some(2));

@@ -357,10 +357,11 @@ fn the_units_pass_systemd_analyze_verify() {
     let mut copies = Vec::new();
     for unit in units() {
         let copy = dir.path().join(unit.file_name().unwrap());
+        // As installed: the command systemd looks up in its search path, here the test's binary.
         let text = support::replaced(
             &fs::read_to_string(&unit).unwrap(),
-            "/usr/local/bin/mcp-token-sync",
-            support::binary::BIN,
+            "ExecStart=mcp-token-sync ",
+            &format!("ExecStart={} ", support::binary::BIN),
         );
         fs::write(&copy, text).unwrap();
         copies.push(copy.to_str().unwrap().to_owned());

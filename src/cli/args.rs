@@ -13,7 +13,7 @@ pub const DEFAULT_SOCKET: &str = "/run/mcp-token-sync/api.sock";
 
 /// `--version`: the version and the optional cargo features built in.
 #[cfg(feature = "secret-service")]
-pub(super) const LONG_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\nfeatures: +secret-service");
+pub(crate) const LONG_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\nfeatures: +secret-service");
 #[cfg(not(feature = "secret-service"))]
 pub const LONG_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\nfeatures: -secret-service");
 
@@ -28,7 +28,7 @@ pub const LONG_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\nfeatures: -
         publishes it to files, env files, keyrings, a Unix-socket API, exec hooks, and local proxies \
         that add it to any client's requests. See /usr/share/doc/mcp-token-sync/README.md."
 )]
-pub(super) struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// Log as "text" or "json" (one object per line); overrides [daemon] log_format.
@@ -40,7 +40,7 @@ pub(super) struct Cli {
 }
 
 #[derive(Subcommand)]
-pub(super) enum Command {
+pub(crate) enum Command {
     /// Run the daemon.
     Run(ConfigPath),
     /// Validate the config and print what it resolves to.
@@ -92,14 +92,14 @@ pub(super) enum Command {
 }
 
 #[derive(Args)]
-pub(super) struct SocketPath {
+pub(crate) struct SocketPath {
     /// The daemon's socket.
     #[arg(long, env = "MCP_TOKEN_SYNC_SOCKET", default_value = DEFAULT_SOCKET)]
     pub socket: PathBuf,
 }
 
 #[derive(Args)]
-pub(super) struct ConfigPath {
+pub(crate) struct ConfigPath {
     /// The configuration file.
     #[arg(long, env = "MCP_TOKEN_SYNC_CONFIG", default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
