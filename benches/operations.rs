@@ -34,8 +34,7 @@ const UPSTREAM_DELAY: Duration = Duration::from_millis(20);
 
 fn main() {
     // The flood holds 10,000 sockets: raise the soft open-file limit to the hard one.
-    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
-    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    mcp_token_sync::process::raise_fd_limit().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         seed_pattern_vs_socket().await;

@@ -18,7 +18,7 @@
 //! Around it: [`config`] (the TOML schema, values and checks), [`daemon`] (assembly, the
 //! supervisor for signals and reload, `once`), [`cli`] (the verbs) and [`client`] (the socket
 //! API's client), [`metrics`] (one registry everything feeds), `systemd` (sd_notify and the
-//! watchdog), `demo`, and the small [`clock`], `backoff`, `logging` and `process` helpers.
+//! watchdog), `demo`, and the small [`clock`], `backoff`, `logging` and [`process`] helpers.
 // Two reviewed exceptions: registering the wall-clock timerfd with tokio (`clock`), and handing
 // freed memory back to the kernel with glibc's `malloc_trim` (`process`).
 #![deny(unsafe_code)]
@@ -35,7 +35,7 @@ pub mod engine;
 pub(crate) mod fsutil;
 pub(crate) mod logging;
 pub mod metrics;
-pub(crate) mod process;
+pub mod process;
 pub mod proxy;
 pub mod schedule;
 pub(crate) mod server;

@@ -23,7 +23,7 @@ pub(crate) fn release_free_memory() {
 /// Raises the soft limit on open files to the hard one. systemd starts services at 1024, which
 /// one socket's default `max_connections` alone would use up, and sets the hard limit high for
 /// programs that ask (we never use `select()`, the reason for the low default).
-pub(crate) fn raise_fd_limit() -> nix::Result<()> {
+pub fn raise_fd_limit() -> nix::Result<()> {
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
     if soft < hard { setrlimit(Resource::RLIMIT_NOFILE, hard, hard) } else { Ok(()) }
 }

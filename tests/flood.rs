@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use nix::sys::resource::{Resource, getrlimit};
 use support::Backend;
 use support::api::{self, get, post};
 use tokio::io::AsyncWriteExt;
@@ -43,7 +43,7 @@ async fn ten_thousand_held_connections_neither_starve_clients_nor_grow_memory() 
     ) {
         return;
     }
-    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    mcp_token_sync::process::raise_fd_limit().unwrap();
 
     let backend = Backend::start().await;
     let d = api::start(&backend, "");
