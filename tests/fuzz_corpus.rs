@@ -54,40 +54,48 @@ fn config_files_of_the_corpus_keep_their_properties() {
     });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn socket_requests_of_the_corpus_keep_their_properties() {
+/// Sends the target's kept inputs to a live server and checks each answer. In groups that run
+/// at once, each group followed by a plain request that must be served: the 30 ms of quiet
+/// each answer is given would make one at a time take a minute.
+async fn replay_exchanges(
+    target: &str,
+    exchange: impl AsyncFn(&[u8]) -> Vec<u8>,
+    check: fn(&[u8]),
+    assert_serving: impl AsyncFn(),
+) {
     const AT_ONCE: usize = 32;
-    let harness = socket_request::Harness::start().await;
-    // In groups that run at once, each group followed by a plain request that must be served:
-    // the 30 ms of quiet each answer is given would make one at a time take a minute.
-    for group in corpus("socket_request").chunks(AT_ONCE) {
-        let answers = futures_util::future::join_all(
-            group.iter().map(|(_, request)| harness.exchange(request, socket_request::QUIET)),
-        )
-        .await;
+    for group in corpus(target).chunks(AT_ONCE) {
+        let answers =
+            futures_util::future::join_all(group.iter().map(|(_, request)| exchange(request))).await;
         for ((path, _), answer) in group.iter().zip(answers) {
-            if std::panic::catch_unwind(|| socket_request::check_answer(&answer)).is_err() {
-                panic!("{} breaks a property of the socket_request target", path.display());
+            if std::panic::catch_unwind(|| check(&answer)).is_err() {
+                panic!("{} breaks a property of the {target} target", path.display());
             }
         }
-        harness.assert_serving().await;
+        assert_serving().await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_requests_of_the_corpus_keep_their_properties() {
+    let harness = socket_request::Harness::start().await;
+    replay_exchanges(
+        "socket_request",
+        async |request| harness.exchange(request, socket_request::QUIET).await,
+        socket_request::check_answer,
+        async || harness.assert_serving().await,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_requests_of_the_corpus_keep_their_properties() {
-    const AT_ONCE: usize = 32;
     let harness = proxy_request::Harness::start().await;
-    for group in corpus("proxy_request").chunks(AT_ONCE) {
-        let answers = futures_util::future::join_all(
-            group.iter().map(|(_, request)| harness.exchange(request, proxy_request::QUIET)),
-        )
-        .await;
-        for ((path, _), answer) in group.iter().zip(answers) {
-            if std::panic::catch_unwind(|| proxy_request::check_answer(&answer)).is_err() {
-                panic!("{} breaks a property of the proxy_request target", path.display());
-            }
-        }
-        harness.assert_serving().await;
-    }
+    replay_exchanges(
+        "proxy_request",
+        async |request| harness.exchange(request, proxy_request::QUIET).await,
+        proxy_request::check_answer,
+        async || harness.assert_serving().await,
+    )
+    .await;
 }
