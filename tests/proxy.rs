@@ -53,29 +53,37 @@ async fn start(extra: &str) -> Proxied {
 impl Proxied {
     /// Until the proxy forwards with a valid token.
     async fn until_serving(&self) {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(reply) = try_send(&self.proxy, http::get(&self.proxy, "/ping")).await
-                && reply.status == 200
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the proxy never served; daemon said:\n{}",
-                self.d.daemon.output()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        answer_when(&self.proxy, "/ping", &self.d, |reply| reply.status == 200).await;
     }
 }
 
-/// Like `http::send`, `None` while nothing listens yet.
-async fn try_send(target: &Target, request: hyper::Request<Full<Bytes>>) -> Option<Reply> {
-    if let Target::Tcp(address) = target {
-        tokio::net::TcpStream::connect(address).await.ok()?;
+/// The first answer to `GET path` that `done` accepts, once the listener is up; fails the test
+/// after `PATIENCE`.
+async fn answer_when(
+    target: &Target,
+    path: &str,
+    d: &api::WithSocket,
+    done: impl Fn(&Reply) -> bool,
+) -> Reply {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let listening = match target {
+            Target::Tcp(address) => tokio::net::TcpStream::connect(address).await.is_ok(),
+            Target::Unix(path) => tokio::net::UnixStream::connect(path).await.is_ok(),
+        };
+        if listening {
+            let reply = http::send(target, http::get(target, path)).await;
+            if done(&reply) {
+                return reply;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{target:?} never answered {path} as expected; the daemon said:\n{}",
+            d.daemon.output()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    Some(http::send(target, request).await)
 }
 
 fn post(target: &Target, path: &str, body: impl Into<Bytes>) -> hyper::Request<Full<Bytes>> {
@@ -230,12 +238,7 @@ async fn without_a_valid_token_the_upstream_is_not_contacted() {
     let address = free_port();
     let d = api::start(&backend, &proxy_sink(&address.to_string(), &upstream, ""));
     let proxy = Target::Tcp(address);
-    let reply = loop {
-        if let Some(reply) = try_send(&proxy, http::get(&proxy, "/ping")).await {
-            break reply;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let reply = answer_when(&proxy, "/ping", &d, |_| true).await;
     assert_eq!(reply.status, 503);
     assert_eq!(reply.json()["error"], "no_valid_token");
     assert!(reply.headers.contains_key("retry-after"));
@@ -315,12 +318,7 @@ async fn an_unreachable_upstream_is_502_and_a_silent_one_504() {
         r.json()["problems"].as_array().is_none_or(|p| p.is_empty())
     })
     .await;
-    let unreachable = loop {
-        if let Some(reply) = try_send(&Target::Tcp(gone), http::get(&Target::Tcp(gone), "/x")).await {
-            break reply;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let unreachable = answer_when(&Target::Tcp(gone), "/x", &d, |_| true).await;
     assert_eq!(
         (unreachable.status, unreachable.json()["error"].as_str()),
         (502, Some("upstream_unreachable"))
