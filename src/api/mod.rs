@@ -22,7 +22,7 @@ use crate::server::{Acl, BindError, Handler, Listener, Peer, Server};
 use crate::sinks::SinkReport;
 use crate::token::TokenState;
 
-pub use respond::Body;
+pub use respond::{Body, error};
 
 /// What every request's handler reads. Sinks and config change on reload.
 pub struct Shared {

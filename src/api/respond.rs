@@ -70,7 +70,8 @@ pub(super) fn shared_secret(body: Bytes, content_type: &'static str) -> Response
     response
 }
 
-pub(super) fn error(status: StatusCode, code: &str, detail: &str) -> Response<Body> {
+/// The API's error answer, which the proxy gives too: `{"error": code, "detail": …}`, never cached.
+pub fn error(status: StatusCode, code: &str, detail: &str) -> Response<Body> {
     json_response(status, &json!({"error": code, "detail": detail}))
 }
 

@@ -18,13 +18,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::http::request;
 use hyper::{Method, Request, Response, StatusCode, Uri};
-use serde_json::json;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 use zeroize::Zeroizing;
@@ -343,18 +342,16 @@ impl Proxy {
     }
 
     fn unavailable(&self, why: Unavailable) -> Response<Body> {
-        let (code, reason, detail) = match why {
-            Unavailable::NoValidToken => (
-                "no_valid_token",
-                "no_valid_token",
-                "the daemon holds no valid token; see /v1/status for why".to_owned(),
-            ),
+        let (code, detail) = match why {
+            Unavailable::NoValidToken => {
+                ("no_valid_token", "the daemon holds no valid token; see /v1/status for why".to_owned())
+            }
             Unavailable::Rejected(detail) => {
                 self.set_health(Some(&detail));
-                ("upstream_rejected_token", "upstream_rejected_token", detail)
+                ("upstream_rejected_token", detail)
             }
         };
-        self.metrics.proxy_unavailable(&self.name, reason);
+        self.metrics.proxy_unavailable(&self.name, code);
         let mut response = error(StatusCode::SERVICE_UNAVAILABLE, code, &detail);
         let retry =
             self.status.borrow().next_refresh_at.and_then(|at| at.duration_since(SystemTime::now()).ok());
@@ -383,21 +380,10 @@ impl Proxy {
 
 /// A hyper client error by its causes: "client error (Connect)" alone says nothing.
 fn causes(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text = format!("{text}: {cause}");
-        source = cause.source();
-    }
-    text
+    let chain: Vec<String> = std::iter::successors(Some(e), |e| e.source()).map(|e| e.to_string()).collect();
+    chain.join(": ")
 }
 
 fn error(status: StatusCode, code: &str, detail: &str) -> Response<Body> {
-    let body = json!({"error": code, "detail": detail}).to_string();
-    let mut response = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    crate::api::error(status, code, detail).map(|body| body.map_err(|never| match never {}).boxed())
 }

@@ -186,11 +186,8 @@ fn read_credential(path: &Path) -> Result<Zeroizing<String>, FetchError> {
 /// A reqwest error by its causes: "error sending request for url (…)" alone says nothing, and
 /// our messages name the URL already.
 fn describe(e: &reqwest::Error) -> String {
-    let mut causes = Vec::new();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        causes.push(cause.to_string());
-        source = cause.source();
-    }
+    let causes: Vec<String> = std::iter::successors(std::error::Error::source(e), |cause| cause.source())
+        .map(|c| c.to_string())
+        .collect();
     if causes.is_empty() { e.to_string() } else { causes.join(": ") }
 }
