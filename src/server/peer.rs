@@ -20,7 +20,8 @@ use netlink_sys::{Socket, SocketAddr as NetlinkAddr};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer {
     pub uid: u32,
-    /// The peer process's gid on a Unix socket; on TCP, the primary group of `uid`.
+    /// The peer process's gid on a Unix socket. TCP does not tell: there the ACL takes the
+    /// primary group of `uid`, looked up only when `allow_gids` has to decide.
     pub gid: Option<u32>,
     pub pid: Option<i32>,
 }
@@ -39,10 +40,14 @@ impl Acl {
     }
 
     pub fn allows(&self, peer: &Peer) -> bool {
-        peer.uid == 0
-            || peer.uid == self.own_uid
-            || self.uids.contains(&peer.uid)
-            || peer.gid.is_some_and(|gid| self.gids.contains(&gid))
+        if peer.uid == 0 || peer.uid == self.own_uid || self.uids.contains(&peer.uid) {
+            return true;
+        }
+        if self.gids.is_empty() {
+            return false;
+        }
+        let gid = peer.gid.or_else(|| primary_gid(peer.uid));
+        gid.is_some_and(|gid| self.gids.contains(&gid))
     }
 }
 
@@ -55,9 +60,12 @@ pub(crate) fn of_unix(stream: &tokio::net::UnixStream) -> io::Result<Peer> {
 /// The peer of a loopback TCP connection that `local` accepted from `remote`: the owner of the
 /// socket at `remote` whose other end is `local`.
 pub(crate) fn of_tcp(local: SocketAddr, remote: SocketAddr) -> io::Result<Peer> {
-    let uid = socket_owner(remote, local)?;
-    let gid = nix::unistd::User::from_uid(uid.into()).ok().flatten().map(|user| user.gid.as_raw());
-    Ok(Peer { uid, gid, pid: None })
+    Ok(Peer { uid: socket_owner(remote, local)?, gid: None, pid: None })
+}
+
+/// The user database's primary group of `uid` (a file read, or a directory service's answer).
+fn primary_gid(uid: u32) -> Option<u32> {
+    nix::unistd::User::from_uid(uid.into()).ok().flatten().map(|user| user.gid.as_raw())
 }
 
 /// Asks sock_diag for the TCP socket bound to `source` and connected to `destination`.
@@ -121,6 +129,15 @@ mod tests {
         assert!(acl.allows(&peer(1234, Some(997))));
         assert!(!acl.allows(&peer(65534, Some(65534))));
         assert!(!acl.allows(&peer(65534, None)));
+    }
+
+    #[test]
+    fn without_a_gid_the_acl_takes_the_uids_primary_group() {
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().expect("a nobody user");
+        let (uid, group) = (nobody.uid.as_raw(), nobody.gid.as_raw());
+        let tcp_peer = Peer { uid, gid: None, pid: None };
+        assert!(Acl { own_uid: 990, uids: vec![], gids: vec![group] }.allows(&tcp_peer));
+        assert!(!Acl { own_uid: 990, uids: vec![], gids: vec![group.wrapping_add(1)] }.allows(&tcp_peer));
     }
 
     #[test]
