@@ -2,10 +2,17 @@
 //! when `[daemon] log_format` changes, unless `--log-format` fixed it.
 //!
 //! Logs name a token only by version and fingerprint; no code path formats the secret.
+//!
+//! Logging never blocks (DESIGN §12): lines go through a bounded queue to a writer thread
+//! (tracing-appender's), so a stderr nobody reads (a busy journald, a stopped terminal) never
+//! stalls a connection, a fetch or a signal. When the queue is full, lines are dropped and
+//! counted (`/metrics`), and one line says how many once the queue has drained.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+use std::sync::OnceLock;
 
 use tracing::info;
+use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::layer::{Layer, Layered, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};
@@ -15,26 +22,75 @@ use crate::config::LogFormat;
 type Filtered = Layered<EnvFilter, Registry>;
 type FormatLayer = Box<dyn Layer<Filtered> + Send + Sync>;
 
+/// Lines waiting for the writer thread; more are dropped. A few seconds of a busy daemon's
+/// debug output, a few MiB at most.
+const QUEUE_LINES: usize = 16 * 1024;
+
+/// The queue's count of dropped lines, once the logger is installed.
+static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+
 /// The installed logger, and what can still change about it.
 pub struct Logging {
     /// Given on the command line: it wins over the config, at start and on reload.
     fixed: Option<LogFormat>,
     current: LogFormat,
     handle: reload::Handle<FormatLayer, Filtered>,
+    writer: NonBlocking,
+}
+
+/// Writes out what is queued when dropped: held by the verb until the process ends.
+pub struct Flush {
+    _guard: WorkerGuard,
+}
+
+/// Log lines dropped so far because the queue was full.
+pub fn dropped_lines() -> u64 {
+    DROPPED.get().map_or(0, |counter| counter.dropped_lines() as u64)
+}
+
+/// The writer thread's stderr: after each batch, once the queue is empty, it says how many
+/// lines were dropped since it last said so.
+struct Stderr {
+    reported: usize,
+}
+
+impl Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        std::io::stderr().write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        // tracing-appender's worker flushes when it has emptied the queue.
+        let dropped = DROPPED.get().map_or(0, ErrorCounter::dropped_lines);
+        if dropped > self.reported {
+            tracing::warn!(
+                "{} log line(s) were dropped: stderr was not read fast enough (total {dropped})",
+                dropped - self.reported
+            );
+            self.reported = dropped;
+        }
+        std::io::stderr().flush()
+    }
 }
 
 /// Installs the logger. `level` (from `--log-level`), else `MCP_TOKEN_SYNC_LOG`, is a filter such
 /// as `debug` or `mcp_token_sync=debug`; the default shows this crate's info and everyone's
 /// warnings.
-pub(crate) fn init(fixed: Option<LogFormat>, configured: LogFormat, level: Option<&str>) -> Logging {
+pub(crate) fn init(fixed: Option<LogFormat>, configured: LogFormat, level: Option<&str>) -> (Logging, Flush) {
     let filter = level
         .map(EnvFilter::new)
         .or_else(|| EnvFilter::try_from_env("MCP_TOKEN_SYNC_LOG").ok())
         .unwrap_or_else(|| EnvFilter::new("warn,mcp_token_sync=info"));
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(QUEUE_LINES)
+        .thread_name("mcp-token-sync-log")
+        .finish(Stderr { reported: 0 });
+    let _ = DROPPED.set(writer.error_counter());
     let current = fixed.unwrap_or(configured);
-    let (format, handle) = reload::Layer::new(format_layer(current));
+    let (format, handle) = reload::Layer::new(format_layer(current, writer.clone()));
     tracing_subscriber::registry().with(filter).with(format).init();
-    Logging { fixed, current, handle }
+    (Logging { fixed, current, handle, writer }, Flush { _guard: guard })
 }
 
 impl Logging {
@@ -47,7 +103,7 @@ impl Logging {
             return;
         }
         if configured != self.current {
-            match self.handle.reload(format_layer(configured)) {
+            match self.handle.reload(format_layer(configured, self.writer.clone())) {
                 Ok(()) => {
                     self.current = configured;
                     info!("logging as {configured:?} from now on (log_format)");
@@ -58,9 +114,9 @@ impl Logging {
     }
 }
 
-fn format_layer(format: LogFormat) -> FormatLayer {
+fn format_layer(format: LogFormat, writer: NonBlocking) -> FormatLayer {
     let layer = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     // journald stamps each line itself.

@@ -2,7 +2,7 @@
 //! sinks, the socket API and the proxies feed as things happen. Only numbers and names reach it,
 //! never the token.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -102,6 +102,9 @@ pub struct Metrics {
     proxy_replays: Family<ProxyLabel, Counter>,
     proxy_unavailable: Family<ProxyReasonLabels, Counter>,
     proxy_upstream_errors: Family<ProxyReasonLabels, Counter>,
+    proxy_client_errors: Family<ProxyLabel, Counter>,
+    /// Follows `logging::dropped_lines` when rendered.
+    log_lines_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -131,6 +134,8 @@ impl Metrics {
             proxy_replays: Family::default(),
             proxy_unavailable: Family::default(),
             proxy_upstream_errors: Family::default(),
+            proxy_client_errors: Family::default(),
+            log_lines_dropped: Counter::default(),
         };
         let m = &metrics;
         registry.register("fetches", "Fetches from the backend, by result", m.fetches.clone());
@@ -189,10 +194,21 @@ impl Metrics {
             "Requests a proxy could not complete with its upstream: unreachable, timeout, failed",
             m.proxy_upstream_errors.clone(),
         );
+        registry.register(
+            "proxy_client_errors",
+            "Requests a proxy could not complete because of the client (an aborted or malformed body)",
+            m.proxy_client_errors.clone(),
+        );
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because stderr was not read fast enough",
+            m.log_lines_dropped.clone(),
+        );
         Metrics { registry, ..metrics }
     }
 
     pub fn render(&self) -> String {
+        self.log_lines_dropped.inner().fetch_max(crate::logging::dropped_lines(), Ordering::Relaxed);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
@@ -265,6 +281,10 @@ impl Metrics {
     }
 
     /// `reason`: `unreachable`, `timeout` or `failed`.
+    pub fn proxy_client_error(&self, proxy: &str) {
+        self.proxy_client_errors.get_or_create(&ProxyLabel { proxy: proxy.to_owned() }).inc();
+    }
+
     pub fn proxy_upstream_error(&self, proxy: &str, reason: &'static str) {
         self.proxy_upstream_errors
             .get_or_create(&ProxyReasonLabels { proxy: proxy.to_owned(), reason })

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use super::{CONFIG_ERROR, Outcome, RUNTIME_FAILURE, fail};
 use crate::config::{self, Config, LogFormat};
 use crate::daemon::{self, Parts};
-use crate::logging::{self, Logging};
+use crate::logging::{self, Flush, Logging};
 use crate::{demo as demo_mod, process};
 
 /// What the command line says about logging, applied over the config's choice.
@@ -23,9 +23,17 @@ fn load(path: &Path) -> Result<(Config, Parts), ExitCode> {
     Ok((config, parts))
 }
 
+/// What a verb that holds the token starts with. `flush` writes out the queued log lines
+/// when dropped, so it is held until the verb returns.
+struct Started {
+    logging: Logging,
+    flush: Flush,
+    runtime: tokio::runtime::Runtime,
+}
+
 /// Common start of the verbs that hold the token: logs, process hardening, the runtime.
-fn start(logs: &LogChoice, configured: LogFormat) -> Result<(Logging, tokio::runtime::Runtime), ExitCode> {
-    let logging = logging::init(logs.format, configured, logs.level.as_deref());
+fn start(logs: &LogChoice, configured: LogFormat) -> Result<Started, ExitCode> {
+    let (logging, flush) = logging::init(logs.format, configured, logs.level.as_deref());
     process::harden().map_err(|e| fail(RUNTIME_FAILURE, format!("cannot disable core dumps: {e}")))?;
     if let Err(e) = process::raise_fd_limit() {
         tracing::warn!("cannot raise the open-file limit, sockets may run out of descriptors: {e}");
@@ -35,7 +43,7 @@ fn start(logs: &LogChoice, configured: LogFormat) -> Result<(Logging, tokio::run
         .enable_all()
         .build()
         .expect("the tokio runtime starts");
-    Ok((logging, runtime))
+    Ok(Started { logging, flush, runtime })
 }
 
 /// Runs a long-lived future, then gives blocking sink writes a moment before the process exits.
@@ -47,9 +55,10 @@ fn block_on_then_stop<T>(rt: tokio::runtime::Runtime, work: impl std::future::Fu
 
 pub(super) fn run(path: &Path, logs: &LogChoice) -> Outcome {
     let (config, parts) = load(path)?;
-    let (logging, rt) = start(logs, config.daemon.log_format)?;
-    block_on_then_stop(rt, daemon::serve(path.to_owned(), parts, logging))
-        .map_err(|e| fail(RUNTIME_FAILURE, e))
+    let Started { logging, flush, runtime } = start(logs, config.daemon.log_format)?;
+    let result = block_on_then_stop(runtime, daemon::serve(path.to_owned(), parts, logging));
+    drop(flush);
+    result.map_err(|e| fail(RUNTIME_FAILURE, e))
 }
 
 pub(super) fn check(path: &Path) -> Outcome {
@@ -61,11 +70,15 @@ pub(super) fn check(path: &Path) -> Outcome {
 
 pub(super) fn once(path: &Path, logs: &LogChoice) -> Outcome {
     let (config, parts) = load(path)?;
-    let (_logging, rt) = start(logs, config.daemon.log_format)?;
-    rt.block_on(daemon::once(parts)).map_err(|e| fail(RUNTIME_FAILURE, e))
+    let Started { flush, runtime, .. } = start(logs, config.daemon.log_format)?;
+    let result = runtime.block_on(daemon::once(parts));
+    drop(flush);
+    result.map_err(|e| fail(RUNTIME_FAILURE, e))
 }
 
 pub(super) fn demo(logs: &LogChoice) -> Outcome {
-    let (logging, rt) = start(logs, LogFormat::Text)?;
-    block_on_then_stop(rt, demo_mod::run(logging)).map_err(|e| fail(RUNTIME_FAILURE, format!("demo: {e:#}")))
+    let Started { logging, flush, runtime } = start(logs, LogFormat::Text)?;
+    let result = block_on_then_stop(runtime, demo_mod::run(logging));
+    drop(flush);
+    result.map_err(|e| fail(RUNTIME_FAILURE, format!("demo: {e:#}")))
 }

@@ -62,6 +62,7 @@ impl SinkType {
                 "timeout",
                 "ca_file",
                 "allow_http",
+                "trust_uids",
                 "max_connections",
             ],
         }
@@ -98,6 +99,7 @@ pub(super) struct RawSink {
     replay_limit: Option<ByteSize>,
     ca_file: Option<PathBuf>,
     allow_http: Option<bool>,
+    trust_uids: Option<Vec<u32>>,
 }
 
 fn optional_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -131,6 +133,7 @@ impl RawSink {
             ("replay_limit", self.replay_limit.is_some()),
             ("ca_file", self.ca_file.is_some()),
             ("allow_http", self.allow_http.is_some()),
+            ("trust_uids", self.trust_uids.is_some()),
         ]
         .into_iter()
         .filter_map(|(key, present)| present.then_some(key))
@@ -225,6 +228,7 @@ impl RawSink {
                         timeout: self.timeout.unwrap_or(defaults::PROXY_TIMEOUT),
                         ca_file: self.ca_file.clone(),
                         allow_http: self.allow_http.unwrap_or(false),
+                        trust_uids: self.trust_uids.clone().unwrap_or_default(),
                         max_connections: self.max_connections.unwrap_or(defaults::MAX_CONNECTIONS),
                     })
                 })

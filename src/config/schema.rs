@@ -20,6 +20,10 @@ pub struct SourceConfig {
     pub ca_file: Option<PathBuf>,
     #[serde(default)]
     pub allow_http: bool,
+    /// Plain http to loopback: uids besides root and the daemon's whose listener may get the
+    /// credential and choose the token (DESIGN §12); the probe's listener too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trust_uids: Vec<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthConfig>,
     #[serde(default)]

@@ -155,5 +155,9 @@ pub struct ProxySinkConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
     pub allow_http: bool,
+    /// Plain http to loopback: uids besides root and the daemon's whose listener may get the
+    /// token (DESIGN §12).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trust_uids: Vec<u32>,
     pub max_connections: usize,
 }

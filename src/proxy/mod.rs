@@ -2,8 +2,9 @@
 //! forwards (DESIGN §12), so a client that takes only a static URL (an MCP host) needs no token
 //! and no refresh logic of its own.
 //!
-//! One request, in order: the listener's checks (the peer's uid, in `crate::server`; the
-//! `Host` on TCP, against DNS rebinding; a browser's `Origin`), the held token (none: 503, the
+//! One request, in order: the listener's checks (the peer's uid, in `crate::server`; then
+//! `gate`: the method, the `Host` on TCP against DNS rebinding, a browser's `Origin` and
+//! `Sec-Fetch-Site`), the held token (none: 503, the
 //! upstream is not contacted), the upstream request (`forward`) with a body that can be sent
 //! again (`replay`), and the answer. An upstream 401 asks the engine for a token newer than
 //! the one sent, the same coalesced refresh as a client's 401 report, and the request is
@@ -11,6 +12,7 @@
 //! into OAuth discovery.
 
 mod forward;
+mod gate;
 mod replay;
 mod upstream;
 
@@ -23,7 +25,7 @@ use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::http::request;
-use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper::{Request, Response, StatusCode, Uri};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 use zeroize::Zeroizing;
@@ -34,6 +36,7 @@ use crate::metrics::{Metrics, ProxyRequests};
 use crate::server::{Acl, BindError, BoxError, Handler, Listener, Peer, Server};
 use crate::sinks::SinkReport;
 use crate::token::TokenState;
+use gate::Gate;
 pub use upstream::{SetupError, Upstream};
 
 pub type Body = BoxBody<Bytes, BoxError>;
@@ -49,9 +52,7 @@ pub struct Proxy {
     upstream: Upstream,
     header: HeaderName,
     scheme: Option<String>,
-    allow_origins: Vec<String>,
-    /// On TCP, the `Host` values that name this listener; empty on a Unix socket.
-    hosts: Vec<String>,
+    gate: Gate,
     replay_limit: u64,
     timeout: Duration,
     engine: EngineHandle,
@@ -99,8 +100,7 @@ pub fn server(
         upstream,
         header: HeaderName::from_bytes(config.header.as_bytes()).expect("the config checked the header"),
         scheme: config.scheme.clone(),
-        allow_origins: config.allow_origins.clone(),
-        hosts,
+        gate: Gate { hosts, allow_origins: config.allow_origins.clone() },
         replay_limit: config.replay_limit.0,
         timeout: config.timeout,
         token: engine.token(),
@@ -153,16 +153,16 @@ enum Unavailable {
 
 impl Proxy {
     async fn forward(&self, request: Request<Incoming>) -> Response<Body> {
-        if let Some(refusal) = self.refusal(&request) {
+        if let Some(refusal) = self.gate.refusal(&request) {
             return refusal;
         }
         let proxy_origin = match request.headers().get(header::HOST).and_then(|h| h.to_str().ok()) {
-            Some(host) if !self.hosts.is_empty() => format!("http://{host}"),
+            Some(host) if self.gate.is_tcp() => format!("http://{host}"),
             _ => String::new(),
         };
         let (parts, body) = request.into_parts();
         let uri = match parts.uri.path_and_query().map(|pq| self.upstream.uri(pq.as_str())) {
-            Some(Ok(uri)) if parts.method != Method::CONNECT => uri,
+            Some(Ok(uri)) => uri,
             _ => {
                 return error(
                     StatusCode::BAD_REQUEST,
@@ -214,35 +214,6 @@ impl Proxy {
         }
         kept.release();
         self.answer(response, &uri, &proxy_origin)
-    }
-
-    /// The listener's own checks: a `Host` that names it (on TCP), an `Origin` it allows.
-    fn refusal(&self, request: &Request<Incoming>) -> Option<Response<Body>> {
-        if !self.hosts.is_empty() {
-            let host = request
-                .uri()
-                .authority()
-                .map(|a| a.as_str())
-                .or_else(|| request.headers().get(header::HOST).and_then(|h| h.to_str().ok()));
-            let ours = host.is_some_and(|host| self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)));
-            if !ours {
-                return Some(error(
-                    StatusCode::MISDIRECTED_REQUEST,
-                    "misdirected_request",
-                    &format!("this proxy answers only to Host {}", self.hosts.join(" or ")),
-                ));
-            }
-        }
-        if let Some(origin) = request.headers().get(header::ORIGIN)
-            && !self.allow_origins.iter().any(|allowed| origin.as_bytes() == allowed.as_bytes())
-        {
-            return Some(error(
-                StatusCode::FORBIDDEN,
-                "origin_not_allowed",
-                "requests from this web origin are refused; see the proxy's allow_origins",
-            ));
-        }
-        None
     }
 
     /// The version held and the header value that carries it; `None` without a valid token.
@@ -308,18 +279,29 @@ impl Proxy {
                     crate::config::duration_display(self.timeout)
                 ),
             ),
-            Ok(Err(e)) if e.is_connect() => (
-                StatusCode::BAD_GATEWAY,
-                "upstream_unreachable",
-                "unreachable",
-                format!("cannot connect to the upstream: {}", causes(&e)),
-            ),
-            Ok(Err(e)) => (
-                StatusCode::BAD_GATEWAY,
-                "upstream_failed",
-                "failed",
-                format!("the upstream exchange failed: {}", causes(&e)),
-            ),
+            Ok(Err(e)) if client_failed(&e).is_some() => {
+                let detail = client_failed(&e).map(ToString::to_string).unwrap_or_default();
+                info!("proxy {}: {} {}: {detail}", self.name, parts.method, parts.uri.path());
+                self.metrics.proxy_client_error(&self.name);
+                return Err(error(StatusCode::BAD_REQUEST, "client_failed", &detail));
+            }
+            Ok(Err(e)) => match crate::trust::untrusted(&e) {
+                Some(untrusted) => {
+                    (StatusCode::BAD_GATEWAY, "upstream_untrusted", "untrusted", untrusted.to_string())
+                }
+                None if e.is_connect() => (
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_unreachable",
+                    "unreachable",
+                    format!("cannot connect to the upstream: {}", causes(&e)),
+                ),
+                None => (
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_failed",
+                    "failed",
+                    format!("the upstream exchange failed: {}", causes(&e)),
+                ),
+            },
         };
         self.metrics.proxy_upstream_error(&self.name, kind);
         self.set_health(Some(&detail));
@@ -376,6 +358,11 @@ impl Proxy {
             true
         });
     }
+}
+
+/// The client's own failure in an upstream exchange's error chain, if that is why it failed.
+fn client_failed<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a replay::ClientBodyFailed> {
+    std::iter::successors(Some(e), |e| e.source()).find_map(|e| e.downcast_ref())
 }
 
 /// A hyper client error by its causes: "client error (Connect)" alone says nothing.

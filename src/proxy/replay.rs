@@ -43,6 +43,12 @@ struct Shared<B> {
 #[error("the request was sent again after a refresh")]
 struct Replaced;
 
+/// Reading the request body from the client failed (an aborted upload, malformed chunked
+/// framing): the client's fault, not the upstream's (DESIGN §12, "Whose fault").
+#[derive(Debug, thiserror::Error)]
+#[error("reading the request body from the client failed: {0}")]
+pub(super) struct ClientBodyFailed(#[source] BoxError);
+
 /// What the request handler keeps of a body it sent: enough to send it again, or to stop keeping.
 pub(super) struct Kept<B> {
     shared: Arc<Mutex<Shared<B>>>,
@@ -130,7 +136,7 @@ where
                 shared.ended = true;
                 return Poll::Ready(None);
             }
-            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(Box::new(ClientBodyFailed(e.into()))))),
             Poll::Ready(Some(Ok(frame))) => frame,
         };
         let frame = match frame.into_data() {

@@ -21,6 +21,7 @@ use url::Url;
 
 use crate::config::ProxySinkConfig;
 use crate::server::BoxError;
+use crate::trust::{Checked, Trust};
 
 /// Connecting is a small part of a request: an upstream that accepts no connection within this
 /// is down, and the client hears 502 sooner than the whole `timeout` would allow.
@@ -49,7 +50,7 @@ pub struct Upstream {
     origin: url::Origin,
     /// `Host` as the upstream expects it.
     pub host: HeaderValue,
-    pub client: Client<HttpsConnector<HttpConnector>, RequestBody>,
+    pub client: Client<Checked<HttpsConnector<HttpConnector>>, RequestBody>,
 }
 
 impl Upstream {
@@ -73,6 +74,10 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
+        // Plain http is checked for who listens (DESIGN §12); TLS proves it by the certificate.
+        let trust =
+            (url.scheme() == "http").then(|| Trust::new(&config.trust_uids, "the proxy's trust_uids"));
+        let connector = Checked::new(connector, trust);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE)

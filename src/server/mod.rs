@@ -4,7 +4,8 @@
 //! hostile or forbidden peer costs only that task:
 //!
 //! - the peer is identified by the kernel ([`peer`]) and checked against the [`Acl`]; a refused
-//!   peer gets the handler's 403 to every request, and is logged once;
+//!   peer gets the handler's 403 to every request, and is logged ([`refusals`]: the first at
+//!   once, then a count a minute);
 //! - at most `max_connections` are served at once; beyond that, the connection that has done
 //!   nothing for longest is closed to admit a new one ([`connections`]), so hoarded sockets cost
 //!   neither memory nor service;
@@ -17,6 +18,7 @@
 mod connections;
 mod listener;
 pub(crate) mod peer;
+mod refusals;
 mod stall;
 
 use std::convert::Infallible;
@@ -39,6 +41,7 @@ use crate::process;
 use connections::{Admitted, Connections, Slot, Tracked};
 pub(crate) use listener::{BindError, Listener};
 pub(crate) use peer::{Acl, Peer};
+use refusals::{Refusals, Refused};
 
 pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Request line and headers. hyper's floor is 8 KiB; MCP requests carry a few small headers.
@@ -97,6 +100,7 @@ impl<H: Handler> Server<H> {
         let name = listener.name();
         let acl = Arc::new(acl);
         let connections = Connections::new(max_connections);
+        let refusals = Refusals::new(&name);
         let mut accept_errors = 0u32;
         let mut warned_full: Option<Instant> = None;
         loop {
@@ -147,7 +151,8 @@ impl<H: Handler> Server<H> {
             }
             let context =
                 Context { handler: handler.clone(), slot: Arc::new(slot), streams_give_way, half_close };
-            let (acl, metrics, cancel, name) = (acl.clone(), metrics.clone(), cancel.clone(), name.clone());
+            let (acl, metrics, cancel, refusals) =
+                (acl.clone(), metrics.clone(), cancel.clone(), refusals.clone());
             tokio::spawn(async move {
                 let (peer, io) = match stream {
                     Accepted::Unix(stream) => (peer::of_unix(&stream), Io::Unix(stream)),
@@ -155,18 +160,11 @@ impl<H: Handler> Server<H> {
                 };
                 let peer = match peer {
                     Ok(peer) if acl.allows(&peer) => Some(peer),
-                    Ok(peer) => {
-                        let pid = peer.pid.map_or("unknown".into(), |p| p.to_string());
-                        warn!(
-                            "{name}: refused peer uid {} pid {pid}: not root, the daemon's uid, or in \
-                             allow_uids/allow_gids",
-                            peer.uid
-                        );
-                        metrics.refused_peer();
-                        None
-                    }
-                    Err(e) => {
-                        warn!("{name}: refused a peer whose user cannot be found: {e}");
+                    refused => {
+                        refusals.refused(match refused {
+                            Ok(peer) => Refused::Uid { uid: peer.uid, pid: peer.pid },
+                            Err(e) => Refused::Unknown(e.to_string()),
+                        });
                         metrics.refused_peer();
                         None
                     }

@@ -1,20 +1,14 @@
 //! Who is on the other end of a connection, and whether they may be served.
 //!
 //! On a Unix socket the kernel says (`SO_PEERCRED`). On loopback TCP nothing in the connection
-//! does, but the kernel knows which local socket is the other end and who owns it: the
-//! sock_diag netlink interface answers that for an exact address pair, as `ss -e` shows it. Any
-//! process may ask, so this works for a daemon without privileges. A port number alone proves
-//! nothing: any local user can connect from any port.
+//! does, but the kernel knows which local socket is the other end and who owns it
+//! ([`sock_diag`]). A port number alone proves nothing: any local user can connect from any
+//! port.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
-use netlink_packet_core::{NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
-use netlink_packet_sock_diag::SockDiagMessage;
-use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP};
-use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
-use netlink_sys::protocols::NETLINK_SOCK_DIAG;
-use netlink_sys::{Socket, SocketAddr as NetlinkAddr};
+use crate::sock_diag;
 
 /// A connection's peer, as far as the kernel tells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,60 +53,23 @@ pub(crate) fn of_unix(stream: &tokio::net::UnixStream) -> io::Result<Peer> {
 
 /// The peer of a loopback TCP connection that `local` accepted from `remote`: the owner of the
 /// socket at `remote` whose other end is `local`.
+/// Only a socket a process holds names a uid (DESIGN §12): a client that closed before the
+/// lookup has left a TIME_WAIT entry that the kernel reports as uid 0, and reading that as root
+/// would serve a refused user's request.
 pub(crate) fn of_tcp(local: SocketAddr, remote: SocketAddr) -> io::Result<Peer> {
-    Ok(Peer { uid: socket_owner(remote, local)?, gid: None, pid: None })
+    let socket = sock_diag::lookup(remote, local)?;
+    if !socket.is_held() {
+        return Err(io::Error::other(format!(
+            "the client's socket is no longer held by any process ({})",
+            sock_diag::state_name(socket.state)
+        )));
+    }
+    Ok(Peer { uid: socket.uid, gid: None, pid: None })
 }
 
 /// The user database's primary group of `uid` (a file read, or a directory service's answer).
 fn primary_gid(uid: u32) -> Option<u32> {
     nix::unistd::User::from_uid(uid.into()).ok().flatten().map(|user| user.gid.as_raw())
-}
-
-/// Asks sock_diag for the TCP socket bound to `source` and connected to `destination`.
-fn socket_owner(source: SocketAddr, destination: SocketAddr) -> io::Result<u32> {
-    let family = match (source.ip(), destination.ip()) {
-        (IpAddr::V4(_), IpAddr::V4(_)) => AF_INET,
-        (IpAddr::V6(_), IpAddr::V6(_)) => AF_INET6,
-        _ => return Err(io::Error::new(io::ErrorKind::InvalidInput, "mixed address families")),
-    };
-    let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
-    socket.bind_auto()?;
-    socket.connect(&NetlinkAddr::new(0, 0))?;
-    let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST;
-    let mut request = NetlinkMessage::new(
-        header,
-        SockDiagMessage::InetRequest(InetRequest {
-            family,
-            protocol: IPPROTO_TCP,
-            extensions: ExtensionFlags::empty(),
-            states: StateFlags::all(),
-            socket_id: SocketId {
-                source_port: source.port(),
-                destination_port: destination.port(),
-                source_address: source.ip(),
-                destination_address: destination.ip(),
-                interface_id: 0,
-                // All ones: "no cookie", look the socket up by its addresses.
-                cookie: [0xff; 8],
-            },
-        })
-        .into(),
-    );
-    request.finalize();
-    let mut buf = vec![0; request.buffer_len()];
-    request.serialize(&mut buf);
-    socket.send(&buf, 0)?;
-
-    let mut answer = vec![0; 4096];
-    let size = socket.recv(&mut &mut answer[..], 0)?;
-    let message = <NetlinkMessage<SockDiagMessage>>::deserialize(&answer[..size])
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-    match message.payload {
-        NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => Ok(response.header.uid),
-        NetlinkPayload::Error(error) => Err(error.to_io()),
-        other => Err(io::Error::new(io::ErrorKind::InvalidData, format!("unexpected answer {other:?}"))),
-    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,8 @@ use reqwest::{Client, StatusCode};
 use url::Url;
 use zeroize::Zeroizing;
 
-use crate::config::{AuthConfig, AuthKind, SourceConfig, duration_display};
+use crate::config::{AuthConfig, AuthKind, ProbeConfig, SourceConfig, duration_display};
+use crate::trust::{Trust, TrustLayer};
 
 pub use probe::ProbeError;
 
@@ -39,6 +40,8 @@ pub enum FetchError {
     Timeout { url: Url, timeout: String },
     #[error("request to {url} failed: {reason}")]
     Request { url: Url, reason: String },
+    #[error("{0}")]
+    Untrusted(String),
     #[error(
         "{url} answered a redirect (HTTP {status}{location}); redirects are not followed: set source.url to the final address"
     )]
@@ -68,12 +71,19 @@ pub struct Source {
 }
 
 impl Source {
-    pub fn new(config: &SourceConfig) -> Result<Source, SetupError> {
+    /// The client for `config.url` and the `probe`, which shares it.
+    pub fn new(config: &SourceConfig, probe: Option<&ProbeConfig>) -> Result<Source, SetupError> {
         let mut builder = Client::builder()
             .user_agent(USER_AGENT)
             .redirect(reqwest::redirect::Policy::none())
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(MAX_CONNECT_TIMEOUT));
+        // Plain http to loopback is checked for who listens (DESIGN §12); TLS proves it by the
+        // certificate. One client serves both URLs, so a plain-http one has both checked.
+        if std::iter::once(&config.url).chain(probe.map(|p| &p.url)).any(|url| url.scheme() == "http") {
+            builder =
+                builder.connector_layer(TrustLayer::new(Trust::new(&config.trust_uids, "source.trust_uids")));
+        }
         if let Some(path) = &config.ca_file {
             let fail = |reason: String| SetupError { path: path.clone(), reason };
             let pem = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
@@ -133,7 +143,9 @@ impl Source {
     }
 
     fn request_error(&self, e: &reqwest::Error) -> FetchError {
-        if e.is_timeout() {
+        if let Some(untrusted) = crate::trust::untrusted(e) {
+            FetchError::Untrusted(untrusted.to_string())
+        } else if e.is_timeout() {
             FetchError::Timeout { url: self.url.clone(), timeout: duration_display(self.timeout) }
         } else {
             FetchError::Request { url: self.url.clone(), reason: describe(e) }

@@ -1,0 +1,83 @@
+//! What the proxy refuses before anything is forwarded (DESIGN §12): methods it never
+//! forwards, requests for another `Host` (DNS rebinding), and web pages in a browser.
+
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::{Body, error};
+
+/// The `Allow` of a 405 for TRACE and CONNECT: what the proxy forwards.
+const FORWARDED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
+pub(super) struct Gate {
+    /// On TCP, the `Host` values that name this listener; empty on a Unix socket.
+    pub hosts: Vec<String>,
+    /// Browser origins (`scheme://host[:port]`) whose requests are served.
+    pub allow_origins: Vec<String>,
+}
+
+impl Gate {
+    pub fn is_tcp(&self) -> bool {
+        !self.hosts.is_empty()
+    }
+
+    /// The listener's own checks: a method it forwards, a `Host` that names it (on TCP), and
+    /// for browsers an `Origin` and `Sec-Fetch-Site` it allows (DESIGN §12).
+    pub fn refusal(&self, request: &Request<Incoming>) -> Option<Response<Body>> {
+        if matches!(*request.method(), Method::TRACE | Method::CONNECT) {
+            // TRACE would echo the token back to whoever sent it; CONNECT opens a tunnel.
+            let mut refused = error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                &format!("the proxy does not forward {}", request.method()),
+            );
+            refused.headers_mut().insert(header::ALLOW, HeaderValue::from_static(FORWARDED_METHODS));
+            return Some(refused);
+        }
+        if !self.hosts.is_empty() {
+            let host = request
+                .uri()
+                .authority()
+                .map(|a| a.as_str())
+                .or_else(|| request.headers().get(header::HOST).and_then(|h| h.to_str().ok()));
+            let ours = host.is_some_and(|host| self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)));
+            if !ours {
+                return Some(error(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "misdirected_request",
+                    &format!("this proxy answers only to Host {}", self.hosts.join(" or ")),
+                ));
+            }
+        }
+        let origin = request.headers().get(header::ORIGIN);
+        let allowed = origin.is_some_and(|origin| self.origin_allowed(origin.as_bytes()));
+        if origin.is_some() && !allowed {
+            return Some(error(
+                StatusCode::FORBIDDEN,
+                "origin_not_allowed",
+                "requests from this web origin are refused; see the proxy's allow_origins",
+            ));
+        }
+        // A page's <img>, link or form GET sends no Origin, but every current browser sends
+        // Sec-Fetch-Site (Fetch Metadata): another site's page is refused unless allowed.
+        let fetch_site = request.headers().get("sec-fetch-site").map(HeaderValue::as_bytes);
+        if matches!(fetch_site, Some(b"cross-site" | b"same-site")) && !allowed {
+            return Some(error(
+                StatusCode::FORBIDDEN,
+                "cross_site_refused",
+                "requests from another site's page are refused; see the proxy's allow_origins",
+            ));
+        }
+        None
+    }
+
+    /// An `Origin` in `allow_origins`, or the listener's own (`http://127.0.0.1:PORT`,
+    /// `http://localhost:PORT`, `http://[::1]:PORT`).
+    fn origin_allowed(&self, origin: &[u8]) -> bool {
+        let own = origin
+            .strip_prefix(b"http://")
+            .is_some_and(|host| self.hosts.iter().any(|h| h.as_bytes().eq_ignore_ascii_case(host)));
+        own || self.allow_origins.iter().any(|allowed| origin == allowed.as_bytes())
+    }
+}
