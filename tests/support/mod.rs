@@ -10,6 +10,7 @@ pub mod load;
 pub mod nginx;
 pub mod procfs;
 pub mod skip;
+pub mod squatter;
 pub mod upstream;
 
 use std::path::Path;
