@@ -19,7 +19,8 @@ use crate::backoff::Backoff;
 const BUSY_PATIENCE: Duration = Duration::from_secs(5);
 const BUSY_RETRY: Backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(100));
 
-/// Longest a call waits: a refresh the daemon waits on for up to 60 s, plus slack.
+/// Longest a call waits unless told otherwise: a refresh the daemon waits on for up to 60 s,
+/// plus slack. The CLI's verbs set their own (`--timeout`).
 const CALL_TIMEOUT: Duration = Duration::from_secs(70);
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,11 @@ pub enum ClientError {
     Unreachable { path: PathBuf, reason: String },
     #[error("the daemon at {path} did not answer properly: {reason}")]
     Protocol { path: PathBuf, reason: String },
+    #[error(
+        "the daemon at {path} accepted the connection but did not answer within {limit}: is it stopped or \
+         stuck? (see its log; --timeout waits longer)"
+    )]
+    Silent { path: PathBuf, limit: String },
 }
 
 /// A complete answer. The body may hold the token, so it is zeroed on drop.
@@ -50,11 +56,28 @@ impl Answer {
 
 pub struct Client {
     socket: PathBuf,
+    /// How long one exchange may take, connecting included.
+    timeout: Duration,
 }
 
 impl Client {
     pub fn new(socket: &Path) -> Client {
-        Client { socket: socket.to_owned() }
+        Client { socket: socket.to_owned(), timeout: CALL_TIMEOUT }
+    }
+
+    pub fn with_timeout(self, timeout: Duration) -> Client {
+        Client { timeout, ..self }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn silent(&self) -> ClientError {
+        ClientError::Silent {
+            path: self.socket.clone(),
+            limit: crate::config::duration_display(self.timeout),
+        }
     }
 
     fn protocol(&self, reason: impl ToString) -> ClientError {
@@ -86,8 +109,20 @@ impl Client {
         }
     }
 
-    /// Sends one request and returns the response with its body still streaming.
+    /// Sends one request and returns the response with its body still streaming, once its head
+    /// arrived within the timeout.
     pub async fn open(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
+        tokio::time::timeout(self.timeout, self.exchange(method, path, body))
+            .await
+            .map_err(|_| self.silent())?
+    }
+
+    async fn exchange(
         &self,
         method: Method,
         path: &str,
@@ -110,13 +145,11 @@ impl Client {
     /// Sends one request and reads the whole answer.
     pub async fn call(&self, method: Method, path: &str, body: Vec<u8>) -> Result<Answer, ClientError> {
         let exchange = async {
-            let response = self.open(method, path, body).await?;
+            let response = self.exchange(method, path, body).await?;
             let status = response.status();
             let collected = response.into_body().collect().await.map_err(|e| self.protocol(e))?;
             Ok(Answer { status, body: Zeroizing::new(collected.to_bytes().to_vec()) })
         };
-        tokio::time::timeout(CALL_TIMEOUT, exchange)
-            .await
-            .map_err(|_| self.protocol("no answer within 70s"))?
+        tokio::time::timeout(self.timeout, exchange).await.map_err(|_| self.silent())?
     }
 }

@@ -54,7 +54,7 @@ pub enum Rejection {
     ExpiryMissing(String),
     #[error("the expiry at {0} is not an RFC 3339 time like \"2026-08-02T22:03:29Z\"")]
     ExpiryNotRfc3339(String),
-    #[error("the expiry at {0} is not a number of seconds")]
+    #[error("the expiry at {0} is not a number of seconds (a JSON number, or a string of decimal digits)")]
     ExpiryNotSeconds(String),
     #[error("the token has already expired")]
     Expired,
@@ -160,13 +160,23 @@ fn expiry(answer: &Value, field: ExpiryField<'_>, received_at: SystemTime) -> Re
         },
         ExpiryField::In(pointer) => match answer.pointer(pointer) {
             None | Some(Value::Null) => Err(Rejection::ExpiryMissing(pointer.into())),
-            Some(Value::Number(n)) => n
-                .as_f64()
-                .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            Some(value) => seconds(value)
                 .and_then(|d| received_at.checked_add(d))
                 .ok_or_else(|| Rejection::ExpiryNotSeconds(pointer.into())),
-            Some(_) => Err(Rejection::ExpiryNotSeconds(pointer.into())),
         },
+    }
+}
+
+/// A number of seconds as the world writes `expires_in`: a JSON number (RFC 6749 §5.1), or a
+/// string of decimal digits, as some large identity providers send it. Anything ambiguous
+/// (negative, a fraction or an exponent in a string, a unit, spaces) is `None`.
+pub(crate) fn seconds(value: &Value) -> Option<Duration> {
+    match value {
+        Value::Number(n) => n.as_f64().and_then(|secs| Duration::try_from_secs_f64(secs).ok()),
+        Value::String(text) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => {
+            text.parse().ok().map(Duration::from_secs)
+        }
+        _ => None,
     }
 }
 

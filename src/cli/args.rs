@@ -3,6 +3,7 @@
 // It may use only `clap` and `std`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -96,6 +97,28 @@ pub(crate) struct SocketPath {
     /// The daemon's socket.
     #[arg(long, env = "MCP_TOKEN_SYNC_SOCKET", default_value = DEFAULT_SOCKET)]
     pub socket: PathBuf,
+    /// Give up after this long without an answer (a stopped or wedged daemon), exit 1: "10s",
+    /// "500ms", "2m". For watch, until the stream opens.
+    #[arg(long, default_value = "10s", value_parser = wait_limit)]
+    pub timeout: Duration,
+}
+
+/// `--timeout`: a whole number with a unit, `ms`, `s` or `m`.
+fn wait_limit(text: &str) -> Result<Duration, String> {
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: u64 =
+        number.parse().map_err(|_| format!("{text:?} is not a duration; write e.g. \"10s\""))?;
+    let limit = match unit {
+        "ms" => Duration::from_millis(number),
+        "s" => Duration::from_secs(number),
+        "m" => Duration::from_secs(number * 60),
+        _ => return Err(format!("{text:?} is not a duration; write e.g. \"10s\", \"500ms\" or \"2m\"")),
+    };
+    if limit.is_zero() {
+        return Err("the timeout must be longer than zero".into());
+    }
+    Ok(limit)
 }
 
 #[derive(Args)]

@@ -3,7 +3,6 @@
 //! only on stdout.
 
 use std::io::Write;
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
@@ -11,6 +10,7 @@ use http_body_util::BodyExt;
 use hyper::{Method, StatusCode};
 use serde_json::Value;
 
+use super::args::SocketPath;
 use super::{CONFIG_ERROR, Outcome, RUNTIME_FAILURE, fail};
 use crate::client::{Answer, Client};
 use crate::clock;
@@ -18,35 +18,35 @@ use crate::token::{Fingerprint, secret_json};
 
 /// Runs a client verb on a small runtime of its own.
 fn client_verb<F: std::future::Future<Output = Outcome>>(
-    socket: &Path,
+    socket: &SocketPath,
     verb: impl FnOnce(Client) -> F,
 ) -> Outcome {
     let rt =
         tokio::runtime::Builder::new_current_thread().enable_all().build().expect("the tokio runtime starts");
-    rt.block_on(verb(Client::new(socket)))
+    rt.block_on(verb(Client::new(&socket.socket).with_timeout(socket.timeout)))
 }
 
-pub(super) fn token(socket: &Path, json: bool) -> Outcome {
+pub(super) fn token(socket: &SocketPath, json: bool) -> Outcome {
     client_verb(socket, |c| token_verb(c, json))
 }
 
-pub(super) fn report_401(socket: &Path, version: Option<u64>) -> Outcome {
+pub(super) fn report_401(socket: &SocketPath, version: Option<u64>) -> Outcome {
     client_verb(socket, |c| report_401_verb(c, version))
 }
 
-pub(super) fn refresh(socket: &Path) -> Outcome {
+pub(super) fn refresh(socket: &SocketPath) -> Outcome {
     client_verb(socket, refresh_verb)
 }
 
-pub(super) fn status(socket: &Path, json: bool) -> Outcome {
+pub(super) fn status(socket: &SocketPath, json: bool) -> Outcome {
     client_verb(socket, |c| status_verb(c, json))
 }
 
-pub(super) fn watch(socket: &Path) -> Outcome {
+pub(super) fn watch(socket: &SocketPath) -> Outcome {
     client_verb(socket, watch_verb)
 }
 
-pub(super) fn headers(socket: &Path, header: &str, scheme: Option<String>) -> Outcome {
+pub(super) fn headers(socket: &SocketPath, header: &str, scheme: Option<String>) -> Outcome {
     // Checked before asking the daemon, so a typo is a usage error (2), not a runtime one.
     if hyper::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
         return Err(fail(CONFIG_ERROR, format!("--header {header:?} is not an HTTP header name")));
@@ -100,7 +100,11 @@ async fn headers_verb(client: Client, header: &str, scheme: Option<String>) -> O
 async fn report_401_verb(client: Client, version: Option<u64>) -> Outcome {
     let body =
         version.map(|v| serde_json::json!({ "version": v }).to_string().into_bytes()).unwrap_or_default();
-    let answer = call(&client, Method::POST, "/v1/report-401", body).await?;
+    // The daemon waits for the refresh a second less than we wait for the daemon, so a slow
+    // fetch is told as such, not as a silent daemon.
+    let wait = client.timeout().saturating_sub(std::time::Duration::from_secs(1)).as_millis().max(1);
+    let path = format!("/v1/report-401?wait={wait}ms");
+    let answer = call(&client, Method::POST, &path, body).await?;
     expect_ok(&answer, "no fresh token")?;
     let object: Value = serde_json::from_slice(&answer.body).map_err(|e| fail(RUNTIME_FAILURE, e))?;
     if object["changed"] == Value::Bool(false) {

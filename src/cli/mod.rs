@@ -31,12 +31,12 @@ pub fn main() -> ExitCode {
         Command::Check(c) => daemon::check(&c.config),
         Command::Once(c) => daemon::once(&c.config, &logs),
         Command::Demo => daemon::demo(&logs),
-        Command::Token { socket, json } => client::token(&socket.socket, json),
-        Command::Report401 { socket, version } => client::report_401(&socket.socket, version),
-        Command::Refresh(socket) => client::refresh(&socket.socket),
-        Command::Status { socket, json } => client::status(&socket.socket, json),
-        Command::Watch(socket) => client::watch(&socket.socket),
-        Command::Headers { socket, header, scheme } => client::headers(&socket.socket, &header, scheme),
+        Command::Token { socket, json } => client::token(&socket, json),
+        Command::Report401 { socket, version } => client::report_401(&socket, version),
+        Command::Refresh(socket) => client::refresh(&socket),
+        Command::Status { socket, json } => client::status(&socket, json),
+        Command::Watch(socket) => client::watch(&socket),
+        Command::Headers { socket, header, scheme } => client::headers(&socket, &header, scheme),
     };
     outcome.err().unwrap_or(ExitCode::SUCCESS)
 }

@@ -169,16 +169,32 @@ fn expires_in_counts_from_arrival() {
     assert_eq!(c.expires_at, now() + Duration::from_secs(3600));
     answer["expires_in"] = json!(1.5e3);
     assert_eq!(check_with(&answer, &fields, None).unwrap().expires_at, now() + Duration::from_secs(1500));
+    // As some identity providers send it: a string of decimal digits.
     answer["expires_in"] = json!("3600");
-    assert_eq!(
-        check_with(&answer, &fields, None).unwrap_err(),
-        Rejection::ExpiryNotSeconds("/expires_in".into())
-    );
-    answer["expires_in"] = json!(-5);
-    assert_eq!(
-        check_with(&answer, &fields, None).unwrap_err(),
-        Rejection::ExpiryNotSeconds("/expires_in".into())
-    );
+    assert_eq!(check_with(&answer, &fields, None).unwrap().expires_at, now() + Duration::from_secs(3600));
+    answer["expires_in"] = json!("03600");
+    assert_eq!(check_with(&answer, &fields, None).unwrap().expires_at, now() + Duration::from_secs(3600));
+    for ambiguous in [
+        json!(-5),
+        json!("-5"),
+        json!("+3600"),
+        json!("1.5e3"),
+        json!("3600.0"),
+        json!("3600s"),
+        json!("1h"),
+        json!(" 3600"),
+        json!(""),
+        json!("99999999999999999999999"),
+        json!(true),
+        json!([3600]),
+    ] {
+        answer["expires_in"] = ambiguous.clone();
+        assert_eq!(
+            check_with(&answer, &fields, None).unwrap_err(),
+            Rejection::ExpiryNotSeconds("/expires_in".into()),
+            "{ambiguous}"
+        );
+    }
 }
 
 #[test]
