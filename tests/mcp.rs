@@ -68,12 +68,21 @@ struct McpBehindProxy {
 
 impl McpBehindProxy {
     async fn start() -> McpBehindProxy {
+        McpBehindProxy::refusing_with(401).await
+    }
+
+    /// With a server that refuses a stale token with `status` (401, or 403 with a Bearer
+    /// `invalid_token` challenge).
+    async fn refusing_with(status: u16) -> McpBehindProxy {
         let backend = Backend::start().await;
         let dir = tempfile::tempdir().unwrap();
         let token_file = dir.path().join("current-token");
         std::fs::write(&token_file, backend.token()).unwrap();
         let server_port = free_port();
-        let server = Process::python("server.py", &[token_file.to_str().unwrap(), &server_port.to_string()]);
+        let server = Process::python(
+            "server.py",
+            &[token_file.to_str().unwrap(), &server_port.to_string(), &status.to_string()],
+        );
         wait_for("the MCP server", PATIENCE, || {
             std::net::TcpStream::connect(("127.0.0.1", server_port)).ok()
         });
@@ -101,8 +110,17 @@ impl McpBehindProxy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mcp_client_with_no_token_works_through_the_proxy_across_a_rotation() {
-    let m = McpBehindProxy::start().await;
+    across_a_rotation(McpBehindProxy::start().await).await;
+}
 
+/// VS Code treats a 403 as an auth challenge; the proxy must treat the server's 403
+/// `invalid_token` as a refused token and never pass the challenge on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_refuses_stale_tokens_with_403_works_through_the_proxy_too() {
+    across_a_rotation(McpBehindProxy::refusing_with(403).await).await;
+}
+
+async fn across_a_rotation(m: McpBehindProxy) {
     let mut client = Process::python("client.py", &[&m.proxy_url]);
     let (mut stdin, mut lines) = client.io();
     let ready = tokio::task::block_in_place(|| next_line(&mut lines));

@@ -1,11 +1,21 @@
 //! What the proxy refuses before anything is forwarded (DESIGN §12): methods it never
-//! forwards, requests for another `Host` (DNS rebinding), and web pages in a browser.
+//! forwards, requests for another `Host` (DNS rebinding), web pages in a browser, and the OAuth
+//! metadata that hosts probe on connect.
 
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::{Body, error};
+
+/// Paths whose metadata would start a host's OAuth discovery (RFC 9728 §3, RFC 8414 §3,
+/// OpenID Connect Discovery §4), wherever they stand in the path: hosts probe them as a prefix
+/// (`/.well-known/openid-configuration/mcp`) and as a suffix (`/mcp/.well-known/...`).
+const OAUTH_METADATA: [&str; 3] = [
+    "/.well-known/oauth-protected-resource",
+    "/.well-known/oauth-authorization-server",
+    "/.well-known/openid-configuration",
+];
 
 /// The `Allow` of a 405 for TRACE and CONNECT: what the proxy forwards.
 const FORWARDED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
@@ -67,6 +77,16 @@ impl Gate {
                 StatusCode::FORBIDDEN,
                 "cross_site_refused",
                 "requests from another site's page are refused; see the proxy's allow_origins",
+            ));
+        }
+        // Answered here even when the upstream has metadata for other clients: a host that
+        // found it would start OAuth instead of using the proxy's token.
+        let path = request.uri().path();
+        if OAUTH_METADATA.iter().any(|metadata| path.contains(metadata)) {
+            return Some(error(
+                StatusCode::NOT_FOUND,
+                "oauth_not_offered",
+                "this proxy adds the token to every request itself: there is no OAuth to discover here",
             ));
         }
         None

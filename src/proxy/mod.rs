@@ -6,11 +6,13 @@
 //! `gate`: the method, the `Host` on TCP against DNS rebinding, a browser's `Origin` and
 //! `Sec-Fetch-Site`), the held token (none: 503, the
 //! upstream is not contacted), the upstream request (`forward`) with a body that can be sent
-//! again (`replay`), and the answer. An upstream 401 asks the engine for a token newer than
+//! again (`replay`), and the answer. An upstream 401 (or a 403 that says `invalid_token`,
+//! `challenge`) asks the engine for a token newer than
 //! the one sent, the same coalesced refresh as a client's 401 report, and the request is
 //! replayed once with it; it never reaches the client as a 401, which would send an MCP client
 //! into OAuth discovery.
 
+mod challenge;
 mod forward;
 mod gate;
 mod replay;
@@ -179,7 +181,7 @@ impl Proxy {
             Ok(response) => response,
             Err(refusal) => return refusal,
         };
-        if response.status() != StatusCode::UNAUTHORIZED {
+        if !challenge::refuses_token(response.status(), response.headers()) {
             kept.release();
             return self.answer(response, &uri, &proxy_origin);
         }
@@ -207,7 +209,7 @@ impl Proxy {
             Ok(response) => response,
             Err(refusal) => return refusal,
         };
-        if response.status() == StatusCode::UNAUTHORIZED {
+        if challenge::refuses_token(response.status(), response.headers()) {
             return self.unavailable(Unavailable::Rejected(format!(
                 "the upstream refused token version {version}, and the fresh version {fresh} too"
             )));
@@ -313,6 +315,8 @@ impl Proxy {
     fn answer(&self, response: Response<Incoming>, uri: &Uri, proxy_origin: &str) -> Response<Body> {
         let (mut parts, body) = response.into_parts();
         forward::strip_hop_by_hop(&mut parts.headers);
+        // A challenge invites a host to start OAuth discovery; the proxy holds the token.
+        parts.headers.remove(header::WWW_AUTHENTICATE);
         if parts.status.is_redirection()
             && let Some(location) = parts.headers.get(header::LOCATION).and_then(|l| l.to_str().ok())
             && let Some(rewritten) = self.upstream.rewrite_location(location, uri, proxy_origin)

@@ -3,7 +3,8 @@
 //! request it gets so tests can check what crossed the proxy.
 //!
 //! Paths: `/echo` answers the request's body; `/bytes/N` answers N bytes; `/sse` streams
-//! server-sent events as the test releases them; `/redirect?to=URL` answers 302; `/slow` never
+//! server-sent events as the test releases them; `/challenge` answers 200 with a
+//! `WWW-Authenticate` header; `/redirect?to=URL` answers 302; `/slow` never
 //! answers; anything else 200 `{"path": …}`.
 
 use std::convert::Infallible;
@@ -48,6 +49,8 @@ struct State {
     events: Vec<mpsc::UnboundedSender<String>>,
     /// Set when an `/sse` stream's client went away (its body was dropped).
     closed_streams: usize,
+    /// How a token is refused: the status and a `WWW-Authenticate` challenge, if any.
+    refusal: (u16, Option<String>),
 }
 
 #[derive(Clone)]
@@ -73,6 +76,7 @@ impl Upstream {
                 admit: Admit::CurrentToken,
                 events: Vec::new(),
                 closed_streams: 0,
+                refusal: (401, Some("Bearer resource_metadata=\"http://127.0.0.1:1/.well-known/oauth-protected-resource\"".into())),
             })),
         };
         let served = upstream.clone();
@@ -116,6 +120,11 @@ impl Upstream {
         state.events.len()
     }
 
+    /// Refuse tokens with `status` and, if given, a `WWW-Authenticate` challenge.
+    pub fn set_refusal(&self, status: u16, challenge: Option<&str>) {
+        self.state.lock().unwrap().refusal = (status, challenge.map(str::to_owned));
+    }
+
     /// `/sse` streams whose client went away.
     pub fn closed_streams(&self) -> usize {
         self.state.lock().unwrap().closed_streams
@@ -125,7 +134,7 @@ impl Upstream {
         let (parts, body) = req.into_parts();
         let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         let path_and_query = parts.uri.path_and_query().map(|pq| pq.to_string()).unwrap_or_default();
-        let admitted = {
+        let (admitted, refusal) = {
             let mut state = self.state.lock().unwrap();
             state.received.push(Received {
                 method: parts.method.to_string(),
@@ -137,11 +146,16 @@ impl Upstream {
                 Some(scheme) => format!("{scheme} {}", self.backend.token()),
                 None => self.backend.token(),
             };
-            state.admit == Admit::CurrentToken
-                && parts.headers.get(self.header).and_then(|v| v.to_str().ok()) == Some(expected.as_str())
+            let admitted = state.admit == Admit::CurrentToken
+                && parts.headers.get(self.header).and_then(|v| v.to_str().ok()) == Some(expected.as_str());
+            (admitted, state.refusal.clone())
         };
         if !admitted {
-            return full(401, "{\"detail\":\"Invalid or expired MCP token\"}");
+            let mut response = full(refusal.0, "{\"detail\":\"Invalid or expired MCP token\"}");
+            if let Some(challenge) = refusal.1 {
+                response.headers_mut().insert("www-authenticate", challenge.parse().unwrap());
+            }
+            return response;
         }
         let path = parts.uri.path();
         if path.ends_with("/echo") {
@@ -152,6 +166,11 @@ impl Upstream {
         }
         if path.ends_with("/sse") {
             return self.event_stream();
+        }
+        if path.ends_with("/challenge") {
+            let mut response = full(200, "{}");
+            response.headers_mut().insert("www-authenticate", "Bearer realm=\"upstream\"".parse().unwrap());
+            return response;
         }
         if path.ends_with("/redirect") {
             let to = parts.uri.query().and_then(|q| q.strip_prefix("to=")).unwrap_or("/");
