@@ -2,8 +2,8 @@
 //! headers go, the token header is set, `Host` becomes the upstream's. Nothing else is added.
 
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::http::request;
-use hyper::{Request, Uri};
+use hyper::http::{request, response};
+use hyper::{Method, Request, StatusCode, Uri};
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), besides those the
 /// `Connection` header names and every `Proxy-*`.
@@ -32,6 +32,23 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         headers.keys().filter(|name| name.as_str().starts_with("proxy-")).cloned().collect();
     for name in proxy {
         headers.remove(name);
+    }
+}
+
+/// Frames the answer by what hyper decoded, never by a stale length: an upstream that sent
+/// both `Content-Length` and `Transfer-Encoding: chunked` (RFC 9112 §6.3: chunked wins) would
+/// otherwise leave the client waiting for bytes that never come. A length that matches the
+/// decoded body exactly stays; so does the one of a HEAD or 304 answer, which has no body.
+pub(super) fn reframe(parts: &mut response::Parts, method: &Method, body_length: Option<u64>) {
+    if *method == Method::HEAD || parts.status == StatusCode::NOT_MODIFIED {
+        return;
+    }
+    let declared =
+        parts.headers.get(header::CONTENT_LENGTH).map(|v| v.to_str().ok().and_then(|v| v.parse().ok()));
+    if let Some(declared) = declared
+        && (declared != body_length || parts.headers.get_all(header::CONTENT_LENGTH).iter().count() > 1)
+    {
+        parts.headers.remove(header::CONTENT_LENGTH);
     }
 }
 
@@ -87,6 +104,35 @@ mod tests {
         let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         left.sort_unstable();
         assert_eq!(left, ["accept", "content-encoding", "mcp-session-id"]);
+    }
+
+    #[test]
+    fn an_answer_is_framed_by_its_decoded_body_not_a_stale_length() {
+        let parts = |length: &[&str]| {
+            let mut builder = hyper::Response::builder();
+            for value in length {
+                builder = builder.header("content-length", *value);
+            }
+            builder.body(()).unwrap().into_parts().0
+        };
+        let mut exact = parts(&["5"]);
+        reframe(&mut exact, &Method::GET, Some(5));
+        assert_eq!(exact.headers["content-length"], "5");
+        // Chunked as well as a length: hyper decoded chunks, the length goes.
+        let mut both = parts(&["5"]);
+        reframe(&mut both, &Method::GET, None);
+        assert!(!both.headers.contains_key("content-length"));
+        for malformed in [&["5", "6"][..], &["x"]] {
+            let mut p = parts(malformed);
+            reframe(&mut p, &Method::POST, Some(5));
+            assert!(!p.headers.contains_key("content-length"), "{malformed:?}");
+        }
+        let mut head = parts(&["5"]);
+        reframe(&mut head, &Method::HEAD, Some(0));
+        assert_eq!(
+            head.headers["content-length"], "5",
+            "a HEAD answer keeps the length of what GET would send"
+        );
     }
 
     #[test]

@@ -15,8 +15,10 @@
 mod challenge;
 mod forward;
 mod gate;
+mod pool;
 mod replay;
 mod upstream;
+mod upstream_io;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -24,10 +26,11 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::http::request;
-use hyper::{Request, Response, StatusCode, Uri};
+use hyper::{Method, Request, Response, StatusCode, Uri};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 use zeroize::Zeroizing;
@@ -39,6 +42,9 @@ use crate::server::{Acl, BindError, BoxError, Handler, Listener, Peer, Server};
 use crate::sinks::SinkReport;
 use crate::token::TokenState;
 use gate::Gate;
+use pool::UpstreamBody;
+use replay::Kept;
+use upstream::SendError;
 pub use upstream::{SetupError, Upstream};
 
 pub type Body = BoxBody<Bytes, BoxError>;
@@ -177,13 +183,13 @@ impl Proxy {
             return self.unavailable(Unavailable::NoValidToken);
         };
         let (kept, body) = replay::keep(body, self.replay_limit);
-        let response = match self.send(&parts, &uri, &credential, body.boxed()).await {
+        let response = match self.send(&parts, &uri, &credential, &kept, body.boxed()).await {
             Ok(response) => response,
             Err(refusal) => return refusal,
         };
         if !challenge::refuses_token(response.status(), response.headers()) {
             kept.release();
-            return self.answer(response, &uri, &proxy_origin);
+            return self.answer(response, &parts.method, &uri, &proxy_origin);
         }
         drop(response);
 
@@ -205,7 +211,7 @@ impl Proxy {
             )));
         };
         self.metrics.proxy_replay(&self.name);
-        let response = match self.send(&parts, &uri, &credential, body.boxed()).await {
+        let response = match self.send(&parts, &uri, &credential, &kept, body.boxed()).await {
             Ok(response) => response,
             Err(refusal) => return refusal,
         };
@@ -215,7 +221,7 @@ impl Proxy {
             )));
         }
         kept.release();
-        self.answer(response, &uri, &proxy_origin)
+        self.answer(response, &parts.method, &uri, &proxy_origin)
     }
 
     /// The version held and the header value that carries it; `None` without a valid token.
@@ -251,22 +257,27 @@ impl Proxy {
         self.credential().filter(|(held, _)| *held > version)
     }
 
-    /// Sends one request upstream and waits, at most `timeout`, for the response head.
+    /// Sends one request upstream and waits, at most `timeout`, for the response head. `kept`
+    /// gives the body again if the request must go once more on a new connection.
     async fn send(
         &self,
         parts: &request::Parts,
         uri: &Uri,
         credential: &HeaderValue,
+        kept: &Kept<Incoming>,
         body: upstream::RequestBody,
-    ) -> Result<Response<Incoming>, Response<Body>> {
-        let request = forward::upstream_request(
-            parts,
-            uri.clone(),
-            &self.upstream.host,
-            (&self.header, credential),
-            body,
-        );
-        let outcome = tokio::time::timeout(self.timeout, self.upstream.client.request(request)).await;
+    ) -> Result<Response<UpstreamBody>, Response<Body>> {
+        let build = |body| {
+            forward::upstream_request(
+                parts,
+                uri.clone(),
+                &self.upstream.host,
+                (&self.header, credential),
+                body,
+            )
+        };
+        let again = || kept.replay().map(|body| build(body.boxed()));
+        let outcome = tokio::time::timeout(self.timeout, self.upstream.send(build(body), again)).await;
         let (status, code, kind, detail) = match outcome {
             Ok(Ok(response)) => {
                 self.set_health(None);
@@ -281,27 +292,27 @@ impl Proxy {
                     crate::config::duration_display(self.timeout)
                 ),
             ),
-            Ok(Err(e)) if client_failed(&e).is_some() => {
-                let detail = client_failed(&e).map(ToString::to_string).unwrap_or_default();
+            Ok(Err(e)) if client_failed(e.cause()).is_some() => {
+                let detail = client_failed(e.cause()).map(ToString::to_string).unwrap_or_default();
                 info!("proxy {}: {} {}: {detail}", self.name, parts.method, parts.uri.path());
                 self.metrics.proxy_client_error(&self.name);
                 return Err(error(StatusCode::BAD_REQUEST, "client_failed", &detail));
             }
-            Ok(Err(e)) => match crate::trust::untrusted(&e) {
+            Ok(Err(e)) => match crate::trust::untrusted(e.cause()) {
                 Some(untrusted) => {
                     (StatusCode::BAD_GATEWAY, "upstream_untrusted", "untrusted", untrusted.to_string())
                 }
-                None if e.is_connect() => (
+                None if matches!(e, SendError::Connect(_)) => (
                     StatusCode::BAD_GATEWAY,
                     "upstream_unreachable",
                     "unreachable",
-                    format!("cannot connect to the upstream: {}", causes(&e)),
+                    format!("cannot connect to the upstream: {}", causes(e.cause())),
                 ),
                 None => (
                     StatusCode::BAD_GATEWAY,
                     "upstream_failed",
                     "failed",
-                    format!("the upstream exchange failed: {}", causes(&e)),
+                    format!("the upstream exchange failed: {}", causes(e.cause())),
                 ),
             },
         };
@@ -312,9 +323,16 @@ impl Proxy {
 
     /// The upstream's answer, as the client gets it: hop-by-hop headers gone, a redirect to the
     /// upstream pointed back at the proxy, the body streamed as it comes.
-    fn answer(&self, response: Response<Incoming>, uri: &Uri, proxy_origin: &str) -> Response<Body> {
+    fn answer(
+        &self,
+        response: Response<UpstreamBody>,
+        method: &Method,
+        uri: &Uri,
+        proxy_origin: &str,
+    ) -> Response<Body> {
         let (mut parts, body) = response.into_parts();
         forward::strip_hop_by_hop(&mut parts.headers);
+        forward::reframe(&mut parts, method, body.size_hint().exact());
         // A challenge invites a host to start OAuth discovery; the proxy holds the token.
         parts.headers.remove(header::WWW_AUTHENTICATE);
         if parts.status.is_redirection()

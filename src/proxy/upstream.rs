@@ -1,6 +1,7 @@
-//! Where a proxy forwards to: the upstream's origin and path prefix, and a pooled HTTP/1.1
-//! client for it (hyper-util's, over rustls for https). The client streams bodies both ways as
-//! they come, and follows no redirect.
+//! Where a proxy forwards to: the upstream's origin and path prefix, and how a request gets
+//! there: on an idle connection of the [`Pool`] or a new one (hyper-util's connector, rustls
+//! for https, the loopback trust check), driven by the request itself. Bodies stream both ways
+//! as they come; no redirect is followed.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,17 +9,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use hyper::Uri;
 use hyper::header::HeaderValue;
+use hyper::{Method, Request, Response, Uri};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::RootCertStore;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use url::Url;
 
+use super::pool::{Conn, ExchangeError, Pool, UpstreamBody};
+use super::upstream_io::{ClosedBeforeWrite, UpstreamIo};
 use crate::config::ProxySinkConfig;
 use crate::server::BoxError;
 use crate::trust::{Checked, Trust};
@@ -26,10 +27,28 @@ use crate::trust::{Checked, Trust};
 /// Connecting is a small part of a request: an upstream that accepts no connection within this
 /// is down, and the client hears 502 sooner than the whole `timeout` would allow.
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Idle pooled connections are closed after this; upstreams close theirs sooner or later too.
-const POOL_IDLE: Duration = Duration::from_secs(60);
-
 pub(super) type RequestBody = BoxBody<Bytes, BoxError>;
+
+/// How long a request that failed on a reused connection waits for the reset that proves the
+/// upstream did not read it: a round trip on loopback or a LAN, with room for a busy host.
+const RESET_WAIT: Duration = Duration::from_millis(50);
+
+/// Why a request got no answer from the upstream; the proxy's message says which.
+#[derive(Debug)]
+pub(super) enum SendError {
+    Connect(BoxError),
+    Exchange(hyper::Error),
+}
+
+impl SendError {
+    /// The error itself, whose chain holds the reason (a refused listener, a client's body).
+    pub fn cause(&self) -> &(dyn std::error::Error + 'static) {
+        match self {
+            SendError::Connect(e) => e.as_ref(),
+            SendError::Exchange(e) => e,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("ca_file {path}: {reason}")]
@@ -50,7 +69,8 @@ pub struct Upstream {
     origin: url::Origin,
     /// `Host` as the upstream expects it.
     pub host: HeaderValue,
-    pub client: Client<Checked<HttpsConnector<HttpConnector>>, RequestBody>,
+    connector: Checked<HttpsConnector<HttpConnector>>,
+    pool: Arc<Pool>,
 }
 
 impl Upstream {
@@ -78,10 +98,6 @@ impl Upstream {
         let trust =
             (url.scheme() == "http").then(|| Trust::new(&config.trust_uids, "the proxy's trust_uids"));
         let connector = Checked::new(connector, trust);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .build(connector);
         let authority = &url[url::Position::BeforeHost..url::Position::AfterPort];
         Ok(Upstream {
             scheme: url.scheme().parse().expect("http or https, as the config checked"),
@@ -89,8 +105,76 @@ impl Upstream {
             authority: authority.parse().expect("a URL's host and port are an authority"),
             prefix: url.path().trim_end_matches('/').to_owned(),
             origin: url.origin(),
-            client,
+            connector,
+            pool: Arc::default(),
         })
+    }
+
+    /// Sends `request` on an idle connection or a new one, and returns the answer once its
+    /// head has arrived. A request that failed before any answer on a connection taken from
+    /// the pool goes once more on a new connection when that is safe: hyper never wrote it,
+    /// the upstream had closed before it was written or reset the connection with it unread
+    /// (any method), or it is idempotent (RFC 9110 §9.2.2); `again` builds it anew (its body
+    /// kept for replay), `None` if it cannot.
+    pub(super) async fn send(
+        &self,
+        request: Request<RequestBody>,
+        again: impl FnOnce() -> Option<Request<RequestBody>>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        let request = origin_form(request);
+        let conn = match self.pool.take() {
+            Some(conn) => conn,
+            None => self.connect().await?,
+        };
+        let reused = conn.reused;
+        let idempotent = matches!(
+            *request.method(),
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+        );
+        // Only a request that is not idempotent needs the proof a reset gives.
+        let wait_for_reset = if idempotent { Duration::ZERO } else { RESET_WAIT };
+        let retry = match conn.exchange(request, wait_for_reset).await {
+            Ok((response, conn)) => return Ok(self.streamed(response, conn)),
+            Err(ExchangeError::NotSent(request, _)) => Some(*request),
+            Err(ExchangeError::Failed { error, reset })
+                if reused && (idempotent || reset || never_written(&error)) =>
+            {
+                match again() {
+                    Some(request) => Some(request),
+                    None => return Err(SendError::Exchange(error)),
+                }
+            }
+            Err(ExchangeError::Failed { error, .. }) => return Err(SendError::Exchange(error)),
+        };
+        let request = origin_form(retry.expect("every other outcome returned"));
+        tracing::debug!("{}: sending again on a new connection", self.authority);
+        let conn = self.connect().await?;
+        match conn.exchange(request, Duration::ZERO).await {
+            Ok((response, conn)) => Ok(self.streamed(response, conn)),
+            Err(ExchangeError::NotSent(_, error) | ExchangeError::Failed { error, .. }) => {
+                Err(SendError::Exchange(error))
+            }
+        }
+    }
+
+    fn streamed(&self, response: Response<hyper::body::Incoming>, conn: Conn) -> Response<UpstreamBody> {
+        response.map(|incoming| UpstreamBody::new(incoming, conn, self.pool.clone()))
+    }
+
+    /// A new connection (the connect timeout and the trust check are the connector's).
+    async fn connect(&self) -> Result<Conn, SendError> {
+        use tower_service::Service;
+        let mut connector = self.connector.clone();
+        std::future::poll_fn(|cx| connector.poll_ready(cx)).await.map_err(SendError::Connect)?;
+        let origin = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query("/")
+            .build()
+            .expect("a scheme and an authority make a URI");
+        let stream = connector.call(origin).await.map_err(SendError::Connect)?;
+        let (io, shared) = UpstreamIo::new(stream);
+        Conn::open(io, shared).await.map_err(SendError::Exchange)
     }
 
     /// The upstream URI for a request's path and query.
@@ -121,6 +205,28 @@ impl Upstream {
         let fragment = target.fragment().map(|f| format!("#{f}")).unwrap_or_default();
         Some(format!("{proxy_origin}{path}{query}{fragment}"))
     }
+}
+
+/// The request line as a server expects it from a client (RFC 9112 §3.2.1): the path and
+/// query alone; the authority is in `Host`.
+fn origin_form(mut request: Request<RequestBody>) -> Request<RequestBody> {
+    let path = request.uri().path_and_query().cloned();
+    if let Some(path) = path {
+        *request.uri_mut() = Uri::from(path);
+    }
+    request
+}
+
+/// The upstream cannot have read a request that failed this way: the connection was closed
+/// before the first byte was written ([`ClosedBeforeWrite`]).
+fn never_written(error: &hyper::Error) -> bool {
+    // hyper keeps the IO error as a cause, and the IO error keeps ours inside it.
+    std::iter::successors(Some(error as &(dyn std::error::Error + 'static)), |e| e.source()).any(|e| {
+        e.is::<ClosedBeforeWrite>()
+            || e.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .is_some_and(|inner| inner.is::<ClosedBeforeWrite>())
+    })
 }
 
 /// The system's roots and `ca_file`'s certificates.

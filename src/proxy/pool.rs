@@ -1,0 +1,201 @@
+//! Upstream connections driven by the client connection that uses them (issue "The proxy at
+//! nginx's speed"). hyper-util's pooled client runs each upstream connection as a task of its
+//! own, so every request crossed threads twice (client task → connection task → back), and on
+//! two cores that wake-up cost what nginx's single thread never pays. Here a request takes an
+//! idle connection from the [`Pool`] (or opens one), drives it itself while it waits for the
+//! answer, and its [`UpstreamBody`] keeps driving it while the answer streams; when the answer
+//! has ended, the connection goes back to the pool, unpolled until the next request takes it.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{self, Connection, SendRequest};
+use hyper::{Request, Response};
+
+use super::upstream::RequestBody;
+use super::upstream_io::{Shared, UpstreamIo};
+
+/// Idle connections are closed after this: below the keep-alive timeout of the servers MCP
+/// upstreams commonly run on (Node and uvicorn 5 s, Apache 5 s, nginx 75 s), so the upstream
+/// seldom closes one just as a request goes out on it. Those that close sooner (gunicorn 2 s,
+/// custom 1 s) are caught by the check before each reuse and the resend of `upstream_io`.
+pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+/// Idle connections kept per proxy: more concurrent clients than this reconnect.
+const MAX_IDLE: usize = 256;
+
+type Driver = Connection<UpstreamIo, RequestBody>;
+
+/// One upstream HTTP/1.1 connection: the handle to send on, the state machine that moves its
+/// bytes (polled by whoever holds it), and what the IO tells about it.
+pub(super) struct Conn {
+    sender: SendRequest<RequestBody>,
+    driver: Pin<Box<Driver>>,
+    shared: Arc<Shared>,
+    /// Taken from the pool rather than opened for this request.
+    pub reused: bool,
+}
+
+/// Why an exchange gave no answer.
+pub(super) enum ExchangeError {
+    /// The connection was closed before the request was handed to it: here it is back.
+    NotSent(Box<Request<RequestBody>>, hyper::Error),
+    /// It was written (or begun); `reset` when the upstream reset the connection, which it does
+    /// when it closes with bytes of ours unread (RFC 9293 §3.6.1; Linux, BSDs and Windows all
+    /// do): it cannot have read the whole request.
+    Failed { error: hyper::Error, reset: bool },
+}
+
+impl Conn {
+    /// Handshakes over `io` (no bytes are sent until the first request).
+    pub async fn open(io: UpstreamIo, shared: Arc<Shared>) -> hyper::Result<Conn> {
+        let (sender, driver) = http1::Builder::new().handshake(io).await?;
+        Ok(Conn { sender, driver: Box::pin(driver), shared, reused: false })
+    }
+
+    /// Sends `request` and drives the connection until the answer's head arrives. On a failure
+    /// after writing on a reused connection, `wait_for_reset` is how long to wait for the reset
+    /// that shows the request unread.
+    pub async fn exchange(
+        mut self,
+        request: Request<RequestBody>,
+        wait_for_reset: Duration,
+    ) -> Result<(Response<Incoming>, Conn), ExchangeError> {
+        let mut answer = std::pin::pin!(self.sender.try_send_request(request));
+        let mut driver_done = false;
+        let outcome = std::future::poll_fn(|cx| {
+            if !driver_done {
+                // Its end (the upstream closed, or an error) reaches the answer's future too.
+                driver_done = self.driver.as_mut().poll(cx).is_ready();
+            }
+            answer.as_mut().poll(cx)
+        })
+        .await;
+        match outcome {
+            Ok(response) => Ok((response, self)),
+            Err(mut e) => {
+                let request = e.take_message();
+                let error = e.into_error();
+                Err(match request {
+                    Some(request) => ExchangeError::NotSent(Box::new(request), error),
+                    None => {
+                        let io = Pin::into_inner(self.driver).into_parts().io;
+                        let reset = io.was_reset() || (self.reused && io.reset_within(wait_for_reset).await);
+                        ExchangeError::Failed { error, reset }
+                    }
+                })
+            }
+        }
+    }
+
+    /// Polls the connection once without a task to wake: it reads what has arrived (the end of
+    /// an answer, or the upstream's FIN). `false` once the connection is done.
+    fn settle(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        self.driver.as_mut().poll(&mut cx).is_pending()
+            && self.sender.is_ready()
+            && !self.shared.write_failed()
+    }
+}
+
+/// A proxy's idle upstream connections, newest last.
+#[derive(Default)]
+pub(super) struct Pool {
+    idle: Mutex<Vec<(Conn, Instant)>>,
+}
+
+impl Pool {
+    /// The newest idle connection that is still open, marked to be checked again right before
+    /// its first write.
+    pub fn take(&self) -> Option<Conn> {
+        let mut idle = self.idle.lock().expect("never poisoned");
+        let now = Instant::now();
+        // Oldest first: those past the timeout are all at the front.
+        let expired = idle.iter().take_while(|(_, since)| now - *since >= IDLE_TIMEOUT).count();
+        idle.drain(..expired);
+        while let Some((mut conn, _)) = idle.pop() {
+            if conn.settle() {
+                conn.reused = true;
+                conn.shared.reused();
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Keeps `conn` for another request if it can carry one.
+    fn put(&self, mut conn: Conn) {
+        if !conn.settle() {
+            return;
+        }
+        let mut idle = self.idle.lock().expect("never poisoned");
+        if idle.len() >= MAX_IDLE {
+            idle.remove(0);
+        }
+        idle.push((conn, Instant::now()));
+    }
+}
+
+/// An upstream answer's body that drives its connection while it is read, and hands the
+/// connection back to the pool when it has ended.
+pub(super) struct UpstreamBody {
+    incoming: Incoming,
+    /// Until the body ends (or is dropped unfinished, which closes the connection).
+    conn: Option<Conn>,
+    pool: Arc<Pool>,
+}
+
+impl UpstreamBody {
+    pub fn new(incoming: Incoming, conn: Conn, pool: Arc<Pool>) -> UpstreamBody {
+        UpstreamBody { incoming, conn: Some(conn), pool }
+    }
+}
+
+impl Drop for UpstreamBody {
+    /// An answer with nothing left to read (a 204, an empty body) may never be polled to its
+    /// end: its connection can carry another request all the same.
+    fn drop(&mut self) {
+        if self.incoming.is_end_stream()
+            && let Some(conn) = self.conn.take()
+        {
+            self.pool.put(conn);
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        if let Some(conn) = &mut this.conn {
+            // Moves the answer's bytes from the socket into `incoming`; an error there ends
+            // `incoming` with it.
+            if conn.driver.as_mut().poll(cx).is_ready() {
+                this.conn = None;
+            }
+        }
+        let frame = Pin::new(&mut this.incoming).poll_frame(cx);
+        if matches!(frame, Poll::Ready(None))
+            && let Some(conn) = this.conn.take()
+        {
+            this.pool.put(conn);
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.incoming.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.incoming.size_hint()
+    }
+}

@@ -1,0 +1,274 @@
+//! Upstreams that misbehave the way small real servers do (issue "Hold the line", item 2), each
+//! a raw socket server written for the one fault: a failure that is not the client's fault is
+//! not the client's problem.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use support::Backend;
+use support::api;
+use support::http::{self, Target};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const HEADER: &str = "X-Google-MCP-Token";
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A request head as the raw servers read it, and whatever of the body came with it.
+struct Head {
+    text: String,
+    rest: Vec<u8>,
+}
+
+impl Head {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.text.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+
+    fn content_length(&self) -> usize {
+        self.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+}
+
+/// Reads one request head; `None` when the client closed first.
+async fn read_head(stream: &mut TcpStream) -> Option<Head> {
+    let mut buf = Vec::new();
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let text = String::from_utf8_lossy(&buf[..end]).into_owned();
+            return Some(Head { text, rest: buf[end + 4..].to_vec() });
+        }
+        let mut chunk = [0u8; 4096];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Reads the rest of a body of `length` bytes.
+async fn read_body(stream: &mut TcpStream, head: &Head) -> Vec<u8> {
+    let mut body = head.rest.clone();
+    let mut chunk = vec![0u8; 65536];
+    while body.len() < head.content_length() {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
+        }
+    }
+    body
+}
+
+/// Serves each connection with `serve` on 127.0.0.1.
+async fn raw_server<F, Fut>(serve: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serve = Arc::new(serve);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve(stream));
+        }
+    });
+    addr
+}
+
+/// A daemon with a proxy in front of `upstream`.
+async fn proxy_to(backend: &Backend, upstream: SocketAddr) -> (Target, api::WithSocket) {
+    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let sink = format!(
+        "[[sink]]\ntype = \"proxy\"\nlisten = \"{listen}\"\nupstream = \"http://{upstream}\"\nheader = \"{HEADER}\"\n"
+    );
+    let d = api::start(backend, &sink);
+    api::get_until(&d.socket, "/v1/token", "a token", |r| r.status == 200).await;
+    support::wait_for_async("the proxy", PATIENCE, || std::net::TcpStream::connect(listen).ok().map(drop))
+        .await;
+    (Target::Tcp(listen), d)
+}
+
+fn post(target: &Target, path: &str, body: Vec<u8>) -> hyper::Request<Full<Bytes>> {
+    http::request(target, "POST", path).body(Full::new(Bytes::from(body))).unwrap()
+}
+
+/// An upstream that checks the token before the body and, refusing it, answers 401 with
+/// `Connection: close` and closes without reading a byte of the body: the answer it did send
+/// is what counts. 300 KB bodies, so the proxy is still writing when the 401 comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_sent_before_the_body_was_read_is_refreshed_and_replayed() {
+    let backend = Backend::start().await;
+    let current = backend.clone();
+    let upstream = raw_server(move |mut stream| {
+        let current = current.clone();
+        async move {
+            while let Some(head) = read_head(&mut stream).await {
+                if head.header(HEADER) != Some(current.token().as_str()) {
+                    let refusal =
+                        "HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+                    let _ = stream.write_all(refusal.as_bytes()).await;
+                    return; // closed with the body unread: the kernel answers it with a reset
+                }
+                let body = read_body(&mut stream, &head).await;
+                let answer =
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len().to_string().len());
+                let _ = stream.write_all(format!("{answer}{}", body.len()).as_bytes()).await;
+            }
+        }
+    })
+    .await;
+    let (proxy, d) = proxy_to(&backend, upstream).await;
+    let body = vec![b'x'; 300 * 1024];
+    for round in 0..8 {
+        backend.rotate();
+        let before = backend.fetches();
+        let reply = http::send(&proxy, post(&proxy, "/mcp", body.clone())).await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (200, "307200"),
+            "round {round}: {}",
+            d.daemon.output()
+        );
+        assert_eq!(backend.fetches() - before, 1, "round {round}: one refresh");
+    }
+}
+
+/// What an upstream that closes idle connections does to the requests sent on them.
+#[derive(Default)]
+struct Closing {
+    /// Bodies received, to see that no request was run twice.
+    bodies: Mutex<Vec<String>>,
+    connections: AtomicUsize,
+}
+
+/// Answers each request with a keep-alive 200 echoing its body, then closes the connection
+/// after `close_after` of idleness, as Node (5 s), gunicorn (2 s) and small servers (1 s) do.
+async fn closing_upstream(close_after: Duration) -> (SocketAddr, Arc<Closing>) {
+    let seen = Arc::new(Closing::default());
+    let state = seen.clone();
+    let addr = raw_server(move |mut stream| {
+        let state = state.clone();
+        async move {
+            state.connections.fetch_add(1, Ordering::Relaxed);
+            loop {
+                let Ok(Some(head)) = tokio::time::timeout(close_after, read_head(&mut stream)).await else {
+                    return; // idle too long (or the client left): close
+                };
+                let body = String::from_utf8_lossy(&read_body(&mut stream, &head).await).into_owned();
+                let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                state.bodies.lock().unwrap().push(body);
+                if stream.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    (addr, seen)
+}
+
+/// The upstream closes each connection 50 ms after its answer, and the next POST goes out just
+/// around then: sent on a connection that just died, it goes again on a new one, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_on_a_connection_the_upstream_just_closed_is_sent_again_once() {
+    let backend = Backend::start().await;
+    let (upstream, seen) = closing_upstream(Duration::from_millis(50)).await;
+    let (proxy, d) = proxy_to(&backend, upstream).await;
+    let mut failed = Vec::new();
+    let rounds = 40;
+    for round in 0..rounds {
+        // 44 to 56 ms after the last answer: some before the close, some right at it.
+        tokio::time::sleep(Duration::from_millis(44 + (round % 13))).await;
+        let body = format!("{{\"jsonrpc\":\"2.0\",\"id\":{round},\"method\":\"tools/call\"}}");
+        let reply = http::send(&proxy, post(&proxy, "/mcp", body.clone().into_bytes())).await;
+        if (reply.status, reply.body.as_str()) != (200, body.as_str()) {
+            failed.push((round, reply.status, reply.body));
+        }
+    }
+    assert!(failed.is_empty(), "{} of {rounds} failed: {failed:?}\n{}", failed.len(), d.daemon.output());
+    let bodies = seen.bodies.lock().unwrap().clone();
+    let mut unique = bodies.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!((bodies.len(), unique.len()), (rounds as usize, rounds as usize), "a request ran twice");
+}
+
+/// An upstream that reads a POST whole and then closes without answering may have acted on it:
+/// the proxy must not send it again, even on a reused connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_the_upstream_read_and_dropped_is_not_sent_again() {
+    let backend = Backend::start().await;
+    let seen = Arc::new(Closing::default());
+    let state = seen.clone();
+    let upstream = raw_server(move |mut stream| {
+        let state = state.clone();
+        async move {
+            while let Some(head) = read_head(&mut stream).await {
+                let body = String::from_utf8_lossy(&read_body(&mut stream, &head).await).into_owned();
+                let second = body == "second";
+                state.bodies.lock().unwrap().push(body);
+                if second {
+                    return; // read whole, then gone without a word
+                }
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+            }
+        }
+    })
+    .await;
+    let (proxy, _d) = proxy_to(&backend, upstream).await;
+    assert_eq!(http::send(&proxy, post(&proxy, "/mcp", b"first".to_vec())).await.status, 200);
+    let reply = http::send(&proxy, post(&proxy, "/mcp", b"second".to_vec())).await;
+    assert_eq!((reply.status, reply.json()["error"].as_str()), (502, Some("upstream_failed")));
+    assert_eq!(*seen.bodies.lock().unwrap(), ["first", "second"], "the POST ran twice");
+}
+
+/// An upstream with a 1 s idle timeout and requests a second apart: the same, at the pace
+/// people see it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_a_keep_alive_timeout_apart_all_succeed() {
+    let backend = Backend::start().await;
+    let (upstream, seen) = closing_upstream(Duration::from_secs(1)).await;
+    let (proxy, _d) = proxy_to(&backend, upstream).await;
+    for round in 0..5 {
+        let body = format!("call {round}");
+        let reply = http::send(&proxy, post(&proxy, "/mcp", body.clone().into_bytes())).await;
+        assert_eq!((reply.status, reply.body.as_str()), (200, body.as_str()), "round {round}");
+        tokio::time::sleep(Duration::from_millis(995 + 3 * round)).await;
+    }
+    assert_eq!(seen.bodies.lock().unwrap().len(), 5, "a request ran twice");
+}
+
+/// An answer framed two ways (RFC 9112 §6.3): `Content-Length` and chunked. The client gets
+/// what the chunks hold, framed so that it knows where the answer ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_framed_two_ways_reaches_the_client_whole() {
+    let backend = Backend::start().await;
+    let upstream = raw_server(|mut stream| async move {
+        while let Some(head) = read_head(&mut stream).await {
+            read_body(&mut stream, &head).await;
+            let answer = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n\
+                          3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n";
+            if stream.write_all(answer.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let (proxy, _d) = proxy_to(&backend, upstream).await;
+    let started = Instant::now();
+    let reply = tokio::time::timeout(PATIENCE, http::send(&proxy, http::get(&proxy, "/x"))).await;
+    let reply = reply.expect("the client waited for bytes that never came");
+    assert_eq!((reply.status, reply.body.as_str()), (200, "abcdefg"));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(reply.headers.get("content-length").is_none_or(|l| l == "7"), "{:?}", reply.headers);
+}
