@@ -149,6 +149,8 @@ struct Closing {
     /// Bodies received, to see that no request was run twice.
     bodies: Mutex<Vec<String>>,
     connections: AtomicUsize,
+    /// Connections the proxy closed.
+    closed_by_proxy: AtomicUsize,
 }
 
 /// Answers each request with a keep-alive 200 echoing its body, then closes the connection
@@ -161,8 +163,13 @@ async fn closing_upstream(close_after: Duration) -> (SocketAddr, Arc<Closing>) {
         async move {
             state.connections.fetch_add(1, Ordering::Relaxed);
             loop {
-                let Ok(Some(head)) = tokio::time::timeout(close_after, read_head(&mut stream)).await else {
-                    return; // idle too long (or the client left): close
+                let head = match tokio::time::timeout(close_after, read_head(&mut stream)).await {
+                    Ok(Some(head)) => head,
+                    Ok(None) => {
+                        state.closed_by_proxy.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    Err(_) => return, // idle too long: close
                 };
                 let body = String::from_utf8_lossy(&read_body(&mut stream, &head).await).into_owned();
                 let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
@@ -246,6 +253,21 @@ async fn requests_a_keep_alive_timeout_apart_all_succeed() {
         tokio::time::sleep(Duration::from_millis(995 + 3 * round)).await;
     }
     assert_eq!(seen.bodies.lock().unwrap().len(), 5, "a request ran twice");
+}
+
+/// A proxy nobody uses lets go of its idle upstream connections (and their buffers) instead of
+/// holding them until the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_proxy_closes_its_idle_upstream_connections() {
+    let backend = Backend::start().await;
+    let (upstream, seen) = closing_upstream(Duration::from_secs(600)).await;
+    let (proxy, _d) = proxy_to(&backend, upstream).await;
+    let reply = http::send(&proxy, post(&proxy, "/mcp", b"once".to_vec())).await;
+    assert_eq!(reply.status, 200);
+    support::wait_for_async("the idle upstream connection to be closed", PATIENCE, || {
+        (seen.closed_by_proxy.load(Ordering::Relaxed) == 1).then_some(())
+    })
+    .await;
 }
 
 /// An answer framed two ways (RFC 9112 §6.3): `Content-Length` and chunked. The client gets

@@ -144,6 +144,12 @@ impl Handler for Proxy {
         response
     }
 
+    /// Idle upstream connections are closed: nobody has used the proxy for a while, and they
+    /// would time out soon anyway (`pool::IDLE_TIMEOUT`); their buffers go back with them.
+    fn quiet(&self) {
+        self.upstream.close_idle();
+    }
+
     fn forbidden(&self) -> Response<Body> {
         error(
             StatusCode::FORBIDDEN,

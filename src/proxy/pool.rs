@@ -112,10 +112,7 @@ impl Pool {
     /// its first write.
     pub fn take(&self) -> Option<Conn> {
         let mut idle = self.idle.lock().expect("never poisoned");
-        let now = Instant::now();
-        // Oldest first: those past the timeout are all at the front.
-        let expired = idle.iter().take_while(|(_, since)| now - *since >= IDLE_TIMEOUT).count();
-        idle.drain(..expired);
+        drop_expired(&mut idle, Instant::now());
         while let Some((mut conn, _)) = idle.pop() {
             if conn.settle() {
                 conn.reused = true;
@@ -132,11 +129,25 @@ impl Pool {
             return;
         }
         let mut idle = self.idle.lock().expect("never poisoned");
+        let now = Instant::now();
+        drop_expired(&mut idle, now);
         if idle.len() >= MAX_IDLE {
             idle.remove(0);
         }
-        idle.push((conn, Instant::now()));
+        idle.push((conn, now));
     }
+
+    /// Closes every idle connection.
+    pub fn clear(&self) {
+        self.idle.lock().expect("never poisoned").clear();
+    }
+}
+
+/// Closes the connections idle for [`IDLE_TIMEOUT`] or longer: oldest first, they are all at
+/// the front.
+fn drop_expired(idle: &mut Vec<(Conn, Instant)>, now: Instant) {
+    let expired = idle.iter().take_while(|(_, since)| now - *since >= IDLE_TIMEOUT).count();
+    idle.drain(..expired);
 }
 
 /// An upstream answer's body that drives its connection while it is read, and hands the

@@ -157,6 +157,11 @@ impl Upstream {
         }
     }
 
+    /// Closes every idle connection.
+    pub fn close_idle(&self) {
+        self.pool.clear();
+    }
+
     fn streamed(&self, response: Response<hyper::body::Incoming>, conn: Conn) -> Response<UpstreamBody> {
         response.map(|incoming| UpstreamBody::new(incoming, conn, self.pool.clone()))
     }

@@ -68,6 +68,9 @@ pub trait Handler: Send + Sync + 'static {
 
     /// The answer to every request of a peer the ACL refuses.
     fn forbidden(&self) -> Response<Self::Body>;
+
+    /// The listener has had no connection for a while: let go of what only serving needs.
+    fn quiet(&self) {}
 }
 
 pub struct Server<H> {
@@ -110,6 +113,7 @@ impl<H: Handler> Server<H> {
                 _ = connections.settled(SETTLE) => {
                     // glibc keeps what a burst of connections freed in per-thread arenas (1.5 MiB
                     // after a minute of proxying here); once things are quiet, give it back.
+                    handler.quiet();
                     process::release_free_memory();
                     continue;
                 }
