@@ -32,17 +32,7 @@ fn proxy_sink(listen: SocketAddr, upstream: &str, extra: &str) -> String {
 
 /// Until the proxy at `address` forwards with a valid token.
 async fn until_serving(address: SocketAddr, d: &api::WithSocket) {
-    let target = Target::Tcp(address);
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if tokio::net::TcpStream::connect(address).await.is_ok()
-            && http::send(&target, http::get(&target, "/ping")).await.status == 200
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the proxy never served:\n{}", d.daemon.output());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    http::until_proxy_serves(&Target::Tcp(address), &d.daemon).await;
 }
 
 /// As `uid`: connects to `address`, sends one whole request for `path` and one byte more, and

@@ -5,7 +5,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -15,7 +14,6 @@ use support::http::{self, Target};
 use support::upstream::{Admit, Upstream};
 
 const HEADER: &str = "X-Google-MCP-Token";
-const PATIENCE: Duration = Duration::from_secs(10);
 
 struct Proxied {
     backend: Backend,
@@ -34,16 +32,7 @@ async fn start() -> Proxied {
     );
     let d = api::start(&backend, &sink);
     let proxy = Target::Tcp(address);
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if tokio::net::TcpStream::connect(address).await.is_ok()
-            && http::send(&proxy, http::get(&proxy, "/ping")).await.status == 200
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the proxy never served:\n{}", d.daemon.output());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    http::until_proxy_serves(&proxy, &d.daemon).await;
     Proxied { backend, upstream, proxy, d }
 }
 

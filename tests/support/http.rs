@@ -57,3 +57,20 @@ pub fn request(target: &Target, method: &str, path: &str) -> hyper::http::reques
 pub fn get(target: &Target, path: &str) -> Request<Full<Bytes>> {
     request(target, "GET", path).body(Full::new(Bytes::new())).unwrap()
 }
+
+/// Until the proxy at `target` forwards `GET /ping` with a 200 (the listener up, a token held);
+/// fails the test after 10 s with the daemon's output.
+pub async fn until_proxy_serves(target: &Target, daemon: &super::DaemonProcess) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let listening = match target {
+            Target::Tcp(address) => tokio::net::TcpStream::connect(address).await.is_ok(),
+            Target::Unix(path) => tokio::net::UnixStream::connect(path).await.is_ok(),
+        };
+        if listening && send(target, get(target, "/ping")).await.status == 200 {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the proxy never served:\n{}", daemon.output());
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
