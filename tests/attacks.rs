@@ -431,13 +431,15 @@ async fn a_stderr_nobody_reads_stalls_nothing() {
         + &proxy_sink(address, &upstream.url(), "");
     std::fs::write(&config, TestConfig::new(&backend).sinks(&sinks).text()).unwrap();
     // stderr is a pipe that nobody reads until the end: 64 KiB fill it.
-    let mut daemon = Command::new(support::binary::daemon_binary())
-        .args(["run", "--config", config.to_str().unwrap(), "--log-level", "trace"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut daemon = support::binary::Killed(
+        Command::new(support::binary::daemon_binary())
+            .args(["run", "--config", config.to_str().unwrap(), "--log-level", "trace"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let target = Target::Tcp(address);
     wait_for_async("the socket", PATIENCE, || socket.exists().then_some(())).await;
     api::get_until(&socket, "/v1/token", "a token", |r| r.status == 200).await;
@@ -459,7 +461,7 @@ async fn a_stderr_nobody_reads_stalls_nothing() {
         assert!(Instant::now() < deadline, "no log line was dropped after {served} requests");
     }
     // Now stderr drains, and says what it lost.
-    let mut stderr = daemon.stderr.take().unwrap();
+    let mut stderr = daemon.0.stderr.take().unwrap();
     let (found, text) = tokio::task::block_in_place(|| {
         let mut text = Vec::new();
         let mut buf = [0u8; 65536];
@@ -476,7 +478,6 @@ async fn a_stderr_nobody_reads_stalls_nothing() {
         }
         (false, String::from_utf8_lossy(&text).into_owned())
     });
-    let _ = daemon.kill();
-    let _ = daemon.wait();
+    drop(daemon);
     assert!(found, "no line about the dropped lines in:\n{}", &text[text.len().saturating_sub(4000)..]);
 }

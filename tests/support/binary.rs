@@ -132,3 +132,14 @@ pub fn curl_as(uid: u32, args: &[&str]) -> String {
         .expect("setpriv and curl are installed");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A child process of the test's (a server, a daemon whose pipes the test holds), killed when
+/// the test ends however it ends.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
