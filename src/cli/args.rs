@@ -74,6 +74,7 @@ pub(crate) enum Command {
     Status {
         #[command(flatten)]
         socket: SocketPath,
+        /// Print the /v1/status JSON instead of the summary.
         #[arg(long)]
         json: bool,
     },
