@@ -98,6 +98,11 @@ async fn proxy_to(backend: &Backend, upstream: SocketAddr) -> (Target, api::With
     (Target::Tcp(listen), d)
 }
 
+/// Sends `request` through the proxy; a proxy that never answers fails the test.
+async fn send(proxy: &Target, request: hyper::Request<Full<Bytes>>) -> support::api::Reply {
+    tokio::time::timeout(PATIENCE, http::send(proxy, request)).await.expect("the proxy answers")
+}
+
 fn post(target: &Target, path: &str, body: Vec<u8>) -> hyper::Request<Full<Bytes>> {
     http::request(target, "POST", path).body(Full::new(Bytes::from(body))).unwrap()
 }
@@ -132,7 +137,7 @@ async fn a_401_sent_before_the_body_was_read_is_refreshed_and_replayed() {
     for round in 0..8 {
         backend.rotate();
         let before = backend.fetches();
-        let reply = http::send(&proxy, post(&proxy, "/mcp", body.clone())).await;
+        let reply = send(&proxy, post(&proxy, "/mcp", body.clone())).await;
         assert_eq!(
             (reply.status, reply.body.as_str()),
             (200, "307200"),
@@ -197,7 +202,7 @@ async fn a_post_on_a_connection_the_upstream_just_closed_is_sent_again_once() {
         // 44 to 56 ms after the last answer: some before the close, some right at it.
         tokio::time::sleep(Duration::from_millis(44 + (round % 13))).await;
         let body = format!("{{\"jsonrpc\":\"2.0\",\"id\":{round},\"method\":\"tools/call\"}}");
-        let reply = http::send(&proxy, post(&proxy, "/mcp", body.clone().into_bytes())).await;
+        let reply = send(&proxy, post(&proxy, "/mcp", body.clone().into_bytes())).await;
         if (reply.status, reply.body.as_str()) != (200, body.as_str()) {
             failed.push((round, reply.status, reply.body));
         }
@@ -233,8 +238,8 @@ async fn a_post_the_upstream_read_and_dropped_is_not_sent_again() {
     })
     .await;
     let (proxy, _d) = proxy_to(&backend, upstream).await;
-    assert_eq!(http::send(&proxy, post(&proxy, "/mcp", b"first".to_vec())).await.status, 200);
-    let reply = http::send(&proxy, post(&proxy, "/mcp", b"second".to_vec())).await;
+    assert_eq!(send(&proxy, post(&proxy, "/mcp", b"first".to_vec())).await.status, 200);
+    let reply = send(&proxy, post(&proxy, "/mcp", b"second".to_vec())).await;
     assert_eq!((reply.status, reply.json()["error"].as_str()), (502, Some("upstream_failed")));
     assert_eq!(*seen.bodies.lock().unwrap(), ["first", "second"], "the POST ran twice");
 }
@@ -248,7 +253,7 @@ async fn requests_a_keep_alive_timeout_apart_all_succeed() {
     let (proxy, _d) = proxy_to(&backend, upstream).await;
     for round in 0..5 {
         let body = format!("call {round}");
-        let reply = http::send(&proxy, post(&proxy, "/mcp", body.clone().into_bytes())).await;
+        let reply = send(&proxy, post(&proxy, "/mcp", body.clone().into_bytes())).await;
         assert_eq!((reply.status, reply.body.as_str()), (200, body.as_str()), "round {round}");
         tokio::time::sleep(Duration::from_millis(995 + 3 * round)).await;
     }
@@ -262,7 +267,7 @@ async fn a_quiet_proxy_closes_its_idle_upstream_connections() {
     let backend = Backend::start().await;
     let (upstream, seen) = closing_upstream(Duration::from_secs(600)).await;
     let (proxy, _d) = proxy_to(&backend, upstream).await;
-    let reply = http::send(&proxy, post(&proxy, "/mcp", b"once".to_vec())).await;
+    let reply = send(&proxy, post(&proxy, "/mcp", b"once".to_vec())).await;
     assert_eq!(reply.status, 200);
     support::wait_for_async("the idle upstream connection to be closed", PATIENCE, || {
         (seen.closed_by_proxy.load(Ordering::Relaxed) == 1).then_some(())
@@ -288,8 +293,8 @@ async fn an_answer_framed_two_ways_reaches_the_client_whole() {
     .await;
     let (proxy, _d) = proxy_to(&backend, upstream).await;
     let started = Instant::now();
-    let reply = tokio::time::timeout(PATIENCE, http::send(&proxy, http::get(&proxy, "/x"))).await;
-    let reply = reply.expect("the client waited for bytes that never came");
+    // A stale length would leave the client waiting for bytes that never come.
+    let reply = send(&proxy, http::get(&proxy, "/x")).await;
     assert_eq!((reply.status, reply.body.as_str()), (200, "abcdefg"));
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(reply.headers.get("content-length").is_none_or(|l| l == "7"), "{:?}", reply.headers);

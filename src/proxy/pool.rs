@@ -24,6 +24,8 @@ use super::upstream_io::{Shared, UpstreamIo};
 /// seldom closes one just as a request goes out on it. Those that close sooner (gunicorn 2 s,
 /// custom 1 s) are caught by the check before each reuse and the resend of `upstream_io`.
 pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+/// A connection idle this long is checked for the upstream's FIN before a request is written.
+const CHECK_AFTER_IDLE: Duration = Duration::from_millis(1);
 /// Idle connections kept per proxy: more concurrent clients than this reconnect.
 const MAX_IDLE: usize = 256;
 
@@ -60,44 +62,58 @@ impl Conn {
     /// after writing on a reused connection, `wait_for_reset` is how long to wait for the reset
     /// that shows the request unread.
     pub async fn exchange(
-        mut self,
+        self,
         request: Request<RequestBody>,
         wait_for_reset: Duration,
-    ) -> Result<(Response<Incoming>, Conn), ExchangeError> {
-        let mut answer = std::pin::pin!(self.sender.try_send_request(request));
-        let mut driver_done = false;
+    ) -> Result<(Response<Incoming>, Option<Conn>), ExchangeError> {
+        let Conn { mut sender, driver, shared, reused } = self;
+        let mut driver = Some(driver);
+        let mut answer = std::pin::pin!(sender.try_send_request(request));
         let outcome = std::future::poll_fn(|cx| {
-            if !driver_done {
-                // Its end (the upstream closed, or an error) reaches the answer's future too.
-                driver_done = self.driver.as_mut().poll(cx).is_ready();
+            let Some(running) = driver.as_mut() else { return answer.as_mut().poll(cx) };
+            let ended = running.as_mut().poll(cx).is_ready();
+            let outcome = answer.as_mut().poll(cx);
+            if ended && outcome.is_pending() {
+                // The connection ended (the upstream's FIN on an idle connection) with the
+                // request still queued: only dropping it hands the request back, unsent.
+                driver = None;
+                return answer.as_mut().poll(cx);
             }
-            answer.as_mut().poll(cx)
+            outcome
         })
         .await;
-        match outcome {
-            Ok(response) => Ok((response, self)),
-            Err(mut e) => {
+        match (outcome, driver) {
+            (Ok(response), driver) => {
+                Ok((response, driver.map(|driver| Conn { sender, driver, shared, reused })))
+            }
+            (Err(mut e), driver) => {
                 let request = e.take_message();
                 let error = e.into_error();
-                Err(match request {
-                    Some(request) => ExchangeError::NotSent(Box::new(request), error),
-                    None => {
-                        let io = Pin::into_inner(self.driver).into_parts().io;
-                        let reset = io.was_reset() || (self.reused && io.reset_within(wait_for_reset).await);
+                Err(match (request, driver) {
+                    (Some(request), _) => ExchangeError::NotSent(Box::new(request), error),
+                    (None, Some(driver)) => {
+                        let io = Pin::into_inner(driver).into_parts().io;
+                        let reset = io.was_reset() || (reused && io.reset_within(wait_for_reset).await);
                         ExchangeError::Failed { error, reset }
                     }
+                    (None, None) => ExchangeError::Failed { error, reset: false },
                 })
             }
         }
     }
 
-    /// Polls the connection once without a task to wake: it reads what has arrived (the end of
-    /// an answer, or the upstream's FIN). `false` once the connection is done.
+    /// Whether the connection can carry another request, once what has arrived is taken in
+    /// (the end of an answer): polled once without a task to wake only when hyper is not ready
+    /// yet, since every poll costs a read.
     fn settle(&mut self) -> bool {
+        if self.shared.write_failed() {
+            return false;
+        }
+        if self.sender.is_ready() {
+            return true;
+        }
         let mut cx = Context::from_waker(Waker::noop());
-        self.driver.as_mut().poll(&mut cx).is_pending()
-            && self.sender.is_ready()
-            && !self.shared.write_failed()
+        self.driver.as_mut().poll(&mut cx).is_pending() && self.sender.is_ready()
     }
 }
 
@@ -108,15 +124,21 @@ pub(super) struct Pool {
 }
 
 impl Pool {
-    /// The newest idle connection that is still open, marked to be checked again right before
-    /// its first write.
+    /// The newest idle connection that hyper still holds open. One idle long enough for the
+    /// upstream to have closed it is checked right before its first write (`upstream_io`);
+    /// one handed back a moment ago is not: the peek would cost a read on every request of a
+    /// busy proxy, and an upstream that closes within a millisecond of answering is caught by
+    /// the reset that follows.
     pub fn take(&self) -> Option<Conn> {
         let mut idle = self.idle.lock().expect("never poisoned");
-        drop_expired(&mut idle, Instant::now());
-        while let Some((mut conn, _)) = idle.pop() {
-            if conn.settle() {
+        let now = Instant::now();
+        drop_expired(&mut idle, now);
+        while let Some((mut conn, since)) = idle.pop() {
+            if !conn.sender.is_closed() {
                 conn.reused = true;
-                conn.shared.reused();
+                if now - since >= CHECK_AFTER_IDLE {
+                    conn.shared.reused();
+                }
                 return Some(conn);
             }
         }
@@ -160,8 +182,9 @@ pub(super) struct UpstreamBody {
 }
 
 impl UpstreamBody {
-    pub fn new(incoming: Incoming, conn: Conn, pool: Arc<Pool>) -> UpstreamBody {
-        UpstreamBody { incoming, conn: Some(conn), pool }
+    /// `conn` is `None` when the connection has ended already.
+    pub fn new(incoming: Incoming, conn: Option<Conn>, pool: Arc<Pool>) -> UpstreamBody {
+        UpstreamBody { incoming, conn, pool }
     }
 }
 

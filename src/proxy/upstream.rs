@@ -162,7 +162,11 @@ impl Upstream {
         self.pool.clear();
     }
 
-    fn streamed(&self, response: Response<hyper::body::Incoming>, conn: Conn) -> Response<UpstreamBody> {
+    fn streamed(
+        &self,
+        response: Response<hyper::body::Incoming>,
+        conn: Option<Conn>,
+    ) -> Response<UpstreamBody> {
         response.map(|incoming| UpstreamBody::new(incoming, conn, self.pool.clone()))
     }
 

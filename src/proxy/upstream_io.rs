@@ -9,7 +9,7 @@
 //!   resetting the connection; [`UpstreamIo::was_reset`] tells, so a request that failed that
 //!   way may go again, POST included, as one that met a closed connection may.
 //! - **No request is written to a connection the upstream has closed.** Before the first write
-//!   on a connection taken back from the idle pool, the socket is peeked: if the upstream's FIN
+//!   on a connection taken back from the idle pool after a pause, the socket is peeked: if the upstream's FIN
 //!   (or a reset) is already there, the write fails with [`ClosedBeforeWrite`], which proves
 //!   the upstream read nothing, so the request may go again on a new connection, POST
 //!   included.
@@ -40,7 +40,7 @@ pub(super) struct ClosedBeforeWrite;
 /// What the pool and the IO share about one connection.
 #[derive(Debug, Default)]
 pub(super) struct Shared {
-    /// Set by the pool when the connection is taken for another request: peek before writing.
+    /// Set by the pool when an idle connection is taken for another request: peek before writing.
     check_before_write: AtomicBool,
     /// A write failed: the connection is done, whatever the upstream still sends.
     write_failed: AtomicBool,
