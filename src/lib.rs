@@ -13,7 +13,8 @@
 //! - [`api`] serves it over Unix sockets and turns clients' 401 reports into engine triggers;
 //!   [`proxy`] adds it to any local client's requests to an upstream, and turns the upstream's
 //!   401s into the same triggers. Both are served by `server` (accept loop, connection limits,
-//!   the peer's uid from the kernel).
+//!   the peer's uid from the kernel, `sock_diag`); `trust` checks who listens behind a
+//!   plain-http loopback server that the source or a proxy connects to.
 //!
 //! Around it: [`config`] (the TOML schema, values and checks), [`daemon`] (assembly, the
 //! supervisor for signals and reload, `once`), [`cli`] (the verbs) and [`client`] (the socket
