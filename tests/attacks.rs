@@ -243,13 +243,30 @@ async fn browser_requests_from_other_sites_are_refused_and_the_listeners_own_ori
         let reply = send("GET", "/from-a-page", &headers).await;
         assert_eq!(reply.status, 403, "{site} {origin:?}: {}", reply.body);
     }
-    for method in ["TRACE", "CONNECT"] {
+    // Found by trying: any case, any of several values, not only the first.
+    let own = format!("http://127.0.0.1:{port}");
+    for (headers, status) in [
+        (vec![("sec-fetch-site", "CROSS-SITE".to_owned())], 403),
+        (
+            vec![("sec-fetch-site", "same-origin".to_owned()), ("sec-fetch-site", "cross-site".to_owned())],
+            403,
+        ),
+        (vec![("origin", own.clone()), ("origin", "https://evil.example".to_owned())], 403),
+        (vec![("host", "evil.example".to_owned())], 421),
+    ] {
+        let reply = send("GET", "/from-a-page", &headers).await;
+        assert_eq!(reply.status, status, "{headers:?}: {}", reply.body);
+    }
+    for method in ["TRACE", "CONNECT", "trace"] {
         let reply = send(method, "/x", &[]).await;
         assert_eq!(reply.status, 405, "{method}");
         assert!(reply.headers["allow"].to_str().unwrap().contains("POST"));
     }
     assert!(
-        upstream.received().iter().all(|r| !r.path_and_query.contains("from-a-page") && r.method != "TRACE"),
+        upstream
+            .received()
+            .iter()
+            .all(|r| !r.path_and_query.contains("from-a-page") && !r.method.eq_ignore_ascii_case("TRACE")),
         "a refused request was forwarded"
     );
     // The listener's own origin (the conformance suite's DNS-rebinding scenario sends it), an

@@ -53,6 +53,8 @@ async fn the_metadata_hosts_probe_is_answered_by_the_proxy_wherever_it_stands() 
         "/.well-known/openid-configuration/mcp",
         "/mcp/.well-known/openid-configuration",
         "/mcp/.well-known/oauth-authorization-server?x=1",
+        "//.well-known//oauth-protected-resource",
+        "/%2Ewell-known/oauth-protected-resource",
     ] {
         let reply = http::send(&p.proxy, http::get(&p.proxy, path)).await;
         assert_eq!(

@@ -4,7 +4,7 @@
 
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 
 use super::{Body, error};
 
@@ -16,6 +16,19 @@ const OAUTH_METADATA: [&str; 3] = [
     "/.well-known/oauth-authorization-server",
     "/.well-known/openid-configuration",
 ];
+
+/// A path as a lenient server may read it, for the metadata check: `%2e` and `%2f` decoded,
+/// repeated slashes collapsed (a base URL ending in `/` joined to `/.well-known/...`), any case.
+fn normalized(path: &str) -> String {
+    let decoded = path.to_ascii_lowercase().replace("%2e", ".").replace("%2f", "/");
+    let mut collapsed = String::with_capacity(decoded.len());
+    for c in decoded.chars() {
+        if !(c == '/' && collapsed.ends_with('/')) {
+            collapsed.push(c);
+        }
+    }
+    collapsed
+}
 
 /// The `Allow` of a 405 for TRACE and CONNECT: what the proxy forwards.
 const FORWARDED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
@@ -35,7 +48,9 @@ impl Gate {
     /// The listener's own checks: a method it forwards, a `Host` that names it (on TCP), and
     /// for browsers an `Origin` and `Sec-Fetch-Site` it allows (DESIGN §12).
     pub fn refusal(&self, request: &Request<Incoming>) -> Option<Response<Body>> {
-        if matches!(*request.method(), Method::TRACE | Method::CONNECT) {
+        // Methods are case-sensitive (RFC 9110 §9.1), but an upstream may not be: `trace` too.
+        let method = request.method().as_str();
+        if method.eq_ignore_ascii_case("TRACE") || method.eq_ignore_ascii_case("CONNECT") {
             // TRACE would echo the token back to whoever sent it; CONNECT opens a tunnel.
             let mut refused = error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -45,13 +60,18 @@ impl Gate {
             refused.headers_mut().insert(header::ALLOW, HeaderValue::from_static(FORWARDED_METHODS));
             return Some(refused);
         }
+        let headers = request.headers();
         if !self.hosts.is_empty() {
             let host = request
                 .uri()
                 .authority()
                 .map(|a| a.as_str())
-                .or_else(|| request.headers().get(header::HOST).and_then(|h| h.to_str().ok()));
-            let ours = host.is_some_and(|host| self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)));
+                .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()));
+            // Two Host headers make the request invalid (RFC 9112 §3.2), and the upstream
+            // might read the other one.
+            let single = headers.get_all(header::HOST).iter().count() <= 1;
+            let ours =
+                single && host.is_some_and(|host| self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)));
             if !ours {
                 return Some(error(
                     StatusCode::MISDIRECTED_REQUEST,
@@ -60,9 +80,11 @@ impl Gate {
                 ));
             }
         }
-        let origin = request.headers().get(header::ORIGIN);
-        let allowed = origin.is_some_and(|origin| self.origin_allowed(origin.as_bytes()));
-        if origin.is_some() && !allowed {
+        // Every value counts, not the first: an upstream may read another.
+        let mut origins = headers.get_all(header::ORIGIN).iter().peekable();
+        let has_origin = origins.peek().is_some();
+        let allowed = has_origin && origins.all(|origin| self.origin_allowed(origin.as_bytes()));
+        if has_origin && !allowed {
             return Some(error(
                 StatusCode::FORBIDDEN,
                 "origin_not_allowed",
@@ -71,8 +93,11 @@ impl Gate {
         }
         // A page's <img>, link or form GET sends no Origin, but every current browser sends
         // Sec-Fetch-Site (Fetch Metadata): another site's page is refused unless allowed.
-        let fetch_site = request.headers().get("sec-fetch-site").map(HeaderValue::as_bytes);
-        if matches!(fetch_site, Some(b"cross-site" | b"same-site")) && !allowed {
+        let other_site = headers.get_all("sec-fetch-site").iter().any(|site| {
+            let site = site.as_bytes();
+            site.eq_ignore_ascii_case(b"cross-site") || site.eq_ignore_ascii_case(b"same-site")
+        });
+        if other_site && !allowed {
             return Some(error(
                 StatusCode::FORBIDDEN,
                 "cross_site_refused",
@@ -81,7 +106,7 @@ impl Gate {
         }
         // Answered here even when the upstream has metadata for other clients: a host that
         // found it would start OAuth instead of using the proxy's token.
-        let path = request.uri().path();
+        let path = normalized(request.uri().path());
         if OAUTH_METADATA.iter().any(|metadata| path.contains(metadata)) {
             return Some(error(
                 StatusCode::NOT_FOUND,
@@ -99,5 +124,26 @@ impl Gate {
             .strip_prefix(b"http://")
             .is_some_and(|host| self.hosts.iter().any(|h| h.as_bytes().eq_ignore_ascii_case(host)));
         own || self.allow_origins.iter().any(|allowed| origin == allowed.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_paths_are_found_however_a_client_spells_them() {
+        for path in [
+            "/.well-known/oauth-protected-resource",
+            "//.well-known//oauth-protected-resource",
+            "/%2Ewell-known/oauth-protected-resource",
+            "/.well-known%2Foauth-authorization-server",
+            "/.WELL-KNOWN/OPENID-CONFIGURATION",
+            "/mcp/.well-known/openid-configuration",
+        ] {
+            let path = normalized(path);
+            assert!(OAUTH_METADATA.iter().any(|m| path.contains(m)), "{path}");
+        }
+        assert!(!OAUTH_METADATA.iter().any(|m| normalized("/.well-known/security.txt").contains(m)));
     }
 }
