@@ -73,11 +73,11 @@ impl StateFile {
     /// What to start with: the saved token if it is ours and unexpired; `Expired` (to keep the
     /// version count) if it is ours but expired; else nothing.
     pub(crate) fn restore(&self, now: SystemTime) -> TokenState {
-        let bytes = match fs::read(&self.path) {
-            Ok(bytes) => Zeroizing::new(bytes),
+        let bytes = match read_own(&self.path) {
+            Ok(bytes) => bytes,
             Err(e) if e.kind() == ErrorKind::NotFound => return TokenState::Empty,
             Err(e) => {
-                warn!("state file {}: cannot read it ({e}); starting without it", self.path.display());
+                warn!("state file {}: cannot use it ({e}); starting without it", self.path.display());
                 return TokenState::Empty;
             }
         };
@@ -161,6 +161,27 @@ impl StateFile {
     }
 }
 
+/// The file's bytes, if it is one the daemon could have written: not a symlink, owned by the
+/// daemon's uid, writable by nobody else. Another user who can write in `state_dir` (a
+/// misconfigured directory) must not be able to plant the token the daemon restores and serves.
+fn read_own(path: &Path) -> std::io::Result<Zeroizing<Vec<u8>>> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let mut file = fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NOFOLLOW).open(path)?;
+    let meta = file.metadata()?;
+    let own = nix::unistd::geteuid().as_raw();
+    if meta.uid() != own || meta.mode() & 0o022 != 0 {
+        return Err(std::io::Error::other(format!(
+            "it belongs to uid {} with mode {:04o}, not to the daemon's uid {own} and writable by it alone",
+            meta.uid(),
+            meta.mode() & 0o7777
+        )));
+    }
+    let mut bytes = Zeroizing::new(Vec::with_capacity(meta.len() as usize));
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -217,6 +238,25 @@ mod tests {
             .unwrap();
         let other = StateFile::new(dir.path(), &source("https://other.example/t"));
         assert!(matches!(other.restore(SystemTime::now()), TokenState::Empty));
+    }
+
+    #[test]
+    fn a_file_someone_else_could_have_written_is_not_restored() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path(), &source("https://b.example/t"));
+        file.save(&valid(3, Duration::from_secs(600))).unwrap();
+        assert!(matches!(file.restore(SystemTime::now()), TokenState::Valid(_)));
+        fs::set_permissions(&file.path, fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(matches!(file.restore(SystemTime::now()), TokenState::Empty), "world-writable");
+        fs::set_permissions(&file.path, fs::Permissions::from_mode(0o600)).unwrap();
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(&file.path, Some(65534), None).unwrap();
+            assert!(matches!(file.restore(SystemTime::now()), TokenState::Empty), "another user's");
+        }
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&file.path, &link).unwrap();
+        assert!(read_own(&link).is_err(), "a symlink is not followed");
     }
 
     #[test]
