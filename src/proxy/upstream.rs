@@ -133,20 +133,19 @@ impl Upstream {
         );
         // Only a request that is not idempotent needs the proof a reset gives.
         let wait_for_reset = if idempotent { Duration::ZERO } else { RESET_WAIT };
-        let retry = match conn.exchange(request, wait_for_reset).await {
+        let request = match conn.exchange(request, wait_for_reset).await {
             Ok((response, conn)) => return Ok(self.streamed(response, conn)),
-            Err(ExchangeError::NotSent(request, _)) => Some(*request),
+            Err(ExchangeError::NotSent(request, _)) => *request,
             Err(ExchangeError::Failed { error, reset })
                 if reused && (idempotent || reset || never_written(&error)) =>
             {
                 match again() {
-                    Some(request) => Some(request),
+                    Some(request) => origin_form(request),
                     None => return Err(SendError::Exchange(error)),
                 }
             }
             Err(ExchangeError::Failed { error, .. }) => return Err(SendError::Exchange(error)),
         };
-        let request = origin_form(retry.expect("every other outcome returned"));
         tracing::debug!("{}: sending again on a new connection", self.authority);
         let conn = self.connect().await?;
         match conn.exchange(request, Duration::ZERO).await {
