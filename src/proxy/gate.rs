@@ -17,17 +17,22 @@ const OAUTH_METADATA: [&str; 3] = [
     "/.well-known/openid-configuration",
 ];
 
-/// A path as a lenient server may read it, for the metadata check: `%2e` and `%2f` decoded,
-/// repeated slashes collapsed (a base URL ending in `/` joined to `/.well-known/...`), any case.
-fn normalized(path: &str) -> String {
-    let decoded = path.to_ascii_lowercase().replace("%2e", ".").replace("%2f", "/");
+/// Whether `path` asks for OAuth metadata as a lenient server may read it: percent-decoded,
+/// in any case, repeated slashes collapsed (a base URL ending in `/` joined to
+/// `/.well-known/...`). Paths that cannot be such are let through without an allocation.
+fn asks_for_metadata(path: &str) -> bool {
+    let plain = !path.contains('%');
+    if plain && !path.as_bytes().windows(10).any(|w| w.eq_ignore_ascii_case(b"well-known")) {
+        return false;
+    }
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy().to_ascii_lowercase();
     let mut collapsed = String::with_capacity(decoded.len());
     for c in decoded.chars() {
         if !(c == '/' && collapsed.ends_with('/')) {
             collapsed.push(c);
         }
     }
-    collapsed
+    OAUTH_METADATA.iter().any(|metadata| collapsed.contains(metadata))
 }
 
 /// The `Allow` of a 405 for TRACE and CONNECT: what the proxy forwards.
@@ -106,8 +111,7 @@ impl Gate {
         }
         // Answered here even when the upstream has metadata for other clients: a host that
         // found it would start OAuth instead of using the proxy's token.
-        let path = normalized(request.uri().path());
-        if OAUTH_METADATA.iter().any(|metadata| path.contains(metadata)) {
+        if asks_for_metadata(request.uri().path()) {
             return Some(error(
                 StatusCode::NOT_FOUND,
                 "oauth_not_offered",
@@ -137,13 +141,15 @@ mod tests {
             "/.well-known/oauth-protected-resource",
             "//.well-known//oauth-protected-resource",
             "/%2Ewell-known/oauth-protected-resource",
+            "/%2e%77ell-known/oauth-protected-resource",
             "/.well-known%2Foauth-authorization-server",
             "/.WELL-KNOWN/OPENID-CONFIGURATION",
             "/mcp/.well-known/openid-configuration",
         ] {
-            let path = normalized(path);
-            assert!(OAUTH_METADATA.iter().any(|m| path.contains(m)), "{path}");
+            assert!(asks_for_metadata(path), "{path}");
         }
-        assert!(!OAUTH_METADATA.iter().any(|m| normalized("/.well-known/security.txt").contains(m)));
+        for path in ["/.well-known/security.txt", "/mcp", "/%41pi/x"] {
+            assert!(!asks_for_metadata(path), "{path}");
+        }
     }
 }
