@@ -113,6 +113,18 @@ impl UpstreamIo {
         }
     }
 
+    /// What a write gets without reaching the socket: "written" once a write has failed, or
+    /// [`ClosedBeforeWrite`] when the upstream had closed an idle connection.
+    fn before_write(&self, cx: &mut Context<'_>, len: usize) -> Option<io::Result<usize>> {
+        if self.shared.write_failed() {
+            return Some(Ok(len));
+        }
+        if self.shared.check_before_write.swap(false, Ordering::Relaxed) && self.closed(cx) {
+            return Some(Err(io::Error::new(io::ErrorKind::NotConnected, ClosedBeforeWrite)));
+        }
+        None
+    }
+
     /// A failed write, told to hyper as written: the answer may still be there to read.
     fn swallow(&self, result: io::Result<usize>, len: usize) -> Poll<io::Result<usize>> {
         match result {
@@ -138,11 +150,8 @@ impl Read for UpstreamIo {
 
 impl Write for UpstreamIo {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        if self.shared.write_failed() {
-            return Poll::Ready(Ok(buf.len()));
-        }
-        if self.shared.check_before_write.swap(false, Ordering::Relaxed) && self.closed(cx) {
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::NotConnected, ClosedBeforeWrite)));
+        if let Some(settled) = self.before_write(cx, buf.len()) {
+            return Poll::Ready(settled);
         }
         let result = std::task::ready!(Pin::new(&mut self.stream).poll_write(cx, buf));
         self.swallow(result, buf.len())
@@ -154,11 +163,8 @@ impl Write for UpstreamIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let len = bufs.iter().map(|b| b.len()).sum();
-        if self.shared.write_failed() {
-            return Poll::Ready(Ok(len));
-        }
-        if self.shared.check_before_write.swap(false, Ordering::Relaxed) && self.closed(cx) {
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::NotConnected, ClosedBeforeWrite)));
+        if let Some(settled) = self.before_write(cx, len) {
+            return Poll::Ready(settled);
         }
         let result = std::task::ready!(Pin::new(&mut self.stream).poll_write_vectored(cx, bufs));
         self.swallow(result, len)
@@ -172,13 +178,8 @@ impl Write for UpstreamIo {
         if self.shared.write_failed() {
             return Poll::Ready(Ok(()));
         }
-        match std::task::ready!(Pin::new(&mut self.stream).poll_flush(cx)) {
-            Err(e) if matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) => {
-                self.shared.write_failed.store(true, Ordering::Relaxed);
-                Poll::Ready(Ok(()))
-            }
-            other => Poll::Ready(other),
-        }
+        let result = std::task::ready!(Pin::new(&mut self.stream).poll_flush(cx));
+        self.swallow(result.map(|()| 0), 0).map(|result| result.map(drop))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
