@@ -16,6 +16,8 @@
 //!   the peer's uid from the kernel, `sock_diag`); `trust` checks who listens behind a
 //!   plain-http loopback server that the source or a proxy connects to.
 //!
+//! Beside it, [`bridge`] relays a stdio-only MCP host to a proxy sink (`mcp-token-sync bridge`).
+//!
 //! Around it: [`config`] (the TOML schema, values and checks), [`daemon`] (assembly, the
 //! supervisor for signals and reload, `once`), [`cli`] (the verbs) and [`client`] (the socket
 //! API's client), [`metrics`] (one registry everything feeds), `systemd` (sd_notify and the
@@ -26,6 +28,7 @@
 
 pub mod api;
 pub(crate) mod backoff;
+pub mod bridge;
 pub mod cli;
 pub mod client;
 pub mod clock;

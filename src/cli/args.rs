@@ -91,6 +91,20 @@ pub(crate) enum Command {
         #[arg(long)]
         scheme: Option<String>,
     },
+    /// A stdio MCP server for hosts that speak only stdio (Claude Desktop): relays each message
+    /// to the Streamable HTTP endpoint URL, usually a proxy sink, which adds the token.
+    #[command(
+        after_help = "Claude Desktop: {\"command\": \"mcp-token-sync\", \"args\": [\"bridge\", \"http://127.0.0.1:8787/mcp\"]}\n\
+        stdout carries only MCP messages, one a line; logs go to stderr."
+    )]
+    Bridge {
+        /// An extra header on every request, as 'Name: value' (repeatable). The token belongs in
+        /// the proxy, not here: argv is readable by every user of the host.
+        #[arg(long = "header", value_name = "NAME: VALUE")]
+        headers: Vec<String>,
+        /// The MCP server's Streamable HTTP endpoint, e.g. http://127.0.0.1:8787/mcp.
+        url: String,
+    },
 }
 
 #[derive(Args)]

@@ -1,8 +1,10 @@
 //! The command line (DESIGN §8): the verbs' definitions (`args`), the daemon verbs
-//! (`daemon`) and the client verbs that talk to a running daemon (`client`), with their exit
+//! (`daemon`), the client verbs that talk to a running daemon (`client`) and the stdio bridge
+//! (`bridge`), with their exit
 //! codes: 0 success, 1 runtime failure, 2 usage or configuration error.
 
 mod args;
+mod bridge;
 mod client;
 mod daemon;
 
@@ -37,6 +39,7 @@ pub fn main() -> ExitCode {
         Command::Status { socket, json } => client::status(&socket, json),
         Command::Watch(socket) => client::watch(&socket),
         Command::Headers { socket, header, scheme } => client::headers(&socket, &header, scheme),
+        Command::Bridge { headers, url } => bridge::bridge(&url, &headers, &logs),
     };
     outcome.err().unwrap_or(ExitCode::SUCCESS)
 }

@@ -197,7 +197,7 @@ fn read_credential(path: &Path) -> Result<Zeroizing<String>, FetchError> {
 
 /// A reqwest error by its causes: "error sending request for url (…)" alone says nothing, and
 /// our messages name the URL already.
-fn describe(e: &reqwest::Error) -> String {
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     let causes: Vec<String> = std::iter::successors(std::error::Error::source(e), |cause| cause.source())
         .map(|c| c.to_string())
         .collect();

@@ -1,0 +1,300 @@
+//! One message from the host, POSTed to the server, and its answer relayed back (MCP
+//! 2025-06-18, "Sending Messages to the Server"): a JSON body or an event stream, a lost session
+//! opened again, and every failure turned into an answer the host can act on.
+
+use std::fmt;
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use tracing::{debug, warn};
+
+use super::events::Cursor;
+use super::message::{Kind, Message};
+use super::out::Out;
+use super::session::Snapshot;
+use super::{Bridge, MCP_SESSION_ID};
+use crate::source::describe;
+
+/// Why a message got no answer from the server.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The server answered with a status that carries no message.
+    Status(StatusCode),
+    /// No connection, or it broke before the answer came.
+    Transport(String),
+    /// The answer's event stream ended, or could not be resumed, before the answer.
+    StreamEnded,
+    /// The server answered, but not with the answer to this request.
+    NoAnswer(StatusCode),
+    /// The session was lost and the host never sent `initialize` through this bridge.
+    NoHandshake,
+    /// Opening a new session failed.
+    Reinitialize(Box<Failure>),
+}
+
+impl Failure {
+    fn http_status(&self) -> Option<u16> {
+        match self {
+            Failure::Status(s) | Failure::NoAnswer(s) => Some(s.as_u16()),
+            Failure::Reinitialize(inner) => inner.http_status(),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Status(status) => write!(f, "the MCP server answered HTTP {status}"),
+            Failure::Transport(reason) => write!(f, "the MCP server could not be reached: {reason}"),
+            Failure::StreamEnded => write!(f, "the MCP server's event stream ended before its answer"),
+            Failure::NoAnswer(status) => write!(f, "the MCP server answered HTTP {status} without an answer"),
+            Failure::NoHandshake => {
+                write!(
+                    f,
+                    "the MCP server lost the session, and the host never initialized through this bridge"
+                )
+            }
+            Failure::Reinitialize(inner) => {
+                write!(f, "the MCP server lost the session; opening a new one: {inner}")
+            }
+        }
+    }
+}
+
+/// What a POST came to, short of a failure.
+pub(crate) enum Posted {
+    /// The server took it; the answer's messages went where the `Delivery` said.
+    Done { status: StatusCode, session_id: Option<HeaderValue> },
+    /// 404 to a request that carried a session id: the server no longer knows the session.
+    SessionGone,
+}
+
+/// Where an answer's messages go, and what was learnt from them.
+pub(crate) struct Delivery {
+    /// `None`: kept off stdout (the handshake replayed for a new session).
+    out: Option<Out>,
+    /// The id of the request whose answer is awaited.
+    awaited: Option<String>,
+    /// For `initialize`: the answer's `result.protocolVersion` is wanted.
+    wants_version: bool,
+    pub answered: bool,
+    pub protocol_version: Option<String>,
+}
+
+impl Delivery {
+    pub fn new(out: Option<Out>, message: &Message) -> Delivery {
+        let awaited = match &message.kind {
+            Kind::Request { id, .. } => Some(id.clone()),
+            _ => None,
+        };
+        let wants_version = message.method() == Some("initialize");
+        Delivery { out, awaited, wants_version, answered: false, protocol_version: None }
+    }
+
+    /// For a GET stream: every message goes to the host; no answer is awaited.
+    pub fn for_stream(out: Out) -> Delivery {
+        Delivery {
+            out: Some(out),
+            awaited: None,
+            wants_version: false,
+            answered: false,
+            protocol_version: None,
+        }
+    }
+
+    pub async fn take(&mut self, message: Message) {
+        if self.awaited.is_some() && message.answers() == self.awaited.as_deref() {
+            self.answered = true;
+            if self.wants_version {
+                self.protocol_version = negotiated_version(&message.line);
+            }
+        }
+        match &self.out {
+            Some(out) => out.send(message.line).await,
+            None => debug!(kind = ?message.kind, "kept off stdout: an answer to the replayed handshake"),
+        }
+    }
+}
+
+/// `result.protocolVersion` of an initialize answer.
+fn negotiated_version(line: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        result: Option<Result_>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Result_ {
+        #[serde(rename = "protocolVersion")]
+        protocol_version: String,
+    }
+    serde_json::from_str::<Answer>(line).ok()?.result.map(|r| r.protocol_version)
+}
+
+impl Bridge {
+    /// Relays one message from the host: POSTs it, writes the answer's messages to stdout, and
+    /// turns a failure into the error answer the host is owed (or a line on stderr for a
+    /// notification or an answer of the host's own).
+    pub(super) async fn relay(self: Arc<Self>, message: Message) {
+        let initializing = message.method() == Some("initialize");
+        if initializing {
+            self.session.host_initializes(&message);
+        }
+        // A new session starts without the old one's id.
+        let session = if initializing { Snapshot::default() } else { self.session.current() };
+        let mut delivery = Delivery::new(Some(self.out.clone()), &message);
+        let result = match self.post(&message, &session, &mut delivery).await {
+            Ok(Posted::SessionGone) => match self.reopen(session.generation).await {
+                Ok(reopened) => match self.post(&message, &reopened, &mut delivery).await {
+                    Ok(Posted::SessionGone) => Err(Failure::Status(StatusCode::NOT_FOUND)),
+                    other => other,
+                },
+                Err(failure) => Err(failure),
+            },
+            other => other,
+        };
+        let failure = match result {
+            Ok(Posted::Done { status, session_id }) => {
+                if initializing && delivery.answered {
+                    let version =
+                        delivery.protocol_version.as_deref().and_then(|v| HeaderValue::from_str(v).ok());
+                    self.session.begin(session_id, version);
+                    self.stop_stream();
+                }
+                if message.method() == Some("notifications/initialized") {
+                    self.session.host_initialized(&message);
+                    self.start_stream(self.session.current());
+                }
+                if delivery.awaited.is_none() || delivery.answered {
+                    return;
+                }
+                Failure::NoAnswer(status)
+            }
+            Ok(Posted::SessionGone) => unreachable!("a second 404 is a failure above"),
+            Err(failure) => failure,
+        };
+        match (&message.kind, delivery.answered) {
+            (Kind::Request { id, method }, false) => {
+                warn!("{method} (id {id}) failed: {failure}");
+                self.out.send(Message::error_answer(id, &failure.to_string(), failure.http_status())).await;
+            }
+            (kind, _) => warn!("{kind:?} could not be delivered: {failure}"),
+        }
+    }
+
+    /// POSTs `message` with `session`'s headers and relays the answer to `delivery`.
+    pub(super) async fn post(
+        &self,
+        message: &Message,
+        session: &Snapshot,
+        delivery: &mut Delivery,
+    ) -> Result<Posted, Failure> {
+        let request = self
+            .request(reqwest::Method::POST, session)
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, "application/json, text/event-stream")
+            .body(message.line.clone());
+        let response = request.send().await.map_err(|e| Failure::Transport(describe(&e)))?;
+        let status = response.status();
+        if status == StatusCode::NOT_FOUND && session.id.is_some() {
+            return Ok(Posted::SessionGone);
+        }
+        if !status.is_success() {
+            return Err(Failure::Status(status));
+        }
+        let session_id = response.headers().get(MCP_SESSION_ID).cloned();
+        if is_event_stream(response.headers()) {
+            self.follow(response, session, delivery).await?;
+        } else if status != StatusCode::ACCEPTED {
+            let body = response.bytes().await.map_err(|e| Failure::Transport(describe(&e)))?;
+            if !body.iter().all(u8::is_ascii_whitespace) {
+                let text = String::from_utf8_lossy(&body);
+                match Message::parse_all(&text) {
+                    Ok(messages) => {
+                        for m in messages {
+                            delivery.take(m).await;
+                        }
+                    }
+                    Err(e) => warn!("the MCP server's answer (HTTP {status}) is {e}"),
+                }
+            }
+        }
+        Ok(Posted::Done { status, session_id })
+    }
+
+    /// Relays a POST's event stream until it ends; if it ends before the awaited answer after
+    /// giving event ids, resumes it with a GET and `Last-Event-ID` (MCP 2025-11-25,
+    /// "Resumability and Redelivery"), honouring `retry`, as long as each resumption brings
+    /// something new. The request itself is never sent again.
+    async fn follow(
+        &self,
+        mut response: reqwest::Response,
+        session: &Snapshot,
+        delivery: &mut Delivery,
+    ) -> Result<(), Failure> {
+        let mut cursor = Cursor::default();
+        loop {
+            let before = cursor.last_event_id.clone();
+            let ended = self.relay_events(response, &mut cursor, delivery).await;
+            if delivery.answered || delivery.awaited.is_none() {
+                return Ok(());
+            }
+            if let Err(broke) = &ended {
+                debug!("a POST's event stream broke: {broke}");
+            }
+            if cursor.last_event_id.is_none() || (before.is_some() && cursor.last_event_id == before) {
+                return Err(ended.err().unwrap_or(Failure::StreamEnded));
+            }
+            tokio::time::sleep(cursor.retry.unwrap_or_default()).await;
+            response = match self.open_stream(session, &cursor).await {
+                Ok(response) if response.status().is_success() && is_event_stream(response.headers()) => {
+                    response
+                }
+                Ok(response) => return Err(Failure::Status(response.status())),
+                Err(e) => return Err(Failure::Transport(describe(&e))),
+            };
+        }
+    }
+
+    /// Opens a session for the host again after the server lost session `gone`: replays the
+    /// host's `initialize` and `notifications/initialized`, their answers kept off stdout. Of
+    /// several requests that found the session gone, the first reopens it; the others wait and
+    /// take the result.
+    async fn reopen(self: &Arc<Self>, gone: u64) -> Result<Snapshot, Failure> {
+        let _one_at_a_time = self.reopening.lock().await;
+        let current = self.session.current();
+        if current.generation != gone {
+            return Ok(current);
+        }
+        let handshake = self.session.handshake().ok_or(Failure::NoHandshake)?;
+        let fail = |f: Failure| Failure::Reinitialize(Box::new(f));
+        let mut delivery = Delivery::new(None, &handshake.initialize);
+        let session_id = match self.post(&handshake.initialize, &Snapshot::default(), &mut delivery).await {
+            Ok(Posted::Done { session_id, status }) => match &delivery.protocol_version {
+                Some(_) => session_id,
+                None => return Err(fail(Failure::NoAnswer(status))),
+            },
+            Ok(Posted::SessionGone) => unreachable!("initialize carries no session id"),
+            Err(failure) => return Err(fail(failure)),
+        };
+        let version = delivery.protocol_version.as_deref().and_then(|v| HeaderValue::from_str(v).ok());
+        let reopened = self.session.begin(session_id, version);
+        debug!(generation = reopened.generation, "the MCP server lost the session; a new one is open");
+        if let Some(initialized) = &handshake.initialized {
+            match self.post(initialized, &reopened, &mut Delivery::new(None, initialized)).await {
+                Ok(Posted::Done { .. }) => self.start_stream(reopened.clone()),
+                Ok(Posted::SessionGone) => return Err(fail(Failure::Status(StatusCode::NOT_FOUND))),
+                Err(failure) => return Err(fail(failure)),
+            }
+        }
+        Ok(reopened)
+    }
+}
+
+pub(super) fn is_event_stream(headers: &reqwest::header::HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"))
+}

@@ -1,0 +1,178 @@
+//! JSON-RPC 2.0 messages as the bridge routes them: only the `id`, the `method` and whether there
+//! is a `result` or `error` are read; the rest is carried as the text it came in, on one line.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// One JSON-RPC message: its text on one line, and what routing needs from it.
+#[derive(Debug, Clone)]
+pub(crate) struct Message {
+    /// Compact single-line JSON, the content as sent (member order, numbers and escapes kept).
+    pub line: String,
+    pub kind: Kind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Kind {
+    /// Has a `method` and an `id`: an answer is owed. `id` is its JSON text (`7`, `"a"`).
+    Request { id: String, method: String },
+    /// Has a `method` and no `id`.
+    Notification { method: String },
+    /// Has no `method`: the answer to a request (`id` is `None` for `null`, as in a parse error's).
+    Response { id: Option<String> },
+}
+
+/// The members routing reads; serde skips the rest after checking it is JSON.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    method: Option<String>,
+}
+
+/// Why text from the host or the server is not a JSON-RPC message.
+#[derive(Debug, thiserror::Error)]
+#[error("not a JSON-RPC message: {0}")]
+pub(crate) struct NotJsonRpc(String);
+
+impl Message {
+    /// The message(s) in `text`: one object, or each member of a batch array (JSON-RPC 2.0 §6;
+    /// MCP 2025-03-26 allowed batches, later revisions do not, so each is routed on its own).
+    pub fn parse_all(text: &str) -> Result<Vec<Message>, NotJsonRpc> {
+        let raw: &RawValue = serde_json::from_str(text).map_err(|e| NotJsonRpc(e.to_string()))?;
+        if raw.get().starts_with('[') {
+            let members: Vec<&RawValue> =
+                serde_json::from_str(raw.get()).map_err(|e| NotJsonRpc(e.to_string()))?;
+            if members.is_empty() {
+                return Err(NotJsonRpc("an empty batch".into()));
+            }
+            members.into_iter().map(|m| Message::parse_one(m.get())).collect()
+        } else {
+            Ok(vec![Message::parse_one(raw.get())?])
+        }
+    }
+
+    fn parse_one(text: &str) -> Result<Message, NotJsonRpc> {
+        let envelope: Envelope = serde_json::from_str(text).map_err(|e| NotJsonRpc(e.to_string()))?;
+        let id = envelope.id.map(|id| compact(id.get())).filter(|id| id != "null");
+        let kind = match (envelope.method, id) {
+            (Some(method), Some(id)) => Kind::Request { id, method },
+            (Some(method), None) => Kind::Notification { method },
+            (None, id) => Kind::Response { id },
+        };
+        Ok(Message { line: compact(text), kind })
+    }
+
+    pub fn method(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Request { method, .. } | Kind::Notification { method } => Some(method),
+            Kind::Response { .. } => None,
+        }
+    }
+
+    /// The id of the request this answers, if it is an answer.
+    pub fn answers(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Response { id } => id.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The error answer (code -32000, MCP's server-error range) to the request with JSON id `id`;
+    /// `http_status` goes in `data` when the failure had one.
+    pub fn error_answer(id: &str, message: &str, http_status: Option<u16>) -> String {
+        let message = serde_json::Value::from(message);
+        match http_status {
+            Some(status) => format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":-32000,"message":{message},"data":{{"http_status":{status}}}}}}}"#
+            ),
+            None => format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":-32000,"message":{message}}}}}"#),
+        }
+    }
+
+    /// JSON-RPC's answer to a line that is not JSON (§5.1: code -32700, id null).
+    pub fn parse_error(reason: &NotJsonRpc) -> String {
+        let message = serde_json::Value::from(format!("Parse error: {reason}"));
+        format!(r#"{{"jsonrpc":"2.0","id":null,"error":{{"code":-32700,"message":{message}}}}}"#)
+    }
+}
+
+/// `json` without the whitespace between tokens (RFC 8259 §2: space, tab, CR, LF), so a
+/// pretty-printed body or a multi-line SSE `data:` fits the stdio transport's one line. Strings,
+/// numbers and member order stay as written, which re-serializing through a map would not
+/// promise. `json` must already be valid JSON: inside a string, raw control characters cannot
+/// occur, so only escapes need tracking.
+fn compact(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !matches!(c, ' ' | '\t' | '\r' | '\n') {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pretty_printed_message_becomes_one_line_with_its_content_unchanged() {
+        let text = "{\n  \"jsonrpc\": \"2.0\",\n  \"id\" : 7,\n  \"result\": {\"z\": 1.50, \"a\": \"two  words\\\" \\n\"}\n}";
+        let [m] = Message::parse_all(text).unwrap().try_into().unwrap();
+        assert_eq!(m.line, r#"{"jsonrpc":"2.0","id":7,"result":{"z":1.50,"a":"two  words\" \n"}}"#);
+        assert_eq!(m.kind, Kind::Response { id: Some("7".into()) });
+    }
+
+    #[test]
+    fn requests_notifications_and_answers_are_told_apart() {
+        let all = Message::parse_all(
+            r#"[{"jsonrpc":"2.0","id":"a b","method":"tools/call","params":{}},
+                {"jsonrpc":"2.0","method":"notifications/initialized"},
+                {"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"x"}}]"#,
+        )
+        .unwrap();
+        let kinds: Vec<Kind> = all.into_iter().map(|m| m.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                Kind::Request { id: r#""a b""#.into(), method: "tools/call".into() },
+                Kind::Notification { method: "notifications/initialized".into() },
+                Kind::Response { id: None },
+            ]
+        );
+    }
+
+    #[test]
+    fn what_is_not_json_rpc_is_refused() {
+        for bad in ["", "{", "[]", "[1]", "7", r#"{"id":1}x"#, r#"{"method":5}"#] {
+            assert!(Message::parse_all(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn error_answers_are_json_rpc_with_the_status_in_data() {
+        let line = Message::error_answer(r#""q""#, "HTTP 503 \"busy\"", Some(503));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["id"], "q");
+        assert_eq!(v["error"]["code"], -32000);
+        assert_eq!(v["error"]["message"], "HTTP 503 \"busy\"");
+        assert_eq!(v["error"]["data"]["http_status"], 503);
+        let v: serde_json::Value = serde_json::from_str(&Message::error_answer("4", "gone", None)).unwrap();
+        assert!(v["error"].get("data").is_none());
+    }
+}

@@ -1,0 +1,74 @@
+//! The `bridge` verb: checks its arguments (a usage error exits 2), then runs the bridge on a
+//! single-threaded runtime, small and quick to start as a host's child process should be.
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+use super::daemon::LogChoice;
+use super::{CONFIG_ERROR, Outcome, RUNTIME_FAILURE, fail};
+use crate::bridge::{Bridge, OWN_HEADERS};
+use crate::config::LogFormat;
+use crate::logging;
+
+pub(super) fn bridge(url: &str, headers: &[String], logs: &LogChoice) -> Outcome {
+    let url = endpoint(url).map_err(|e| fail(CONFIG_ERROR, e))?;
+    let extra = extra_headers(headers).map_err(|e| fail(CONFIG_ERROR, e))?;
+    let (_logging, flush) = logging::init(logs.format, LogFormat::Text, logs.level.as_deref());
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("the tokio runtime starts");
+    let result = runtime.block_on(Bridge::run(url, extra));
+    // stdin's reader may be blocked in a read that never returns: do not wait for it.
+    runtime.shutdown_background();
+    drop(flush);
+    result.map_err(|e| fail(RUNTIME_FAILURE, e))
+}
+
+fn endpoint(text: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(text)
+        .map_err(|e| format!("bridge URL {text:?}: {e}; write e.g. http://127.0.0.1:8787/mcp"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("bridge URL {text:?}: the scheme must be http or https"));
+    }
+    Ok(url)
+}
+
+/// `--header 'Name: value'`s, as sent on every request.
+fn extra_headers(headers: &[String]) -> Result<HeaderMap, String> {
+    let mut map = HeaderMap::new();
+    for header in headers {
+        let Some((name, value)) = header.split_once(':') else {
+            return Err(format!("--header {header:?}: write it as 'Name: value'"));
+        };
+        let name = HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| format!("--header {header:?}: {:?} is not an HTTP header name", name.trim()))?;
+        if OWN_HEADERS.contains(&name.as_str()) {
+            return Err(format!("--header {header:?}: the bridge sets {name} itself"));
+        }
+        let mut value = HeaderValue::from_str(value.trim())
+            .map_err(|_| format!("--header {header:?}: the value holds characters a header cannot carry"))?;
+        value.set_sensitive(true);
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_name_colon_value_and_never_the_bridges_own() {
+        let map = extra_headers(&["X-Team: blue".into(), "x-team:green ".into()]).unwrap();
+        assert_eq!(map.get_all("x-team").iter().collect::<Vec<_>>(), ["blue", "green"]);
+        for bad in ["no colon", ": empty name", "Mcp-Session-Id: 1", "Accept: */*", "X: a\u{7}b"] {
+            assert!(extra_headers(&[bad.into()]).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn the_url_is_http_or_https() {
+        assert!(endpoint("http://127.0.0.1:8787/mcp").is_ok());
+        assert!(endpoint("https://mcp.example.com/mcp").is_ok());
+        assert!(endpoint("ftp://x/").is_err());
+        assert!(endpoint("127.0.0.1:8787").is_err());
+    }
+}
