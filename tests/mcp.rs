@@ -4,109 +4,11 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::time::Duration;
+use std::io::Write;
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
-use support::{Backend, api, wait_for};
-
-const PATIENCE: Duration = Duration::from_secs(30);
-
-/// A process of the test's (the MCP server, a client, the bridge), killed when the test ends
-/// however it ends.
-struct Process(Child);
-
-impl Process {
-    fn python(script: &str, args: &[&str]) -> Process {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp").join(script);
-        let child = Command::new("python3")
-            .arg(path)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 with the MCP SDK (scripts/test installs it: pip install \"mcp<2\" uvicorn)");
-        Process(child)
-    }
-
-    fn io(&mut self) -> (ChildStdin, BufReader<ChildStdout>) {
-        (self.0.stdin.take().unwrap(), BufReader::new(self.0.stdout.take().unwrap()))
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// The next JSON line a client prints (an empty line: it exited; its stderr is the test's).
-fn next_line(lines: &mut BufReader<ChildStdout>) -> Value {
-    let mut line = String::new();
-    lines.read_line(&mut line).unwrap();
-    serde_json::from_str(&line).unwrap_or_else(|_| panic!("the MCP client said {line:?}"))
-}
-
-/// The official SDK's MCP server, accepting only the backend's current token, and a daemon with
-/// a proxy in front of it.
-struct McpBehindProxy {
-    backend: Backend,
-    /// Where the server reads the token it accepts.
-    token_file: std::path::PathBuf,
-    proxy_url: String,
-    d: api::WithSocket,
-    _server: Process,
-    dir: tempfile::TempDir,
-}
-
-impl McpBehindProxy {
-    async fn start() -> McpBehindProxy {
-        McpBehindProxy::refusing_with(401).await
-    }
-
-    /// With a server that refuses a stale token with `status` (401, or 403 with a Bearer
-    /// `invalid_token` challenge).
-    async fn refusing_with(status: u16) -> McpBehindProxy {
-        let backend = Backend::start().await;
-        let dir = tempfile::tempdir().unwrap();
-        let token_file = dir.path().join("current-token");
-        std::fs::write(&token_file, backend.token()).unwrap();
-        let server_port = free_port();
-        let server = Process::python(
-            "server.py",
-            &[token_file.to_str().unwrap(), &server_port.to_string(), &status.to_string()],
-        );
-        wait_for("the MCP server", PATIENCE, || {
-            std::net::TcpStream::connect(("127.0.0.1", server_port)).ok()
-        });
-        let proxy_port = free_port();
-        let d = api::start(
-            &backend,
-            &format!(
-                "[[sink]]\ntype = \"proxy\"\nlisten = \"127.0.0.1:{proxy_port}\"\n\
-                 upstream = \"http://127.0.0.1:{server_port}\"\nheader = \"X-Google-MCP-Token\"\n"
-            ),
-        );
-        api::get_until(&d.socket, "/v1/token?format=raw", "a token", |r| r.status == 200).await;
-        let proxy_url = format!("http://127.0.0.1:{proxy_port}/mcp");
-        McpBehindProxy { backend, token_file, proxy_url, d, _server: server, dir }
-    }
-
-    /// The backend issues a new token, and the MCP server accepts only that one from now on.
-    /// Returns the backend's fetches so far.
-    fn rotate(&self) -> usize {
-        let fresh = self.backend.rotate();
-        std::fs::write(&self.token_file, &fresh).unwrap();
-        self.backend.fetches()
-    }
-}
+use support::mcp::{McpBehindProxy, Process, next_line};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mcp_client_with_no_token_works_through_the_proxy_across_a_rotation() {

@@ -52,4 +52,5 @@ class RequireCurrentToken:
         await self.app(scope, receive, send)
 
 
-uvicorn.run(RequireCurrentToken(mcp.streamable_http_app()), host="127.0.0.1", port=port, log_level="warning")
+if __name__ == "__main__":
+    uvicorn.run(RequireCurrentToken(mcp.streamable_http_app()), host="127.0.0.1", port=port, log_level="warning")

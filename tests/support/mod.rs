@@ -5,8 +5,11 @@
 pub mod api;
 pub mod backend;
 pub mod binary;
+pub mod bridge;
+pub mod fake_mcp;
 pub mod http;
 pub mod load;
+pub mod mcp;
 pub mod nginx;
 pub mod procfs;
 pub mod skip;
