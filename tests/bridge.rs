@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use support::binary::BIN;
-use support::bridge::{Bridge, call_tool, initialize, initialized};
+use support::bridge::{Bridge, Wiring, call_tool, initialize, initialized};
 use support::fake_mcp::FakeMcp;
 use support::mcp::{McpBehindProxy, PATIENCE, Process, free_port, next_line};
 use support::wait_for_async;
@@ -264,17 +264,21 @@ async fn a_tool_call_whose_connection_broke_is_not_sent_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stdin_closing_or_sigterm_ends_the_session_and_the_bridge() {
-    for ending in ["stdin closed", "SIGTERM"] {
+    // Node and Electron hosts (Claude Desktop) give their children socketpairs, Python pipes.
+    for (ending, wiring) in
+        [("stdin closed", Wiring::Pipes), ("SIGTERM", Wiring::Pipes), ("stdin closed", Wiring::Sockets)]
+    {
+        let ending = format!("{ending} ({wiring:?})");
         let fake = FakeMcp::start().await;
-        let mut bridge = Bridge::start(&[&fake.url()]);
+        let mut bridge = Bridge::wired(wiring, &[&fake.url()]);
         bridge.send(&initialize(1));
         tokio::task::block_in_place(|| bridge.answer(1, ANSWER));
         bridge.send(&initialized());
         bridge.send(&call_tool(2, "echo"));
         tokio::task::block_in_place(|| bridge.answer(2, ANSWER));
-        match ending {
-            "stdin closed" => bridge.close_stdin(),
-            _ => bridge.signal(Signal::SIGTERM),
+        match ending.starts_with("SIGTERM") {
+            false => bridge.close_stdin(),
+            true => bridge.signal(Signal::SIGTERM),
         }
         let (status, took) = tokio::task::block_in_place(|| bridge.wait_exit(PATIENCE));
         assert!(status.success(), "{ending}: {status}");
@@ -283,4 +287,28 @@ async fn stdin_closing_or_sigterm_ends_the_session_and_the_bridge() {
         assert_eq!(deletes.len(), 1, "{ending}: {deletes:?}");
         assert_eq!(deletes[0].session.as_deref(), Some("s1"), "{ending}");
     }
+}
+
+/// `printf '…' | mcp-token-sync bridge URL`: stdin is at its end before the first answer, and
+/// a file cannot be polled (the bridge reads it on tokio's blocking pool). Every answer still
+/// comes, then the bridge ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_piping_its_messages_gets_every_answer_before_the_bridge_exits() {
+    let fake = FakeMcp::start().await;
+    let mut messages = tempfile::NamedTempFile::new().unwrap();
+    for message in [initialize(1), initialized(), call_tool(2, "echo")] {
+        writeln!(messages, "{message}").unwrap();
+    }
+    let output = tokio::task::block_in_place(|| {
+        std::process::Command::new(BIN)
+            .args(["bridge", &fake.url()])
+            .stdin(messages.reopen().unwrap())
+            .output()
+            .unwrap()
+    });
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let ids: Vec<Value> =
+        stdout.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].clone()).collect();
+    assert_eq!(ids, [json!(1), json!(2)], "{stdout}");
 }

@@ -16,6 +16,7 @@ mod exchange;
 mod message;
 mod out;
 mod session;
+mod stdio;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -163,7 +164,7 @@ impl Bridge {
     async fn read_stdin(self: &Arc<Self>, in_flight: &TaskTracker) -> bool {
         let mut terminate = signal(SignalKind::terminate()).expect("signal handlers install");
         let mut interrupt = signal(SignalKind::interrupt()).expect("signal handlers install");
-        let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+        let mut stdin = tokio::io::BufReader::new(stdio::stdin());
         let mut line = Vec::new();
         let mut handshake = Handshake::default();
         loop {

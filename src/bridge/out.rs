@@ -27,7 +27,7 @@ impl Out {
 pub(crate) fn start(ending: CancellationToken) -> (Out, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<String>(QUEUE);
     let writer = tokio::spawn(async move {
-        let mut stdout = tokio::io::stdout();
+        let mut stdout = super::stdio::stdout();
         let mut batch = Vec::new();
         loop {
             let line = tokio::select! {

@@ -1,8 +1,10 @@
 //! `mcp-token-sync bridge` as a host runs it: a child with its stdin and stdout piped, driven
 //! line by line. Every line it prints is checked to be one compact JSON-RPC message.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -12,27 +14,51 @@ use serde_json::Value;
 
 use super::binary::BIN;
 
+/// What the bridge's stdin and stdout are.
+#[derive(Clone, Copy, Debug)]
+pub enum Wiring {
+    /// Pipes, as Python's subprocess and Rust's `Command` give.
+    Pipes,
+    /// A socketpair each, as Node and Electron hosts (libuv) give.
+    Sockets,
+}
+
 pub struct Bridge {
     child: Child,
-    stdin: Option<ChildStdin>,
+    stdin: Option<Box<dyn Write + Send>>,
     lines: mpsc::Receiver<String>,
     /// The bridge's stderr, to look for what must never be there.
     pub stderr: tempfile::NamedTempFile,
 }
 
 impl Bridge {
-    /// `mcp-token-sync bridge ARGS…` (the URL last).
+    /// `mcp-token-sync bridge ARGS…` (the URL last), on pipes.
     pub fn start(args: &[&str]) -> Bridge {
+        Bridge::wired(Wiring::Pipes, args)
+    }
+
+    pub fn wired(wiring: Wiring, args: &[&str]) -> Bridge {
         let stderr = tempfile::NamedTempFile::new().unwrap();
-        let mut child = Command::new(BIN)
-            .arg("bridge")
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(stderr.reopen().unwrap())
-            .spawn()
-            .unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut command = Command::new(BIN);
+        command.arg("bridge").args(args).stderr(stderr.reopen().unwrap());
+        let (child, stdin, stdout): (Child, Box<dyn Write + Send>, Box<dyn Read + Send>) = match wiring {
+            Wiring::Pipes => {
+                let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+                let (stdin, stdout) = (child.stdin.take().unwrap(), child.stdout.take().unwrap());
+                (child, Box::new(stdin), Box::new(stdout))
+            }
+            Wiring::Sockets => {
+                let (ours_in, theirs_in) = UnixStream::pair().unwrap();
+                let (ours_out, theirs_out) = UnixStream::pair().unwrap();
+                let child = command
+                    .stdin(Stdio::from(OwnedFd::from(theirs_in)))
+                    .stdout(Stdio::from(OwnedFd::from(theirs_out)))
+                    .spawn()
+                    .unwrap();
+                (child, Box::new(ours_in), Box::new(ours_out))
+            }
+        };
+        let stdout = BufReader::new(stdout);
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for line in stdout.lines() {
@@ -42,7 +68,7 @@ impl Bridge {
                 }
             }
         });
-        Bridge { stdin: child.stdin.take(), child, lines, stderr }
+        Bridge { stdin: Some(stdin), child, lines, stderr }
     }
 
     pub fn send(&mut self, message: &Value) {
@@ -87,6 +113,7 @@ impl Bridge {
         }
     }
 
+    /// Closes the host's end of stdin.
     pub fn close_stdin(&mut self) {
         self.stdin = None;
     }

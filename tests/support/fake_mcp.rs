@@ -52,6 +52,8 @@ struct State {
     amnesia: bool,
     /// The current session's `notifications/initialized` has been taken.
     initialized: bool,
+    /// TCP connections accepted.
+    connections: usize,
 }
 
 #[derive(Clone)]
@@ -68,6 +70,7 @@ impl FakeMcp {
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
+                served.state.lock().unwrap().connections += 1;
                 let served = served.clone();
                 let service = hyper::service::service_fn(move |req| {
                     let served = served.clone();
@@ -88,6 +91,11 @@ impl FakeMcp {
 
     pub fn seen(&self) -> Vec<Seen> {
         self.state.lock().unwrap().seen.clone()
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state.lock().unwrap().connections
     }
 
     /// As a server restart does: the session is unknown from now on.
