@@ -206,6 +206,9 @@ async fn answers_are_compact_lines_and_every_request_carries_the_session() {
         assert_eq!(later.protocol_version.as_deref(), Some("2025-06-18"), "{seen:?}");
     }
     assert_eq!(seen.iter().filter(|s| s.http_method == "GET").count(), 1, "405 is not retried: {seen:?}");
+    // The host wrote its call right after `initialized`; the call waited for the GET's answer,
+    // so a server that sends a tool's questions on the GET stream has it open by then.
+    assert_eq!(seen[2].http_method, "GET", "the call overtook the GET stream: {seen:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use reqwest::StatusCode;
 use reqwest::header::ACCEPT;
 use sse_stream::SseStream;
+use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use super::Bridge;
@@ -21,6 +22,8 @@ use crate::source::describe;
 /// How long the GET stream waits before opening again after a failure: from 1 s, doubling, to
 /// 30 s (DESIGN §14). A failed GET stream is never fatal: requests work without it.
 const REOPEN: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+/// The longest the host's next message waits for the GET stream's answer after initialization.
+const OPEN_WAIT: Duration = Duration::from_secs(1);
 
 /// Where a stream got to: what a resumption sends as `Last-Event-ID`, and the server's `retry`.
 #[derive(Debug, Default)]
@@ -78,19 +81,26 @@ impl Bridge {
         Ok(())
     }
 
-    /// Opens the session's GET stream, replacing any earlier one.
-    pub(super) fn start_stream(self: &Arc<Self>, session: Snapshot) {
+    /// Opens the session's GET stream, replacing any earlier one, and waits (at most
+    /// `OPEN_WAIT`) until the server has answered its request, so that the server knows the
+    /// stream before the host's next message reaches it. A server on the TypeScript SDK drops,
+    /// without a word, what it sends for the GET stream while that is not open yet (a tool's
+    /// elicitation or sampling request, BENCHMARKS.md); a host sends its first tool call right
+    /// after `notifications/initialized`, and the call would otherwise race the GET.
+    pub(super) async fn start_stream(self: &Arc<Self>, session: Snapshot) {
         let stop = self.ending.child_token();
         if let Some(earlier) = self.lock_stream().replace(stop.clone()) {
             earlier.cancel();
         }
+        let (answered, opened) = oneshot::channel();
         let this = Arc::clone(self);
         tokio::spawn(async move {
             tokio::select! {
                 () = stop.cancelled() => {}
-                () = this.listen(session) => {}
+                () = this.listen(session, answered) => {}
             }
         });
+        let _ = tokio::time::timeout(OPEN_WAIT, opened).await;
     }
 
     /// Closes the GET stream, if one is open (the session it belongs to is over).
@@ -107,11 +117,17 @@ impl Bridge {
     /// The GET stream of `session`, for as long as the session lasts: 405 means the server
     /// offers none; a dropped stream is resumed with `Last-Event-ID` after the server's
     /// `retry`; other failures are retried with backoff.
-    async fn listen(&self, session: Snapshot) {
+    /// `answered` fires when the first GET has been answered, however.
+    async fn listen(&self, session: Snapshot, answered: oneshot::Sender<()>) {
+        let mut answered = Some(answered);
         let mut cursor = Cursor::default();
         let mut failures = 0;
         loop {
-            let wait = match self.open_stream(&session, &cursor).await {
+            let opened = self.open_stream(&session, &cursor).await;
+            if let Some(answered) = answered.take() {
+                let _ = answered.send(());
+            }
+            let wait = match opened {
                 Ok(response) if response.status() == StatusCode::METHOD_NOT_ALLOWED => {
                     debug!("the MCP server offers no GET stream (405)");
                     return;

@@ -164,7 +164,7 @@ impl Bridge {
                 }
                 if message.method() == Some("notifications/initialized") {
                     self.session.host_initialized(&message);
-                    self.start_stream(self.session.current());
+                    self.start_stream(self.session.current()).await;
                 }
                 if delivery.awaited.is_none() || delivery.answered {
                     return;
@@ -283,7 +283,7 @@ impl Bridge {
         debug!(generation = reopened.generation, "the MCP server lost the session; a new one is open");
         if let Some(initialized) = &handshake.initialized {
             match self.post(initialized, &reopened, &mut Delivery::new(None, initialized)).await {
-                Ok(Posted::Done { .. }) => self.start_stream(reopened.clone()),
+                Ok(Posted::Done { .. }) => self.start_stream(reopened.clone()).await,
                 Ok(Posted::SessionGone) => return Err(fail(Failure::Status(StatusCode::NOT_FOUND))),
                 Err(failure) => return Err(fail(failure)),
             }

@@ -6,7 +6,7 @@
 //! (`notifications/initialized` after 100 ms), requests before it 400; `tools/call`
 //! answers as an event stream whose `data:` spans several lines, except the tool `vanish`,
 //! whose connection is closed once its request is read (the tool may have run); any other
-//! request `{"result": {}}`. GET 405; DELETE 200.
+//! request `{"result": {}}`. GET 405 after 50 ms; DELETE 200.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -123,6 +123,11 @@ impl FakeMcp {
         let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         let message: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         seen.rpc_method = message["method"].as_str().map(str::to_owned);
+        if method == hyper::Method::GET {
+            // Slow to answer, and recorded when it answers: a request sent before the answer
+            // shows in `seen` before the GET.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         if seen.rpc_method.as_deref() == Some("notifications/initialized") {
             // Slow to take it, so a request the host wrote next would overtake it if the
             // bridge let it.
