@@ -148,6 +148,9 @@ async fn an_unreachable_server_is_an_error_answer_and_a_later_message_works() {
     let refused = tokio::task::block_in_place(|| bridge.answer(1, ANSWER));
     assert_eq!(refused["error"]["code"], -32000, "{refused}");
     assert_eq!(refused["error"]["data"]["http_status"], 502, "{refused}");
+    // The proxy's own explanation reaches the host.
+    let said = refused["error"]["message"].as_str().unwrap();
+    assert!(said.starts_with(&m.proxy_url) && said.contains("upstream_unreachable"), "{refused}");
 
     m.start_server();
     bridge.send(&initialize(2));
@@ -246,6 +249,31 @@ async fn a_lost_session_is_reopened_once_with_the_handshake_off_stdout() {
     assert_eq!(gone["error"]["data"]["http_status"], 404, "{gone}");
     let initializes = fake.seen().iter().filter(|s| s.rpc_method.as_deref() == Some("initialize")).count();
     assert_eq!(initializes, 3, "one more try for the message, no more");
+}
+
+/// What is not an MCP message never reaches stdout, whichever side sent it, and a server that
+/// never answers is given up on after `--timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_is_not_json_rpc_is_refused_and_silence_is_given_up_on() {
+    let fake = FakeMcp::start().await;
+    let mut bridge = Bridge::start(&["--timeout", "300ms", &fake.url()]);
+    for (line, code) in
+        [("[1, 2]\n", -32600), ("{\"method\": \"ping\", \"id\": 1}\n", -32600), ("{\n", -32700)]
+    {
+        bridge.send_raw(line);
+        let refused = tokio::task::block_in_place(|| bridge.next(ANSWER));
+        assert_eq!(refused["error"]["code"], code, "{line:?}: {refused}");
+    }
+    bridge.send(&initialize(1));
+    tokio::task::block_in_place(|| bridge.answer(1, ANSWER));
+    bridge.send(&initialized());
+    // A REST API's JSON answer: `next` fails the test if it reaches stdout.
+    bridge.send(&call_tool(2, "rest"));
+    let unanswered = tokio::task::block_in_place(|| bridge.answer(2, ANSWER));
+    assert_eq!(unanswered["error"]["data"]["http_status"], 200, "{unanswered}");
+    bridge.send(&call_tool(3, "stall"));
+    let silent = tokio::task::block_in_place(|| bridge.answer(3, ANSWER));
+    assert!(silent["error"]["message"].as_str().unwrap().contains("no answer within 300ms"), "{silent}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,11 +13,11 @@ use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use super::Bridge;
-use super::exchange::{Delivery, Failure, is_event_stream};
+use super::exchange::{Delivery, is_event_stream};
+use super::failure::Failure;
 use super::message::Message;
 use super::session::Snapshot;
 use crate::backoff::Backoff;
-use crate::source::describe;
 
 /// How long the GET stream waits before opening again after a failure: from 1 s, doubling, to
 /// 30 s (DESIGN §14). A failed GET stream is never fatal: requests work without it.
@@ -38,12 +38,12 @@ impl Bridge {
         &self,
         session: &Snapshot,
         cursor: &Cursor,
-    ) -> Result<reqwest::Response, reqwest::Error> {
+    ) -> Result<reqwest::Response, Failure> {
         let mut request = self.request(reqwest::Method::GET, session).header(ACCEPT, "text/event-stream");
         if let Some(id) = &cursor.last_event_id {
             request = request.header("last-event-id", id.as_str());
         }
-        request.send().await
+        self.send(request).await
     }
 
     /// Relays the JSON-RPC messages of an event stream to `delivery` as they arrive, until the
@@ -56,7 +56,7 @@ impl Bridge {
     ) -> Result<(), Failure> {
         let mut events = SseStream::from_bytes_stream(response.bytes_stream());
         while let Some(event) = events.next().await {
-            let event = event.map_err(|e| Failure::Transport(e.to_string()))?;
+            let event = event.map_err(|e| Failure::Broken(e.to_string()))?;
             if let Some(id) = event.id {
                 cursor.last_event_id = Some(id);
             }
@@ -154,9 +154,9 @@ impl Bridge {
                     );
                     REOPEN.after(failures)
                 }
-                Err(e) => {
+                Err(failure) => {
                     failures += 1;
-                    warn!("the GET stream could not be opened: {}; trying again", describe(&e));
+                    warn!("the GET stream could not be opened: {} {failure}; trying again", self.url);
                     REOPEN.after(failures)
                 }
             };

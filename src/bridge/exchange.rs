@@ -2,7 +2,6 @@
 //! 2025-06-18, "Sending Messages to the Server"): a JSON body or an event stream, a lost session
 //! opened again, and every failure turned into an answer the host can act on.
 
-use std::fmt;
 use std::sync::Arc;
 
 use reqwest::StatusCode;
@@ -10,58 +9,11 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use tracing::{debug, warn};
 
 use super::events::Cursor;
+use super::failure::Failure;
 use super::message::{Kind, Message};
 use super::out::Out;
 use super::session::Snapshot;
 use super::{Bridge, MCP_SESSION_ID};
-use crate::source::describe;
-
-/// Why a message got no answer from the server.
-#[derive(Debug)]
-pub(crate) enum Failure {
-    /// The server answered with a status that carries no message.
-    Status(StatusCode),
-    /// No connection, or it broke before the answer came.
-    Transport(String),
-    /// The answer's event stream ended, or could not be resumed, before the answer.
-    StreamEnded,
-    /// The server answered, but not with the answer to this request.
-    NoAnswer(StatusCode),
-    /// The session was lost and the host never sent `initialize` through this bridge.
-    NoHandshake,
-    /// Opening a new session failed.
-    Reinitialize(Box<Failure>),
-}
-
-impl Failure {
-    fn http_status(&self) -> Option<u16> {
-        match self {
-            Failure::Status(s) | Failure::NoAnswer(s) => Some(s.as_u16()),
-            Failure::Reinitialize(inner) => inner.http_status(),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Failure::Status(status) => write!(f, "the MCP server answered HTTP {status}"),
-            Failure::Transport(reason) => write!(f, "the MCP server could not be reached: {reason}"),
-            Failure::StreamEnded => write!(f, "the MCP server's event stream ended before its answer"),
-            Failure::NoAnswer(status) => write!(f, "the MCP server answered HTTP {status} without an answer"),
-            Failure::NoHandshake => {
-                write!(
-                    f,
-                    "the MCP server lost the session, and the host never initialized through this bridge"
-                )
-            }
-            Failure::Reinitialize(inner) => {
-                write!(f, "the MCP server lost the session; opening a new one: {inner}")
-            }
-        }
-    }
-}
 
 /// What a POST came to, short of a failure.
 pub(crate) enum Posted {
@@ -113,7 +65,7 @@ impl Delivery {
         }
         match &self.out {
             Some(out) => out.send(message.line).await,
-            None => debug!(kind = ?message.kind, "kept off stdout: an answer to the replayed handshake"),
+            None => debug!("kept off stdout: {}, for the replayed handshake", message.kind),
         }
     }
 }
@@ -147,7 +99,7 @@ impl Bridge {
         let result = match self.post(&message, &session, &mut delivery).await {
             Ok(Posted::SessionGone) => match self.reopen(session.generation).await {
                 Ok(reopened) => match self.post(&message, &reopened, &mut delivery).await {
-                    Ok(Posted::SessionGone) => Err(Failure::Status(StatusCode::NOT_FOUND)),
+                    Ok(Posted::SessionGone) => Err(session_gone()),
                     other => other,
                 },
                 Err(failure) => Err(failure),
@@ -174,12 +126,18 @@ impl Bridge {
             Ok(Posted::SessionGone) => unreachable!("a second 404 is a failure above"),
             Err(failure) => failure,
         };
+        if self.ending.is_cancelled() {
+            // The bridge is stopping: what is cut short now is not the server's failure.
+            debug!("{} ended with the bridge", message.kind);
+            return;
+        }
+        let reason = format!("{} {failure}", self.url);
         match (&message.kind, delivery.answered) {
-            (Kind::Request { id, method }, false) => {
-                warn!("{method} (id {id}) failed: {failure}");
-                self.out.send(Message::error_answer(id, &failure.to_string(), failure.http_status())).await;
+            (Kind::Request { id, .. }, false) => {
+                warn!("{} failed: {reason}", message.kind);
+                self.out.send(Message::error_answer(id, &reason, failure.http_status())).await;
             }
-            (kind, _) => warn!("{kind:?} could not be delivered: {failure}"),
+            (kind, _) => warn!("{kind} could not be delivered: {reason}"),
         }
     }
 
@@ -195,19 +153,19 @@ impl Bridge {
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "application/json, text/event-stream")
             .body(message.line.clone());
-        let response = request.send().await.map_err(|e| Failure::Transport(describe(&e)))?;
+        let response = self.send(request).await?;
         let status = response.status();
         if status == StatusCode::NOT_FOUND && session.id.is_some() {
             return Ok(Posted::SessionGone);
         }
         if !status.is_success() {
-            return Err(Failure::Status(status));
+            return Err(Failure::status(response, session.id.is_some()).await);
         }
         let session_id = response.headers().get(MCP_SESSION_ID).cloned();
         if is_event_stream(response.headers()) {
             self.follow(response, session, delivery).await?;
         } else if status != StatusCode::ACCEPTED {
-            let body = response.bytes().await.map_err(|e| Failure::Transport(describe(&e)))?;
+            let body = response.bytes().await.map_err(|e| Failure::from_reqwest(&e))?;
             if !body.iter().all(u8::is_ascii_whitespace) {
                 let text = String::from_utf8_lossy(&body);
                 match Message::parse_all(&text) {
@@ -247,12 +205,9 @@ impl Bridge {
                 return Err(ended.err().unwrap_or(Failure::StreamEnded));
             }
             tokio::time::sleep(cursor.retry.unwrap_or_default()).await;
-            response = match self.open_stream(session, &cursor).await {
-                Ok(response) if response.status().is_success() && is_event_stream(response.headers()) => {
-                    response
-                }
-                Ok(response) => return Err(Failure::Status(response.status())),
-                Err(e) => return Err(Failure::Transport(describe(&e))),
+            response = match self.open_stream(session, &cursor).await? {
+                response if response.status().is_success() && is_event_stream(response.headers()) => response,
+                response => return Err(Failure::status(response, true).await),
             };
         }
     }
@@ -284,12 +239,17 @@ impl Bridge {
         if let Some(initialized) = &handshake.initialized {
             match self.post(initialized, &reopened, &mut Delivery::new(None, initialized)).await {
                 Ok(Posted::Done { .. }) => self.start_stream(reopened.clone()).await,
-                Ok(Posted::SessionGone) => return Err(fail(Failure::Status(StatusCode::NOT_FOUND))),
+                Ok(Posted::SessionGone) => return Err(fail(session_gone())),
                 Err(failure) => return Err(fail(failure)),
             }
         }
         Ok(reopened)
     }
+}
+
+/// A second 404 for a session: the server lost the new one too.
+fn session_gone() -> Failure {
+    Failure::Status { status: StatusCode::NOT_FOUND, detail: None, had_session: true }
 }
 
 pub(super) fn is_event_stream(headers: &reqwest::header::HeaderMap) -> bool {

@@ -22,29 +22,52 @@ pub(crate) enum Kind {
     Response { id: Option<String> },
 }
 
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Kind::Request { id, method } => write!(f, "request {method} (id {id})"),
+            Kind::Notification { method } => write!(f, "notification {method}"),
+            Kind::Response { id: Some(id) } => write!(f, "answer to id {id}"),
+            Kind::Response { id: None } => write!(f, "answer without an id"),
+        }
+    }
+}
+
 /// The members routing reads; serde skips the rest after checking it is JSON.
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(borrow)]
+    jsonrpc: Option<&'a str>,
+    #[serde(borrow)]
     id: Option<&'a RawValue>,
     method: Option<String>,
+    #[serde(borrow)]
+    result: Option<&'a RawValue>,
+    #[serde(borrow)]
+    error: Option<&'a RawValue>,
 }
 
 /// Why text from the host or the server is not a JSON-RPC message.
 #[derive(Debug, thiserror::Error)]
-#[error("not a JSON-RPC message: {0}")]
-pub(crate) struct NotJsonRpc(String);
+pub(crate) enum NotJsonRpc {
+    /// Not JSON at all (JSON-RPC 2.0 §5.1: -32700).
+    #[error("not JSON: {0}")]
+    Parse(String),
+    /// JSON, but not a JSON-RPC 2.0 message (§5.1: -32600).
+    #[error("not a JSON-RPC 2.0 message: {0}")]
+    Invalid(&'static str),
+}
 
 impl Message {
     /// The message(s) in `text`: one object, or each member of a batch array (JSON-RPC 2.0 §6;
     /// MCP 2025-03-26 allowed batches, later revisions do not, so each is routed on its own).
     pub fn parse_all(text: &str) -> Result<Vec<Message>, NotJsonRpc> {
-        let raw: &RawValue = serde_json::from_str(text).map_err(|e| NotJsonRpc(e.to_string()))?;
+        let raw: &RawValue = serde_json::from_str(text).map_err(|e| NotJsonRpc::Parse(e.to_string()))?;
         if raw.get().starts_with('[') {
             let members: Vec<&RawValue> =
-                serde_json::from_str(raw.get()).map_err(|e| NotJsonRpc(e.to_string()))?;
+                serde_json::from_str(raw.get()).map_err(|e| NotJsonRpc::Parse(e.to_string()))?;
             if members.is_empty() {
-                return Err(NotJsonRpc("an empty batch".into()));
+                return Err(NotJsonRpc::Invalid("an empty batch"));
             }
             members.into_iter().map(|m| Message::parse_one(m.get())).collect()
         } else {
@@ -52,13 +75,24 @@ impl Message {
         }
     }
 
+    /// One message: an object with `"jsonrpc": "2.0"` and a string `method` (a request or a
+    /// notification), or a `result` or `error` (an answer). Anything else, even valid JSON (a
+    /// REST API's answer at a wrong URL), is refused, so only MCP messages reach stdout.
     fn parse_one(text: &str) -> Result<Message, NotJsonRpc> {
-        let envelope: Envelope = serde_json::from_str(text).map_err(|e| NotJsonRpc(e.to_string()))?;
+        if !text.starts_with('{') {
+            return Err(NotJsonRpc::Invalid("a message is a JSON object"));
+        }
+        let envelope: Envelope =
+            serde_json::from_str(text).map_err(|_| NotJsonRpc::Invalid("`method` must be a string"))?;
+        if envelope.jsonrpc != Some("2.0") {
+            return Err(NotJsonRpc::Invalid("it lacks \"jsonrpc\": \"2.0\""));
+        }
         let id = envelope.id.map(|id| compact(id.get())).filter(|id| id != "null");
         let kind = match (envelope.method, id) {
             (Some(method), Some(id)) => Kind::Request { id, method },
             (Some(method), None) => Kind::Notification { method },
-            (None, id) => Kind::Response { id },
+            (None, id) if envelope.result.is_some() || envelope.error.is_some() => Kind::Response { id },
+            (None, _) => return Err(NotJsonRpc::Invalid("neither a `method` nor a `result` or `error`")),
         };
         Ok(Message { line: compact(text), kind })
     }
@@ -90,10 +124,15 @@ impl Message {
         }
     }
 
-    /// JSON-RPC's answer to a line that is not JSON (§5.1: code -32700, id null).
-    pub fn parse_error(reason: &NotJsonRpc) -> String {
-        let message = serde_json::Value::from(format!("Parse error: {reason}"));
-        format!(r#"{{"jsonrpc":"2.0","id":null,"error":{{"code":-32700,"message":{message}}}}}"#)
+    /// JSON-RPC's answer to a line that is not a message (§5.1: -32700 for what is not JSON,
+    /// -32600 for JSON that is not a JSON-RPC message; id null).
+    pub fn refusal(reason: &NotJsonRpc) -> String {
+        let (code, what) = match reason {
+            NotJsonRpc::Parse(_) => (-32700, "Parse error"),
+            NotJsonRpc::Invalid(_) => (-32600, "Invalid Request"),
+        };
+        let message = serde_json::Value::from(format!("{what}: {reason}"));
+        format!(r#"{{"jsonrpc":"2.0","id":null,"error":{{"code":{code},"message":{message}}}}}"#)
     }
 }
 
@@ -159,8 +198,21 @@ mod tests {
 
     #[test]
     fn what_is_not_json_rpc_is_refused() {
-        for bad in ["", "{", "[]", "[1]", "7", r#"{"id":1}x"#, r#"{"method":5}"#] {
-            assert!(Message::parse_all(bad).is_err(), "{bad:?} was accepted");
+        for bad in ["", "{", "[1, 2", r#"{"id":1}x"#] {
+            assert!(matches!(Message::parse_all(bad), Err(NotJsonRpc::Parse(_))), "{bad:?}");
+        }
+        for invalid in [
+            "[]",
+            "[1]",
+            "7",
+            r#""text""#,
+            r#"{"jsonrpc":"2.0","method":5}"#,
+            r#"{"method":"ping","id":1}"#,
+            r#"{"jsonrpc":"1.0","method":"ping"}"#,
+            r#"{"calendars": [1, 2]}"#,
+            r#"{"jsonrpc":"2.0","id":3}"#,
+        ] {
+            assert!(matches!(Message::parse_all(invalid), Err(NotJsonRpc::Invalid(_))), "{invalid:?}");
         }
     }
 

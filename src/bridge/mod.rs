@@ -13,6 +13,7 @@
 
 mod events;
 mod exchange;
+mod failure;
 mod message;
 mod out;
 mod session;
@@ -36,8 +37,9 @@ use session::{Session, Snapshot};
 const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
 const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
 
-/// Headers the bridge sets itself; `--header` may not name them.
-pub const OWN_HEADERS: [&str; 8] = [
+/// Headers the bridge sets itself, and hop-by-hop headers (RFC 9110 §7.6.1) that describe a
+/// connection, not a request: `--header` may not name them.
+pub const RESERVED_HEADERS: [&str; 14] = [
     "accept",
     "content-type",
     "content-length",
@@ -46,6 +48,12 @@ pub const OWN_HEADERS: [&str; 8] = [
     "last-event-id",
     "mcp-session-id",
     "mcp-protocol-version",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
 ];
 
 /// Idle connections to the server are closed after this long: below the keep-alive timeouts
@@ -73,6 +81,8 @@ pub struct Bridge {
     out: out::Out,
     /// Fires when the bridge ends: stdin closed, a signal, or stdout gone.
     ending: CancellationToken,
+    /// How long the server may take to begin an answer (`--timeout`).
+    answer_timeout: Duration,
 }
 
 /// Keeps the handshake in order. Messages are sent concurrently, but a message the host wrote
@@ -123,7 +133,7 @@ pub struct SetupError(String);
 impl Bridge {
     /// Relays stdin to `url` and answers to stdout until stdin closes or SIGTERM/SIGINT comes;
     /// then deletes the session. Sends nothing before the host's first message.
-    pub async fn run(url: Url, extra: HeaderMap) -> Result<(), SetupError> {
+    pub async fn run(url: Url, extra: HeaderMap, answer_timeout: Duration) -> Result<(), SetupError> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("mcp-token-sync-bridge/", env!("CARGO_PKG_VERSION")))
             .no_proxy()
@@ -146,12 +156,16 @@ impl Bridge {
             stream: Mutex::new(None),
             out,
             ending,
+            answer_timeout,
         });
         let in_flight = TaskTracker::new();
         let stdin_closed = bridge.read_stdin(&in_flight).await;
         in_flight.close();
-        if stdin_closed {
-            let _ = tokio::time::timeout(DRAIN, in_flight.wait()).await;
+        if stdin_closed && tokio::time::timeout(DRAIN, in_flight.wait()).await.is_err() {
+            warn!(
+                "stdin closed; {} message(s) still had no answer after {DRAIN:?} and are dropped",
+                in_flight.len()
+            );
         }
         // The writer puts out what is queued, meanwhile the session ends.
         bridge.ending.cancel();
@@ -164,6 +178,8 @@ impl Bridge {
     async fn read_stdin(self: &Arc<Self>, in_flight: &TaskTracker) -> bool {
         let mut terminate = signal(SignalKind::terminate()).expect("signal handlers install");
         let mut interrupt = signal(SignalKind::interrupt()).expect("signal handlers install");
+        // The host's terminal closing is the host going away too.
+        let mut hangup = signal(SignalKind::hangup()).expect("signal handlers install");
         let mut stdin = tokio::io::BufReader::new(stdio::stdin());
         let mut line = Vec::new();
         let mut handshake = Handshake::default();
@@ -180,6 +196,7 @@ impl Bridge {
                 },
                 _ = terminate.recv() => return false,
                 _ = interrupt.recv() => return false,
+                _ = hangup.recv() => return false,
                 () = self.ending.cancelled() => return false,
             }
         }
@@ -193,7 +210,7 @@ impl Bridge {
         match Message::parse_all(&text) {
             Ok(messages) => {
                 for message in messages {
-                    debug!(kind = ?message.kind, "from the host");
+                    debug!("from the host: {}", message.kind);
                     let mut turn = handshake.turn(&message);
                     let this = Arc::clone(self);
                     in_flight.spawn(async move {
@@ -205,7 +222,7 @@ impl Bridge {
             }
             Err(e) => {
                 warn!("the host sent a line that is {e}");
-                self.out.send(Message::parse_error(&e)).await;
+                self.out.send(Message::refusal(&e)).await;
             }
         }
     }
@@ -221,6 +238,14 @@ impl Bridge {
             request = request.header(MCP_PROTOCOL_VERSION, version.clone());
         }
         request
+    }
+
+    /// Sends `request`, giving up when no answer begins within `--timeout`.
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, failure::Failure> {
+        match tokio::time::timeout(self.answer_timeout, request.send()).await {
+            Ok(sent) => sent.map_err(|e| failure::Failure::from_reqwest(&e)),
+            Err(_) => Err(failure::Failure::Timeout(self.answer_timeout)),
+        }
     }
 
     /// Ends the session on the server (MCP 2025-06-18: the client SHOULD send DELETE), so it

@@ -102,6 +102,10 @@ pub(crate) enum Command {
         /// the proxy, not here: argv is readable by every user of the host.
         #[arg(long = "header", value_name = "NAME: VALUE")]
         headers: Vec<String>,
+        /// Give up on a message whose answer has not begun after this long and answer the host
+        /// with an error: "60s", "500ms", "5m". An answer that has begun (a stream) is not cut.
+        #[arg(long, default_value = "60s", value_parser = wait_limit)]
+        timeout: Duration,
         /// The MCP server's Streamable HTTP endpoint, e.g. http://127.0.0.1:8787/mcp.
         url: String,
     },

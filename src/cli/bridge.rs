@@ -1,21 +1,23 @@
 //! The `bridge` verb: checks its arguments (a usage error exits 2), then runs the bridge on a
 //! single-threaded runtime, small and quick to start as a host's child process should be.
 
+use std::time::Duration;
+
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::daemon::LogChoice;
 use super::{CONFIG_ERROR, Outcome, RUNTIME_FAILURE, fail};
-use crate::bridge::{Bridge, OWN_HEADERS};
+use crate::bridge::{Bridge, RESERVED_HEADERS};
 use crate::config::LogFormat;
 use crate::logging;
 
-pub(super) fn bridge(url: &str, headers: &[String], logs: &LogChoice) -> Outcome {
+pub(super) fn bridge(url: &str, headers: &[String], timeout: Duration, logs: &LogChoice) -> Outcome {
     let url = endpoint(url).map_err(|e| fail(CONFIG_ERROR, e))?;
     let extra = extra_headers(headers).map_err(|e| fail(CONFIG_ERROR, e))?;
     let (_logging, flush) = logging::init(logs.format, LogFormat::Text, logs.level.as_deref());
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().expect("the tokio runtime starts");
-    let result = runtime.block_on(Bridge::run(url, extra));
+    let result = runtime.block_on(Bridge::run(url, extra, timeout));
     // stdin's reader may be blocked in a read that never returns: do not wait for it.
     runtime.shutdown_background();
     drop(flush);
@@ -27,6 +29,12 @@ fn endpoint(text: &str) -> Result<url::Url, String> {
         .map_err(|e| format!("bridge URL {text:?}: {e}; write e.g. http://127.0.0.1:8787/mcp"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!("bridge URL {text:?}: the scheme must be http or https"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "bridge URL {text:?}: no credentials in the URL (argv is readable by every user); \
+             the proxy sink adds the token, or use --header for a static one"
+        ));
     }
     Ok(url)
 }
@@ -40,8 +48,8 @@ fn extra_headers(headers: &[String]) -> Result<HeaderMap, String> {
         };
         let name = HeaderName::from_bytes(name.trim().as_bytes())
             .map_err(|_| format!("--header {header:?}: {:?} is not an HTTP header name", name.trim()))?;
-        if OWN_HEADERS.contains(&name.as_str()) {
-            return Err(format!("--header {header:?}: the bridge sets {name} itself"));
+        if RESERVED_HEADERS.contains(&name.as_str()) {
+            return Err(format!("--header {header:?}: {name} is the bridge's own to set"));
         }
         let mut value = HeaderValue::from_str(value.trim())
             .map_err(|_| format!("--header {header:?}: the value holds characters a header cannot carry"))?;
@@ -59,7 +67,14 @@ mod tests {
     fn headers_are_name_colon_value_and_never_the_bridges_own() {
         let map = extra_headers(&["X-Team: blue".into(), "x-team:green ".into()]).unwrap();
         assert_eq!(map.get_all("x-team").iter().collect::<Vec<_>>(), ["blue", "green"]);
-        for bad in ["no colon", ": empty name", "Mcp-Session-Id: 1", "Accept: */*", "X: a\u{7}b"] {
+        for bad in [
+            "no colon",
+            ": empty name",
+            "Mcp-Session-Id: 1",
+            "Accept: */*",
+            "Connection: close",
+            "X: a\u{7}b",
+        ] {
             assert!(extra_headers(&[bad.into()]).is_err(), "{bad:?} was accepted");
         }
     }
@@ -70,5 +85,6 @@ mod tests {
         assert!(endpoint("https://mcp.example.com/mcp").is_ok());
         assert!(endpoint("ftp://x/").is_err());
         assert!(endpoint("127.0.0.1:8787").is_err());
+        assert!(endpoint("http://me:secret@127.0.0.1:8787/mcp").is_err());
     }
 }

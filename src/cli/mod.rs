@@ -39,7 +39,7 @@ pub fn main() -> ExitCode {
         Command::Status { socket, json } => client::status(&socket, json),
         Command::Watch(socket) => client::watch(&socket),
         Command::Headers { socket, header, scheme } => client::headers(&socket, &header, scheme),
-        Command::Bridge { headers, url } => bridge::bridge(&url, &headers, &logs),
+        Command::Bridge { headers, timeout, url } => bridge::bridge(&url, &headers, timeout, &logs),
     };
     outcome.err().unwrap_or(ExitCode::SUCCESS)
 }

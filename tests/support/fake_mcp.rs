@@ -5,7 +5,8 @@
 //! other messages with another session id get 404; notifications and answers 202
 //! (`notifications/initialized` after 100 ms), requests before it 400; `tools/call`
 //! answers as an event stream whose `data:` spans several lines, except the tool `vanish`,
-//! whose connection is closed once its request is read (the tool may have run); any other
+//! whose connection is closed once its request is read (the tool may have run), `rest`,
+//! answered with JSON that is no JSON-RPC message, and `stall`, never answered; any other
 //! request `{"result": {}}`. GET 405 after 50 ms; DELETE 200.
 
 use std::net::SocketAddr;
@@ -128,6 +129,10 @@ impl FakeMcp {
             // shows in `seen` before the GET.
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+        if message["params"]["name"] == "stall" {
+            // Never answers.
+            futures_util::future::pending::<()>().await;
+        }
         if seen.rpc_method.as_deref() == Some("notifications/initialized") {
             // Slow to take it, so a request the host wrote next would overtake it if the
             // bridge let it.
@@ -188,6 +193,11 @@ impl FakeMcp {
         match (rpc_method.as_deref(), tool.as_deref()) {
             // hyper closes the connection of a service that fails, with no answer.
             (Some("tools/call"), Some("vanish")) => Err(Vanished),
+            // What a REST API at a wrong URL would answer: JSON, but no JSON-RPC message.
+            (Some("tools/call"), Some("rest")) => Ok(Response::builder()
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from_static(b"{\"calendars\": [1,\n 2]}")))
+                .unwrap()),
             (Some("tools/call"), _) => {
                 let event = format!(
                     "id: 1\ndata: {{\ndata:   \"jsonrpc\": \"2.0\",\ndata:   \"id\": {id},\n\
