@@ -71,7 +71,8 @@ fn tcp_state(port: u16) -> Option<String> {
 
 /// Issue "Close the holes", item 1: the kernel reports a TIME_WAIT (or orphaned FIN-WAIT-2)
 /// socket as uid 0. A refused user's request, looked up after the client closed, was served as
-/// root's. Every slot is held by a stream, so the lookup comes only after the close.
+/// root's. Every slot is held by a stream and the accept loop waits for a slot for another
+/// connection, so the attacker's is accepted and looked up only after it closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_from_a_socket_already_closed_is_refused_not_served_as_roots() {
     let test = "a_request_from_a_socket_already_closed_is_refused_not_served_as_roots";
@@ -87,9 +88,12 @@ async fn a_request_from_a_socket_already_closed_is_refused_not_served_as_roots()
     for address in [v4, v6] {
         until_serving(address, &d).await;
         let target = Target::Tcp(address);
-        // Root holds the listener's only slot with a stream.
+        // Root holds the listener's only slot with a stream, and a second connection of root's
+        // waits for the slot: the accept loop waits with it, and the attacker's connection
+        // waits in the kernel's queue until the slot is free.
         let stream = http::open(&target, http::get(&target, "/sse")).await;
         assert_eq!(stream.status(), 200);
+        let _next_in_line = std::net::TcpStream::connect(address).unwrap();
         let refused_before = metric(&d.socket, "mcp_token_sync_refused_peers_total").await;
         let path = format!("/attack-{}", address.port());
         let port = tokio::task::block_in_place(|| send_and_close_as(NOBODY, address, &path));
@@ -108,6 +112,61 @@ async fn a_request_from_a_socket_already_closed_is_refused_not_served_as_roots()
         assert!(forwarded.is_empty(), "{address}: a refused user's request went upstream with the token");
     }
     d.daemon.wait_output("no longer held by any process", PATIENCE);
+}
+
+/// One request on `stream`, kept alive: the status, or `None` if the connection was closed.
+fn request_on(stream: &mut std::net::TcpStream, address: SocketAddr, path: &str) -> Option<u16> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).ok()? == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let length: usize =
+        head.lines().find_map(|l| l.strip_prefix("content-length:")).map_or(0, |n| n.trim().parse().unwrap());
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).ok()?;
+    head.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// With every slot taken, a newcomer gets one by closing the connection idle longest. A user the
+/// listener refuses must not be that newcomer: it would close allowed users' connections at will.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_user_cannot_close_an_allowed_users_connection() {
+    if !support::skip::as_root(
+        "a_refused_user_cannot_close_an_allowed_users_connection",
+        "act as another uid",
+    ) {
+        return;
+    }
+    let backend = Backend::start().await;
+    let upstream = Upstream::start(&backend, HEADER, None).await;
+    let address = free_port("127.0.0.1");
+    let d =
+        api::start(&backend, &proxy_sink(address, &format!("{}/api", upstream.url()), "max_connections = 1"));
+    until_serving(address, &d).await;
+    tokio::task::block_in_place(|| {
+        // Root's keep-alive connection, idle between requests: the one that would give way.
+        let mut kept = std::net::TcpStream::connect(address).unwrap();
+        kept.set_read_timeout(Some(PATIENCE)).unwrap();
+        assert_eq!(request_on(&mut kept, address, "/first"), Some(200));
+        for _ in 0..3 {
+            let status = support::binary::curl_as(NOBODY, &[&format!("http://{address}/attack")]);
+            assert_eq!(status, "000", "a refused user was given a slot (and an answer)");
+        }
+        assert_eq!(
+            request_on(&mut kept, address, "/second"),
+            Some(200),
+            "the refused user closed root's connection to make room"
+        );
+    });
+    let refused = metric(&d.socket, "mcp_token_sync_refused_peers_total").await;
+    assert!(refused >= 3.0, "refusals not counted: {refused}");
 }
 
 /// A `once` against a source on `url`, with `tweak` on the config: (succeeded, token file, output).

@@ -343,3 +343,74 @@ async fn a_script_piping_its_messages_gets_every_answer_before_the_bridge_exits(
         stdout.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].clone()).collect();
     assert_eq!(ids, [json!(1), json!(2)], "{stdout}");
 }
+
+/// The server SHOULD close a request's stream after the answer (MCP 2025-06-18); one that does
+/// not holds nothing up: not the handshake, not a new session, not the calls after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_left_open_after_its_answer_holds_nothing_up() {
+    let fake = FakeMcp::start().await;
+    fake.linger();
+    let mut bridge = Bridge::start(&[&fake.url()]);
+    bridge.send(&initialize(1));
+    tokio::task::block_in_place(|| bridge.answer(1, ANSWER));
+    bridge.send(&initialized());
+    bridge.send(&call_tool(2, "linger"));
+    tokio::task::block_in_place(|| bridge.answer(2, ANSWER));
+    bridge.send(&call_tool(3, "echo"));
+    tokio::task::block_in_place(|| bridge.answer(3, ANSWER));
+    // The replayed initialize lingers too.
+    fake.forget();
+    bridge.send(&call_tool(4, "echo"));
+    let reopened = tokio::task::block_in_place(|| bridge.answer(4, ANSWER));
+    assert!(reopened.get("result").is_some(), "{reopened}");
+}
+
+/// What the SSE spec tells a client to ignore (unknown fields, a field without a colon, a
+/// retry that is not digits, invalid UTF-8, an id no header can carry) costs no answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_sse_spec_says_to_ignore_is_ignored() {
+    let fake = FakeMcp::start().await;
+    let mut bridge = Bridge::start(&[&fake.url()]);
+    bridge.send(&initialize(1));
+    tokio::task::block_in_place(|| bridge.answer(1, ANSWER));
+    bridge.send(&initialized());
+    bridge.send(&call_tool(2, "quirky"));
+    let answer = tokio::task::block_in_place(|| bridge.answer(2, ANSWER));
+    assert_eq!(answer["result"]["content"][0]["text"], "two\nlines", "{answer}");
+}
+
+/// A host that stopped reading stdout can still stop the bridge: stdin is read, and signals
+/// heard, while answers wait for a reader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_stops_reading_can_still_stop_the_bridge() {
+    let mut child = std::process::Command::new(BIN)
+        .args(["bridge", &format!("http://127.0.0.1:{}/mcp", free_port())])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Started: it handles SIGTERM (a signal before the process runs its first line kills it,
+    // whatever it does).
+    let status = format!("/proc/{}/status", child.id());
+    wait_for_async("the bridge's SIGTERM handler", PATIENCE, || {
+        let caught = std::fs::read_to_string(&status).ok()?;
+        let mask = caught.lines().find_map(|l| l.strip_prefix("SigCgt:"))?.trim().to_owned();
+        (u64::from_str_radix(&mask, 16).ok()? & (1 << (15 - 1)) != 0).then_some(())
+    })
+    .await;
+    // Each line is answered with a refusal of about 100 bytes: far more than a pipe holds.
+    let mut stdin = child.stdin.take().unwrap();
+    tokio::task::block_in_place(|| stdin.write_all(&b"x\n".repeat(3000)).unwrap());
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < PATIENCE, "the bridge ignored SIGTERM with its stdout full");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(status.success(), "{status}");
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+}

@@ -1,14 +1,16 @@
 //! Server-sent event streams: relaying their messages to the host, and the session's GET stream
 //! (MCP 2025-06-18, "Listening for Messages from the Server"), which the server uses for requests
-//! and notifications outside any request of the host's. The events are parsed by `sse-stream`.
+//! and notifications outside any request of the host's. The events are parsed by
+//! `eventsource-stream` (the WHATWG rules: unknown fields ignored, `retry` only when digits),
+//! behind `sse_guard`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use reqwest::StatusCode;
-use reqwest::header::ACCEPT;
-use sse_stream::SseStream;
+use reqwest::header::{ACCEPT, HeaderValue};
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
@@ -17,11 +19,18 @@ use super::exchange::{Delivery, is_event_stream};
 use super::failure::Failure;
 use super::message::Message;
 use super::session::Snapshot;
+use super::sse_guard::Guard;
 use crate::backoff::Backoff;
 
 /// How long the GET stream waits before opening again after a failure: from 1 s, doubling, to
 /// 30 s (DESIGN §14). A failed GET stream is never fatal: requests work without it.
 const REOPEN: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+/// The server's `retry` is taken within these bounds: no tight loop of reconnections, and no
+/// stream left closed for hours.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+/// How long a request's stream is still read after its answer came.
+const AFTER_ANSWER: Duration = Duration::from_secs(1);
 /// The longest the host's next message waits for the GET stream's answer after initialization.
 const OPEN_WAIT: Duration = Duration::from_secs(1);
 
@@ -54,22 +63,44 @@ impl Bridge {
         cursor: &mut Cursor,
         delivery: &mut Delivery,
     ) -> Result<(), Failure> {
-        let mut events = SseStream::from_bytes_stream(response.bytes_stream());
-        while let Some(event) = events.next().await {
+        let mut guard = Guard::new();
+        let checked = response.bytes_stream().map(move |chunk| match chunk {
+            Ok(chunk) => guard.pass(&chunk).map_err(|e| e.to_string()),
+            Err(e) => Err(crate::source::describe(&e)),
+        });
+        let mut events = checked.eventsource();
+        let mut answered_by: Option<tokio::time::Instant> = None;
+        loop {
+            if answered_by.is_none() && delivery.answered {
+                answered_by = Some(tokio::time::Instant::now() + AFTER_ANSWER);
+            }
+            let next = match answered_by {
+                // The server SHOULD close a request's stream after the answer (MCP 2025-06-18);
+                // one that does not is not waited for long, so the next message is not held up.
+                Some(by) => match tokio::time::timeout_at(by, events.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        debug!("a stream stayed open {AFTER_ANSWER:?} after its answer; closed");
+                        return Ok(());
+                    }
+                },
+                None => events.next().await,
+            };
+            let Some(event) = next else { break };
             let event = event.map_err(|e| Failure::Broken(e.to_string()))?;
-            if let Some(id) = event.id {
-                cursor.last_event_id = Some(id);
+            // An id that cannot be sent back as a header is not one to resume from.
+            if !event.id.is_empty() && HeaderValue::from_str(&event.id).is_ok() {
+                cursor.last_event_id = Some(event.id);
             }
             if let Some(retry) = event.retry {
-                cursor.retry = Some(Duration::from_millis(retry));
+                cursor.retry = Some(retry.clamp(RETRY_MIN, RETRY_MAX));
             }
-            // The stream's messages are events of the default type; an event with no data is
-            // a server's priming event (an id to resume from) or a keep-alive.
-            if event.event.as_deref().is_some_and(|e| e != "message") {
+            // The stream's messages are events of the default type; an event with empty data is
+            // a server's priming event (an id to resume from).
+            if event.event != "message" || event.data.trim().is_empty() {
                 continue;
             }
-            let Some(data) = event.data.filter(|d| !d.trim().is_empty()) else { continue };
-            match Message::parse_all(&data) {
+            match Message::parse_all(&event.data) {
                 Ok(messages) => {
                     for m in messages {
                         delivery.take(m).await;
@@ -156,7 +187,8 @@ impl Bridge {
                 }
                 Err(failure) => {
                     failures += 1;
-                    warn!("the GET stream could not be opened: {} {failure}; trying again", self.url);
+                    let reason = self.redact(format!("{} {failure}", self.shown_url));
+                    warn!("the GET stream could not be opened: {reason}; trying again");
                     REOPEN.after(failures)
                 }
             };

@@ -13,6 +13,7 @@ use super::failure::Failure;
 use super::message::{Kind, Message};
 use super::out::Out;
 use super::session::Snapshot;
+use super::sse_guard::MAX_EVENT;
 use super::{Bridge, MCP_SESSION_ID};
 
 /// What a POST came to, short of a failure.
@@ -57,6 +58,17 @@ impl Delivery {
     }
 
     pub async fn take(&mut self, message: Message) {
+        if let (Some(awaited), Kind::Response { id }) = (&self.awaited, &message.kind) {
+            // A request's stream carries its own answer; another id's would reach the host as
+            // an answer to a request it did not make, or a second one to a request it did.
+            if id.as_deref() != Some(awaited.as_str()) {
+                warn!(
+                    "the MCP server answered id {} on the stream of request {awaited}; dropped",
+                    id.as_deref().unwrap_or("null")
+                );
+                return;
+            }
+        }
         if self.awaited.is_some() && message.answers() == self.awaited.as_deref() {
             self.answered = true;
             if self.wants_version {
@@ -131,7 +143,7 @@ impl Bridge {
             debug!("{} ended with the bridge", message.kind);
             return;
         }
-        let reason = format!("{} {failure}", self.url);
+        let reason = self.redact(format!("{} {failure}", self.shown_url));
         match (&message.kind, delivery.answered) {
             (Kind::Request { id, .. }, false) => {
                 warn!("{} failed: {reason}", message.kind);
@@ -165,9 +177,10 @@ impl Bridge {
         if is_event_stream(response.headers()) {
             self.follow(response, session, delivery).await?;
         } else if status != StatusCode::ACCEPTED {
-            let body = response.bytes().await.map_err(|e| Failure::from_reqwest(&e))?;
+            let body = self.json_body(response).await?;
             if !body.iter().all(u8::is_ascii_whitespace) {
-                let text = String::from_utf8_lossy(&body);
+                let body = body.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&body);
+                let text = String::from_utf8_lossy(body);
                 match Message::parse_all(&text) {
                     Ok(messages) => {
                         for m in messages {
@@ -179,6 +192,25 @@ impl Bridge {
             }
         }
         Ok(Posted::Done { status, session_id })
+    }
+
+    /// A JSON answer's body: whole within `--timeout` of its head, and no larger than an event
+    /// may be, so a server that trickles or never ends its body holds nothing up for long.
+    async fn json_body(&self, mut response: reqwest::Response) -> Result<Vec<u8>, Failure> {
+        let mut body = Vec::new();
+        let read = async {
+            while let Some(chunk) = response.chunk().await.map_err(|e| Failure::from_reqwest(&e))? {
+                if body.len() + chunk.len() > MAX_EVENT {
+                    return Err(Failure::TooLarge);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(self.answer_timeout, read).await {
+            Ok(read) => read.map(|()| body),
+            Err(_) => Err(Failure::Timeout(self.answer_timeout)),
+        }
     }
 
     /// Relays a POST's event stream until it ends; if it ends before the awaited answer after

@@ -25,6 +25,8 @@ pub(crate) enum Failure {
     Timeout(Duration),
     /// The answer's event stream ended, or could not be resumed, before the answer.
     StreamEnded,
+    /// The answer is larger than the bridge takes.
+    TooLarge,
     /// The server answered, but not with the answer to this request.
     NoAnswer(StatusCode),
     /// The session was lost and the host never sent `initialize` through this bridge.
@@ -76,6 +78,9 @@ impl fmt::Display for Failure {
             Failure::Broken(reason) => write!(f, "broke the connection before its answer: {reason}"),
             Failure::Timeout(limit) => write!(f, "sent no answer within {limit:?} (the bridge's --timeout)"),
             Failure::StreamEnded => write!(f, "ended its event stream before the answer"),
+            Failure::TooLarge => {
+                write!(f, "sent an answer larger than {} MiB", super::sse_guard::MAX_EVENT / (1024 * 1024))
+            }
             Failure::NoAnswer(status) => write!(f, "answered HTTP {status} without an answer to the request"),
             Failure::NoHandshake => {
                 write!(f, "lost the session, and the host never initialized through this bridge")

@@ -42,6 +42,8 @@ struct Envelope<'a> {
     id: Option<&'a RawValue>,
     method: Option<String>,
     #[serde(borrow)]
+    params: Option<&'a RawValue>,
+    #[serde(borrow)]
     result: Option<&'a RawValue>,
     #[serde(borrow)]
     error: Option<&'a RawValue>,
@@ -88,11 +90,31 @@ impl Message {
             return Err(NotJsonRpc::Invalid("it lacks \"jsonrpc\": \"2.0\""));
         }
         let id = envelope.id.map(|id| compact(id.get())).filter(|id| id != "null");
+        // MCP 2025-06-18 "Messages": an id is a string or an integer; params are structured.
+        if id
+            .as_deref()
+            .is_some_and(|id| !id.starts_with('"') && id.trim_start_matches('-').parse::<u64>().is_err())
+        {
+            return Err(NotJsonRpc::Invalid("an id is a string or an integer"));
+        }
+        if envelope.params.is_some_and(|p| !p.get().starts_with(['{', '['])) {
+            return Err(NotJsonRpc::Invalid("`params` is an object or an array"));
+        }
         let kind = match (envelope.method, id) {
             (Some(method), Some(id)) => Kind::Request { id, method },
             (Some(method), None) => Kind::Notification { method },
-            (None, id) if envelope.result.is_some() || envelope.error.is_some() => Kind::Response { id },
-            (None, _) => return Err(NotJsonRpc::Invalid("neither a `method` nor a `result` or `error`")),
+            (None, id) => match (envelope.result, envelope.error) {
+                (Some(_), None) if id.is_some() => Kind::Response { id },
+                (None, Some(error)) if error.get().starts_with('{') => Kind::Response { id },
+                (Some(_), Some(_)) => {
+                    return Err(NotJsonRpc::Invalid("an answer has a `result` or an `error`, not both"));
+                }
+                (Some(_), None) => return Err(NotJsonRpc::Invalid("a `result` answers an id")),
+                (None, Some(_)) => return Err(NotJsonRpc::Invalid("an `error` is an object")),
+                (None, None) => {
+                    return Err(NotJsonRpc::Invalid("neither a `method` nor a `result` or `error`"));
+                }
+            },
         };
         Ok(Message { line: compact(text), kind })
     }
@@ -211,6 +233,13 @@ mod tests {
             r#"{"jsonrpc":"1.0","method":"ping"}"#,
             r#"{"calendars": [1, 2]}"#,
             r#"{"jsonrpc":"2.0","id":3}"#,
+            r#"{"jsonrpc":"2.0","result":{}}"#,
+            r#"{"jsonrpc":"2.0","id":3,"error":5}"#,
+            r#"{"jsonrpc":"2.0","id":3,"result":{},"error":{"code":1,"message":"x"}}"#,
+            r#"{"jsonrpc":"2.0","id":true,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1.5,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":[1],"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":5}"#,
         ] {
             assert!(matches!(Message::parse_all(invalid), Err(NotJsonRpc::Invalid(_))), "{invalid:?}");
         }

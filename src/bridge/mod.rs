@@ -14,24 +14,22 @@
 mod events;
 mod exchange;
 mod failure;
+mod input;
 mod message;
 mod out;
 mod session;
+mod sse_guard;
 mod stdio;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName};
-use tokio::io::AsyncBufReadExt;
-use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 use url::Url;
 
-use message::Message;
 use session::{Session, Snapshot};
 
 const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
@@ -71,6 +69,8 @@ const DELETE_WAIT: Duration = Duration::from_secs(1);
 pub struct Bridge {
     client: reqwest::Client,
     url: Url,
+    /// The URL as messages show it: without a query, which may carry a key.
+    shown_url: String,
     /// `--header`s, on every request.
     extra: HeaderMap,
     session: Session,
@@ -85,46 +85,6 @@ pub struct Bridge {
     answer_timeout: Duration,
 }
 
-/// Keeps the handshake in order. Messages are sent concurrently, but a message the host wrote
-/// after `initialize` or `notifications/initialized` must not reach the server before it: the
-/// server would not know the session yet, or refuse a request before initialization is
-/// complete (MCP 2025-06-18, "Lifecycle"). The host itself waits for the initialize answer
-/// before `initialized`, but sends its first request right after `initialized`.
-#[derive(Default)]
-struct Handshake {
-    /// Done when the last handshake message so far has been answered (or has failed).
-    pending: Option<watch::Receiver<()>>,
-}
-
-/// A message's place in the handshake order: what it waits for before it is sent, and for a
-/// handshake message, what it drops once answered so that later messages go.
-struct Turn {
-    after: Option<watch::Receiver<()>>,
-    _done: Option<watch::Sender<()>>,
-}
-
-impl Handshake {
-    /// `message`'s turn. Called in the order the host wrote the messages.
-    fn turn(&mut self, message: &Message) -> Turn {
-        let after = self.pending.clone();
-        let done = matches!(message.method(), Some("initialize" | "notifications/initialized")).then(|| {
-            let (done, pending) = watch::channel(());
-            self.pending = Some(pending);
-            done
-        });
-        Turn { after, _done: done }
-    }
-}
-
-impl Turn {
-    /// Waits until the handshake message before has been answered (its turn was dropped).
-    async fn wait(&mut self) {
-        if let Some(pending) = &mut self.after {
-            while pending.changed().await.is_ok() {}
-        }
-    }
-}
-
 /// Why the bridge could not start.
 #[derive(Debug, thiserror::Error)]
 #[error("the HTTP client could not be set up: {0}")]
@@ -134,6 +94,8 @@ impl Bridge {
     /// Relays stdin to `url` and answers to stdout until stdin closes or SIGTERM/SIGINT comes;
     /// then deletes the session. Sends nothing before the host's first message.
     pub async fn run(url: Url, extra: HeaderMap, answer_timeout: Duration) -> Result<(), SetupError> {
+        // First, so that a host stopping the bridge at once still gets a clean end.
+        let mut signals = input::Signals::install();
         let client = reqwest::Client::builder()
             .user_agent(concat!("mcp-token-sync-bridge/", env!("CARGO_PKG_VERSION")))
             .no_proxy()
@@ -147,8 +109,14 @@ impl Bridge {
             .map_err(|e| SetupError(crate::source::describe(&e)))?;
         let ending = CancellationToken::new();
         let (out, writer) = out::start(ending.clone());
+        let mut shown = url.clone();
+        if shown.query().is_some() {
+            shown.set_query(Some("…"));
+        }
+        shown.set_fragment(None);
         let bridge = Arc::new(Bridge {
             client,
+            shown_url: shown.to_string(),
             url,
             extra,
             session: Session::default(),
@@ -159,7 +127,7 @@ impl Bridge {
             answer_timeout,
         });
         let in_flight = TaskTracker::new();
-        let stdin_closed = bridge.read_stdin(&in_flight).await;
+        let stdin_closed = bridge.read_stdin(&mut signals, &in_flight).await;
         in_flight.close();
         if stdin_closed && tokio::time::timeout(DRAIN, in_flight.wait()).await.is_err() {
             warn!(
@@ -171,60 +139,6 @@ impl Bridge {
         bridge.ending.cancel();
         let _ = tokio::join!(bridge.end_session(), tokio::time::timeout(DRAIN, writer));
         Ok(())
-    }
-
-    /// Reads the host's messages and starts each one's task, until stdin closes (`true`), a
-    /// signal comes or stdout is gone (`false`).
-    async fn read_stdin(self: &Arc<Self>, in_flight: &TaskTracker) -> bool {
-        let mut terminate = signal(SignalKind::terminate()).expect("signal handlers install");
-        let mut interrupt = signal(SignalKind::interrupt()).expect("signal handlers install");
-        // The host's terminal closing is the host going away too.
-        let mut hangup = signal(SignalKind::hangup()).expect("signal handlers install");
-        let mut stdin = tokio::io::BufReader::new(stdio::stdin());
-        let mut line = Vec::new();
-        let mut handshake = Handshake::default();
-        loop {
-            line.clear();
-            tokio::select! {
-                read = stdin.read_until(b'\n', &mut line) => match read {
-                    Ok(0) => return true,
-                    Ok(_) => self.take_line(&line, &mut handshake, in_flight).await,
-                    Err(e) => {
-                        warn!("stdin could not be read: {e}");
-                        return true;
-                    }
-                },
-                _ = terminate.recv() => return false,
-                _ = interrupt.recv() => return false,
-                _ = hangup.recv() => return false,
-                () = self.ending.cancelled() => return false,
-            }
-        }
-    }
-
-    async fn take_line(self: &Arc<Self>, line: &[u8], handshake: &mut Handshake, in_flight: &TaskTracker) {
-        let text = String::from_utf8_lossy(line);
-        if text.trim().is_empty() {
-            return;
-        }
-        match Message::parse_all(&text) {
-            Ok(messages) => {
-                for message in messages {
-                    debug!("from the host: {}", message.kind);
-                    let mut turn = handshake.turn(&message);
-                    let this = Arc::clone(self);
-                    in_flight.spawn(async move {
-                        turn.wait().await;
-                        this.relay(message).await;
-                        drop(turn);
-                    });
-                }
-            }
-            Err(e) => {
-                warn!("the host sent a line that is {e}");
-                self.out.send(Message::refusal(&e)).await;
-            }
-        }
     }
 
     /// A request to the server with the headers every request carries: `--header`s, and the
@@ -246,6 +160,16 @@ impl Bridge {
             Ok(sent) => sent.map_err(|e| failure::Failure::from_reqwest(&e)),
             Err(_) => Err(failure::Failure::Timeout(self.answer_timeout)),
         }
+    }
+
+    /// `text` with every `--header` value cut out: a server may echo request headers in an
+    /// error, and the error goes to stdout and the log.
+    fn redact(&self, text: String) -> String {
+        self.extra
+            .values()
+            .filter_map(|v| v.to_str().ok())
+            .filter(|v| v.len() >= 4)
+            .fold(text, |text, value| text.replace(value, "[a --header value]"))
     }
 
     /// Ends the session on the server (MCP 2025-06-18: the client SHOULD send DELETE), so it

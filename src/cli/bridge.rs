@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::daemon::LogChoice;
@@ -12,6 +13,10 @@ use crate::config::LogFormat;
 use crate::logging;
 
 pub(super) fn bridge(url: &str, headers: &[String], timeout: Duration, logs: &LogChoice) -> Outcome {
+    // A host may stop the bridge the moment it starts it: held until the handlers are in
+    // place (Bridge::run lets them through), so that stop too is a clean exit 0.
+    let ending = SigSet::from_iter([Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP]);
+    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&ending), None);
     let url = endpoint(url).map_err(|e| fail(CONFIG_ERROR, e))?;
     let extra = extra_headers(headers).map_err(|e| fail(CONFIG_ERROR, e))?;
     let (_logging, flush) = logging::init(logs.format, LogFormat::Text, logs.level.as_deref());
@@ -39,20 +44,21 @@ fn endpoint(text: &str) -> Result<url::Url, String> {
     Ok(url)
 }
 
-/// `--header 'Name: value'`s, as sent on every request.
+/// `--header 'Name: value'`s, as sent on every request. An error names the header, never its
+/// value (stderr is often kept in a host's log files).
 fn extra_headers(headers: &[String]) -> Result<HeaderMap, String> {
     let mut map = HeaderMap::new();
     for header in headers {
         let Some((name, value)) = header.split_once(':') else {
-            return Err(format!("--header {header:?}: write it as 'Name: value'"));
+            return Err("--header: write it as 'Name: value' (one has no colon)".into());
         };
         let name = HeaderName::from_bytes(name.trim().as_bytes())
-            .map_err(|_| format!("--header {header:?}: {:?} is not an HTTP header name", name.trim()))?;
+            .map_err(|_| "--header: one has no HTTP header name before its colon".to_owned())?;
         if RESERVED_HEADERS.contains(&name.as_str()) {
-            return Err(format!("--header {header:?}: {name} is the bridge's own to set"));
+            return Err(format!("--header {name}: the bridge's own to set"));
         }
         let mut value = HeaderValue::from_str(value.trim())
-            .map_err(|_| format!("--header {header:?}: the value holds characters a header cannot carry"))?;
+            .map_err(|_| format!("--header {name}: the value holds characters a header cannot carry"))?;
         value.set_sensitive(true);
         map.append(name, value);
     }

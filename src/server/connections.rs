@@ -92,6 +92,12 @@ impl Connections {
         }
     }
 
+    /// Whether every slot is taken: a newcomer gets one only by closing someone's connection,
+    /// or after waiting for one.
+    pub(super) fn is_full(&self) -> bool {
+        self.live.lock().expect("never poisoned").len() >= self.capacity
+    }
+
     /// A slot now, if one is free or can be made free.
     pub(super) fn try_admit(self: &Arc<Self>) -> Option<Admitted> {
         let mut live = self.live.lock().expect("never poisoned");

@@ -130,6 +130,21 @@ impl<H: Handler> Server<H> {
                     continue;
                 }
             };
+            // When a slot can only be had by closing someone's connection (now, or once one gives
+            // way), the newcomer is identified first, and one the ACL refuses is closed at once: a
+            // refused user must not be able to close an allowed user's connections. Otherwise the
+            // lookup is the connection's own task's, off the accept loop.
+            let newcomer = if connections.is_full() {
+                match identify(stream) {
+                    (Ok(peer), io) if acl.allows(&peer) => Newcomer::Allowed(peer, io),
+                    (refused, _closed) => {
+                        refuse(&refusals, &metrics, refused);
+                        continue;
+                    }
+                }
+            } else {
+                Newcomer::Unknown(stream)
+            };
             // Accepted first, then given a slot: the peer waiting is one we know exists, and at
             // most one connection beyond the limit is ever held.
             let admitted = match connections.try_admit() {
@@ -158,20 +173,15 @@ impl<H: Handler> Server<H> {
             let (acl, metrics, cancel, refusals) =
                 (acl.clone(), metrics.clone(), cancel.clone(), refusals.clone());
             tokio::spawn(async move {
-                let (peer, io) = match stream {
-                    Accepted::Unix(stream) => (peer::of_unix(&stream), Io::Unix(stream)),
-                    Accepted::Tcp { stream, local, remote } => (peer::of_tcp(local, remote), Io::Tcp(stream)),
-                };
-                let peer = match peer {
-                    Ok(peer) if acl.allows(&peer) => Some(peer),
-                    refused => {
-                        refusals.refused(match refused {
-                            Ok(peer) => Refused::Uid { uid: peer.uid, pid: peer.pid },
-                            Err(e) => Refused::Unknown(e.to_string()),
-                        });
-                        metrics.refused_peer();
-                        None
-                    }
+                let (peer, io) = match newcomer {
+                    Newcomer::Allowed(peer, io) => (Some(peer), io),
+                    Newcomer::Unknown(stream) => match identify(stream) {
+                        (Ok(peer), io) if acl.allows(&peer) => (Some(peer), io),
+                        (refused, io) => {
+                            refuse(&refusals, &metrics, refused);
+                            (None, io)
+                        }
+                    },
                 };
                 match io {
                     Io::Unix(stream) => connection(stream, peer, context, cancel).await,
@@ -181,6 +191,31 @@ impl<H: Handler> Server<H> {
         }
         drop(listener);
     }
+}
+
+/// A connection on its way to a slot.
+enum Newcomer {
+    /// Not looked up yet: its own task does that.
+    Unknown(Accepted),
+    /// Looked up before admission (the listener was full) and allowed.
+    Allowed(Peer, Io),
+}
+
+/// Who is at the other end of `stream`, from the kernel.
+fn identify(stream: Accepted) -> (std::io::Result<Peer>, Io) {
+    match stream {
+        Accepted::Unix(stream) => (peer::of_unix(&stream), Io::Unix(stream)),
+        Accepted::Tcp { stream, local, remote } => (peer::of_tcp(local, remote), Io::Tcp(stream)),
+    }
+}
+
+/// Counts and logs a peer the ACL refused (or that could not be identified).
+fn refuse(refusals: &Refusals, metrics: &Metrics, refused: std::io::Result<Peer>) {
+    refusals.refused(match refused {
+        Ok(peer) => Refused::Uid { uid: peer.uid, pid: peer.pid },
+        Err(e) => Refused::Unknown(e.to_string()),
+    });
+    metrics.refused_peer();
 }
 
 enum Accepted {

@@ -6,14 +6,19 @@
 //! (`notifications/initialized` after 100 ms), requests before it 400; `tools/call`
 //! answers as an event stream whose `data:` spans several lines, except the tool `vanish`,
 //! whose connection is closed once its request is read (the tool may have run), `rest`,
-//! answered with JSON that is no JSON-RPC message, and `stall`, never answered; any other
+//! answered with JSON that is no JSON-RPC message, `stall`, never answered, `quirky`, whose
+//! stream has what the SSE spec says to ignore before the answer, and `linger`, whose stream
+//! stays open after the answer; any other
 //! request `{"result": {}}`. GET 405 after 50 ms; DELETE 200.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use futures_util::StreamExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
@@ -29,6 +34,20 @@ pub struct Seen {
     pub protocol_version: Option<String>,
     /// The `X-Team` header, which tests send with `--header`.
     pub team: Option<String>,
+}
+
+type Body = UnsyncBoxBody<Bytes, std::convert::Infallible>;
+
+fn whole(bytes: Bytes) -> Body {
+    Full::new(bytes).boxed_unsync()
+}
+
+/// `bytes`, and then a body that never ends.
+fn open_after(bytes: Bytes) -> Body {
+    let frames =
+        futures_util::stream::once(std::future::ready(Ok::<_, std::convert::Infallible>(Frame::data(bytes))))
+            .chain(futures_util::stream::pending());
+    StreamBody::new(frames).boxed_unsync()
 }
 
 /// The service's failure: the connection closes with no answer.
@@ -55,6 +74,8 @@ struct State {
     initialized: bool,
     /// TCP connections accepted.
     connections: usize,
+    /// `initialize` is answered on an event stream that stays open.
+    lingering: bool,
 }
 
 #[derive(Clone)]
@@ -94,6 +115,11 @@ impl FakeMcp {
         self.state.lock().unwrap().seen.clone()
     }
 
+    /// From now on, `initialize` is answered on an event stream left open after the answer.
+    pub fn linger(&self) {
+        self.state.lock().unwrap().lingering = true;
+    }
+
     /// TCP connections accepted so far.
     pub fn connections(&self) -> usize {
         self.state.lock().unwrap().connections
@@ -111,7 +137,7 @@ impl FakeMcp {
         state.amnesia = true;
     }
 
-    async fn respond(&self, req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Vanished> {
+    async fn respond(&self, req: Request<hyper::body::Incoming>) -> Result<Response<Body>, Vanished> {
         let header = |name: &str| req.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
         let mut seen = Seen {
             http_method: req.method().to_string(),
@@ -146,13 +172,14 @@ impl FakeMcp {
         method: &hyper::Method,
         message: &Value,
         seen: Seen,
-    ) -> Result<Response<Full<Bytes>>, Vanished> {
+    ) -> Result<Response<Body>, Vanished> {
         let session = seen.session.clone();
         let tool = message["params"]["name"].as_str().map(str::to_owned);
         let rpc_method = seen.rpc_method.clone();
         let mut state = self.state.lock().unwrap();
         state.seen.push(seen);
-        let answer = |status: StatusCode| Response::builder().status(status).body(Full::default()).unwrap();
+        let answer =
+            |status: StatusCode| Response::builder().status(status).body(whole(Bytes::new())).unwrap();
         if *method == hyper::Method::GET {
             return Ok(answer(StatusCode::METHOD_NOT_ALLOWED));
         }
@@ -169,10 +196,18 @@ impl FakeMcp {
                 "{{\n  \"jsonrpc\": \"2.0\",\n  \"id\": {id},\n  \"result\": {{\n    \"protocolVersion\": \"2025-06-18\",\n    \
                  \"capabilities\": {{}},\n    \"serverInfo\": {{\"name\": \"fake\", \"version\": \"1\"}}\n  }}\n}}\n"
             );
+            if state.lingering {
+                let event = format!("data: {}\n\n", body.replace('\n', ""));
+                return Ok(Response::builder()
+                    .header("content-type", "text/event-stream")
+                    .header("mcp-session-id", opened)
+                    .body(open_after(Bytes::from(event)))
+                    .unwrap());
+            }
             return Ok(Response::builder()
                 .header("content-type", "application/json")
                 .header("mcp-session-id", opened)
-                .body(Full::new(Bytes::from(body)))
+                .body(whole(Bytes::from(body)))
                 .unwrap());
         }
         if session.is_none() || session != state.current {
@@ -196,21 +231,30 @@ impl FakeMcp {
             // What a REST API at a wrong URL would answer: JSON, but no JSON-RPC message.
             (Some("tools/call"), Some("rest")) => Ok(Response::builder()
                 .header("content-type", "application/json")
-                .body(Full::new(Bytes::from_static(b"{\"calendars\": [1,\n 2]}")))
+                .body(whole(Bytes::from_static(b"{\"calendars\": [1,\n 2]}")))
                 .unwrap()),
             (Some("tools/call"), _) => {
                 let event = format!(
                     "id: 1\ndata: {{\ndata:   \"jsonrpc\": \"2.0\",\ndata:   \"id\": {id},\n\
                      data:   \"result\": {{\"content\": [{{\"type\": \"text\", \"text\": \"two\\nlines\"}}]}}\ndata: }}\n\n"
                 );
-                Ok(Response::builder()
-                    .header("content-type", "text/event-stream")
-                    .body(Full::new(Bytes::from(event)))
-                    .unwrap())
+                let body = match tool.as_deref() {
+                    // What the SSE spec says a client ignores: an unknown field, a field without
+                    // a colon, a second event line, a retry that is not digits, invalid UTF-8 in a
+                    // comment, an id no header can carry; then the answer.
+                    Some("quirky") => whole(Bytes::from(
+                        [b"foo: bar\ndata\nevent: x\nevent: message\nretry: 1.5s\n: \xff\xfe\nid: a\x01b\n".as_slice(), event.as_bytes()]
+                            .concat(),
+                    )),
+                    // The answer, and then the stream stays open.
+                    Some("linger") => open_after(Bytes::from(event)),
+                    _ => whole(Bytes::from(event)),
+                };
+                Ok(Response::builder().header("content-type", "text/event-stream").body(body).unwrap())
             }
             _ => Ok(Response::builder()
                 .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{}}}}"#))))
+                .body(whole(Bytes::from(format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{}}}}"#))))
                 .unwrap()),
         }
     }
