@@ -15,6 +15,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
+use url::Url;
 use zeroize::Zeroizing;
 
 use crate::clock;
@@ -34,7 +35,12 @@ struct Owner {
 
 impl Owner {
     fn of(source: &SourceConfig) -> Owner {
-        Owner { source_url: source.url.to_string(), agent: source.agent.clone() }
+        // An oauth2 source is known by where its authorization server is.
+        let url = [&source.url, &source.token_endpoint, &source.issuer, &source.resource]
+            .into_iter()
+            .flatten()
+            .next();
+        Owner { source_url: url.map(Url::to_string).unwrap_or_default(), agent: source.agent.clone() }
     }
 }
 

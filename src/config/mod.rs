@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use schema::{
-    AuthConfig, AuthKind, DaemonConfig, ExpiryField, FieldsConfig, LogFormat, ProbeConfig, RefreshConfig,
-    SourceConfig, ValidateConfig,
+    AssertionAudience, AuthConfig, AuthKind, ClientAuth, DaemonConfig, ExpiryField, FieldsConfig, Grant,
+    LogFormat, ProbeConfig, RefreshConfig, SourceConfig, SourceKind, ValidateConfig,
 };
 pub use sinks::{
     EnvFileSinkConfig, ExecSinkConfig, FileFormat, FileSinkConfig, FileTarget, KeyringBackend,

@@ -8,10 +8,56 @@ use url::Url;
 
 use super::values::{CronExpr, duration};
 
+/// Where the token comes from (DESIGN §3, §13).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// A current-token endpoint, as the seed's backend has.
+    #[default]
+    Endpoint,
+    /// An OAuth 2.0 authorization server's token endpoint.
+    Oauth2,
+}
+
+/// The OAuth 2.0 grant a `type = "oauth2"` source uses (RFC 6749 §6 and §4.4).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Grant {
+    /// A user's login, kept fresh by refresh tokens.
+    #[default]
+    RefreshToken,
+    /// A service's own token.
+    ClientCredentials,
+}
+
+/// How the client authenticates at the token endpoint (RFC 6749 §2.3, RFC 7523 §2.2).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    #[default]
+    None,
+    ClientSecretBasic,
+    ClientSecretPost,
+    PrivateKeyJwt,
+}
+
+/// The `aud` of a `private_key_jwt` client assertion.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AssertionAudience {
+    #[default]
+    TokenEndpoint,
+    Issuer,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
-    pub url: Url,
+    #[serde(rename = "type", default)]
+    pub kind: SourceKind,
+    /// The current-token endpoint (`type = "endpoint"`, which requires it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<Url>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
     #[serde(default = "defaults::timeout", with = "duration")]
@@ -28,6 +74,33 @@ pub struct SourceConfig {
     pub auth: Option<AuthConfig>,
     #[serde(default)]
     pub fields: FieldsConfig,
+    // `type = "oauth2"` (DESIGN §13); `check` refuses them with another type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<Grant>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint: Option<Url>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<Url>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<Url>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_auth: Option<ClientAuth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assertion_audience: Option<AssertionAudience>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "duration::option")]
+    pub default_lifetime: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -443,3 +443,67 @@ fn two_proxies_on_one_address_are_refused() {
     assert_eq!(key.as_deref(), Some("sink[1].listen"));
     assert!(message.contains("already where sink[0] listens"), "{message}");
 }
+
+#[test]
+fn an_oauth2_source_with_client_credentials_resolves() {
+    let text = "[source]\ntype = \"oauth2\"\ngrant = \"client_credentials\"\n\
+                token_endpoint = \"https://auth.example.com/oauth/token\"\nresource = \"https://mcp.example.com/mcp\"\n\
+                scope = \"calendar.read\"\nclient_id = \"host7\"\nclient_auth = \"private_key_jwt\"\n\
+                private_key_file = \"/etc/mcp-token-sync/key.pem\"\nkey_id = \"k1\"\ndefault_lifetime = \"1h\"\n";
+    let c = parse(text).unwrap();
+    assert_eq!(c.source.kind, SourceKind::Oauth2);
+    assert_eq!(c.source.grant, Some(Grant::ClientCredentials));
+    assert_eq!(c.source.client_auth, Some(ClientAuth::PrivateKeyJwt));
+    assert_eq!(c.source.default_lifetime, Some(Duration::from_secs(3600)));
+    assert!(c.source.url.is_none());
+}
+
+#[test]
+fn every_oauth2_combination_that_cannot_work_is_named_by_its_key_and_line() {
+    let cases: [(&str, &str, &str); 9] = [
+        ("type = \"oauth2\"\n", "source.token_endpoint", "token_endpoint, issuer or resource"),
+        ("type = \"oauth2\"\nissuer = \"http://auth.example.com\"\n", "source.issuer", "plain http"),
+        (
+            "type = \"oauth2\"\nissuer = \"https://a.example\"\nurl = \"https://b.example/t\"\n",
+            "source.url",
+            "only used with type = \"endpoint\"",
+        ),
+        (
+            "type = \"oauth2\"\ngrant = \"client_credentials\"\nissuer = \"https://a.example\"\nclient_auth = \"client_secret_basic\"\nclient_secret_file = \"/s\"\n",
+            "source.client_id",
+            "required",
+        ),
+        (
+            "type = \"oauth2\"\ngrant = \"client_credentials\"\nissuer = \"https://a.example\"\nclient_id = \"c\"\n",
+            "source.client_auth",
+            "authenticates",
+        ),
+        (
+            "type = \"oauth2\"\nissuer = \"https://a.example\"\nclient_id = \"c\"\nclient_auth = \"client_secret_post\"\n",
+            "source.client_secret_file",
+            "required",
+        ),
+        (
+            "type = \"oauth2\"\nissuer = \"https://a.example\"\nclient_id = \"c\"\nclient_auth = \"private_key_jwt\"\n",
+            "source.private_key_file",
+            "required",
+        ),
+        (
+            "issuer = \"https://a.example\"\nurl = \"https://b.example/t\"\n",
+            "source.issuer",
+            "only used with type = \"oauth2\"",
+        ),
+        (
+            "type = \"oauth2\"\nissuer = \"https://a.example\"\nkey_id = \"k\"\n",
+            "source.key_id",
+            "private_key_jwt",
+        ),
+    ];
+    for (keys, key, says) in cases {
+        let (found, line, message) = only_problem(&format!("[source]\n{keys}"));
+        assert_eq!(found.as_deref(), Some(key), "{keys}: {message}");
+        let in_file = keys.contains(&format!("{} =", key.trim_start_matches("source.")));
+        assert!(!in_file || line.is_some(), "{keys}: no line for {key}");
+        assert!(message.contains(says), "{keys}: {message}");
+    }
+}

@@ -33,6 +33,24 @@ pub(super) mod duration {
         let text = String::deserialize(d)?;
         parse(&text).map_err(serde::de::Error::custom)
     }
+
+    /// For an optional duration key.
+    pub(crate) mod option {
+        use std::time::Duration;
+
+        use serde::{Deserializer, Serializer};
+
+        pub(crate) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => super::serialize(d, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            super::deserialize(d).map(Some)
+        }
+    }
 }
 
 /// A file mode written as an octal string, e.g. `"0600"`.

@@ -5,6 +5,7 @@
 //! [`MAX_BODY_BYTES`] — and leaves the JSON to [`crate::validate`]; the live `probe` of rule 6
 //! uses the same client.
 
+pub(crate) mod oauth2;
 mod probe;
 
 use std::path::{Path, PathBuf};
@@ -57,10 +58,13 @@ pub enum FetchError {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("source.ca_file {path}: {reason}")]
-pub struct SetupError {
-    path: PathBuf,
-    reason: String,
+pub enum SetupError {
+    #[error("source.ca_file {path}: {reason}")]
+    CaFile { path: PathBuf, reason: String },
+    #[error("the HTTP client could not be set up: {0}")]
+    Client(String),
+    #[error("source type = \"oauth2\" is not built yet (issue 19); `check` accepts its keys")]
+    NotBuilt,
 }
 
 pub struct Source {
@@ -73,6 +77,7 @@ pub struct Source {
 impl Source {
     /// The client for `config.url` and the `probe`, which shares it.
     pub fn new(config: &SourceConfig, probe: Option<&ProbeConfig>) -> Result<Source, SetupError> {
+        let Some(url) = &config.url else { return Err(SetupError::NotBuilt) };
         let mut builder = Client::builder()
             .user_agent(USER_AGENT)
             .redirect(reqwest::redirect::Policy::none())
@@ -80,12 +85,12 @@ impl Source {
             .connect_timeout(config.timeout.min(MAX_CONNECT_TIMEOUT));
         // Plain http to loopback is checked for who listens (DESIGN §12); TLS proves it by the
         // certificate. One client serves both URLs, so a plain-http one has both checked.
-        if std::iter::once(&config.url).chain(probe.map(|p| &p.url)).any(|url| url.scheme() == "http") {
+        if std::iter::once(url).chain(probe.map(|p| &p.url)).any(|url| url.scheme() == "http") {
             builder =
                 builder.connector_layer(TrustLayer::new(Trust::new(&config.trust_uids, "source.trust_uids")));
         }
         if let Some(path) = &config.ca_file {
-            let fail = |reason: String| SetupError { path: path.clone(), reason };
+            let fail = |reason: String| SetupError::CaFile { path: path.clone(), reason };
             let pem = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| fail(e.to_string()))?;
             if certs.is_empty() {
@@ -95,9 +100,8 @@ impl Source {
                 builder = builder.add_root_certificate(cert);
             }
         }
-        let client =
-            builder.build().map_err(|e| SetupError { path: PathBuf::new(), reason: describe(&e) })?;
-        Ok(Source { client, url: config.url.clone(), timeout: config.timeout, auth: config.auth.clone() })
+        let client = builder.build().map_err(|e| SetupError::Client(describe(&e)))?;
+        Ok(Source { client, url: url.clone(), timeout: config.timeout, auth: config.auth.clone() })
     }
 
     pub async fn fetch(&self) -> Result<Answer, FetchError> {
