@@ -218,9 +218,7 @@ async fn answers_are_compact_lines_and_every_request_carries_the_session() {
 async fn a_lost_session_is_reopened_once_with_the_handshake_off_stdout() {
     let fake = FakeMcp::start().await;
     let mut bridge = Bridge::start(&[&fake.url()]);
-    bridge.send(&initialize(1));
-    tokio::task::block_in_place(|| bridge.answer(1, ANSWER));
-    bridge.send(&initialized());
+    tokio::task::block_in_place(|| bridge.open_session(ANSWER));
     bridge.send(&call_tool(2, "echo"));
     tokio::task::block_in_place(|| bridge.answer(2, ANSWER));
 
@@ -264,9 +262,7 @@ async fn what_is_not_json_rpc_is_refused_and_silence_is_given_up_on() {
         let refused = tokio::task::block_in_place(|| bridge.next(ANSWER));
         assert_eq!(refused["error"]["code"], code, "{line:?}: {refused}");
     }
-    bridge.send(&initialize(1));
-    tokio::task::block_in_place(|| bridge.answer(1, ANSWER));
-    bridge.send(&initialized());
+    tokio::task::block_in_place(|| bridge.open_session(ANSWER));
     // A REST API's JSON answer: `next` fails the test if it reaches stdout.
     bridge.send(&call_tool(2, "rest"));
     let unanswered = tokio::task::block_in_place(|| bridge.answer(2, ANSWER));
@@ -280,9 +276,7 @@ async fn what_is_not_json_rpc_is_refused_and_silence_is_given_up_on() {
 async fn a_tool_call_whose_connection_broke_is_not_sent_again() {
     let fake = FakeMcp::start().await;
     let mut bridge = Bridge::start(&[&fake.url()]);
-    bridge.send(&initialize(1));
-    tokio::task::block_in_place(|| bridge.answer(1, ANSWER));
-    bridge.send(&initialized());
+    tokio::task::block_in_place(|| bridge.open_session(ANSWER));
     bridge.send(&call_tool(2, "vanish"));
     let broke = tokio::task::block_in_place(|| bridge.answer(2, ANSWER));
     assert_eq!(broke["error"]["code"], -32000, "{broke}");
@@ -302,9 +296,7 @@ async fn stdin_closing_or_sigterm_ends_the_session_and_the_bridge() {
         let ending = format!("{ending} ({wiring:?})");
         let fake = FakeMcp::start().await;
         let mut bridge = Bridge::wired(wiring, &[&fake.url()]);
-        bridge.send(&initialize(1));
-        tokio::task::block_in_place(|| bridge.answer(1, ANSWER));
-        bridge.send(&initialized());
+        tokio::task::block_in_place(|| bridge.open_session(ANSWER));
         bridge.send(&call_tool(2, "echo"));
         tokio::task::block_in_place(|| bridge.answer(2, ANSWER));
         match ending.starts_with("SIGTERM") {
@@ -351,9 +343,7 @@ async fn a_stream_left_open_after_its_answer_holds_nothing_up() {
     let fake = FakeMcp::start().await;
     fake.linger();
     let mut bridge = Bridge::start(&[&fake.url()]);
-    bridge.send(&initialize(1));
-    tokio::task::block_in_place(|| bridge.answer(1, ANSWER));
-    bridge.send(&initialized());
+    tokio::task::block_in_place(|| bridge.open_session(ANSWER));
     bridge.send(&call_tool(2, "linger"));
     tokio::task::block_in_place(|| bridge.answer(2, ANSWER));
     bridge.send(&call_tool(3, "echo"));
@@ -371,9 +361,7 @@ async fn a_stream_left_open_after_its_answer_holds_nothing_up() {
 async fn what_the_sse_spec_says_to_ignore_is_ignored() {
     let fake = FakeMcp::start().await;
     let mut bridge = Bridge::start(&[&fake.url()]);
-    bridge.send(&initialize(1));
-    tokio::task::block_in_place(|| bridge.answer(1, ANSWER));
-    bridge.send(&initialized());
+    tokio::task::block_in_place(|| bridge.open_session(ANSWER));
     bridge.send(&call_tool(2, "quirky"));
     let answer = tokio::task::block_in_place(|| bridge.answer(2, ANSWER));
     assert_eq!(answer["result"]["content"][0]["text"], "two\nlines", "{answer}");

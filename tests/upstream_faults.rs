@@ -148,6 +148,53 @@ async fn a_401_sent_before_the_body_was_read_is_refreshed_and_replayed() {
     }
 }
 
+/// An upstream that resets a kept-alive connection when the next request arrives, unread (as a
+/// server does that closes a connection with bytes unread, or aborts it): the reset reaches the
+/// proxy through its read, and proves the request unread, so it goes again, POST included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_met_by_a_reset_is_sent_again_once() {
+    let backend = Backend::start().await;
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let bodies = seen.clone();
+    let upstream = raw_server(move |mut stream| {
+        let bodies = bodies.clone();
+        async move {
+            let mut answered = 0;
+            loop {
+                if answered == 1 {
+                    // The next request is here: reset the connection without reading it.
+                    if stream.readable().await.is_ok() {
+                        let _ = stream.set_zero_linger();
+                    }
+                    return;
+                }
+                let Some(head) = read_head(&mut stream).await else { return };
+                let body = String::from_utf8_lossy(&read_body(&mut stream, &head).await).into_owned();
+                bodies.lock().unwrap().push(body.clone());
+                let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                if stream.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+                answered += 1;
+            }
+        }
+    })
+    .await;
+    let (proxy, d) = proxy_to(&backend, upstream).await;
+    for round in 0..5 {
+        let body = format!("{{\"jsonrpc\":\"2.0\",\"id\":{round},\"method\":\"tools/call\"}}");
+        let reply = send(&proxy, post(&proxy, "/mcp", body.clone().into_bytes())).await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (200, body.as_str()),
+            "round {round}: {}",
+            d.daemon.output()
+        );
+    }
+    let bodies = seen.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 5, "a request ran twice, or not at all: {bodies:?}");
+}
+
 /// What an upstream that closes idle connections does to the requests sent on them.
 #[derive(Default)]
 struct Closing {

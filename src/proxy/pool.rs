@@ -96,7 +96,7 @@ impl Conn {
                         let reset = io.was_reset() || (reused && io.reset_within(wait_for_reset).await);
                         ExchangeError::Failed { error, reset }
                     }
-                    (None, None) => ExchangeError::Failed { error, reset: false },
+                    (None, None) => ExchangeError::Failed { reset: met_reset(&error), error },
                 })
             }
         }
@@ -167,6 +167,13 @@ impl Pool {
 
 /// Closes the connections idle for [`IDLE_TIMEOUT`] or longer: oldest first, they are all at
 /// the front.
+/// Whether hyper's read or write met a reset, when the connection (and its IO) is gone.
+fn met_reset(error: &hyper::Error) -> bool {
+    std::iter::successors(std::error::Error::source(error), |cause| cause.source())
+        .filter_map(|cause| cause.downcast_ref::<std::io::Error>())
+        .any(|e| e.kind() == std::io::ErrorKind::ConnectionReset)
+}
+
 fn drop_expired(idle: &mut Vec<(Conn, Instant)>, now: Instant) {
     let expired = idle.iter().take_while(|(_, since)| now - *since >= IDLE_TIMEOUT).count();
     idle.drain(..expired);

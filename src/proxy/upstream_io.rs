@@ -144,7 +144,14 @@ impl Read for UpstreamIo {
         cx: &mut Context<'_>,
         buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let result = std::task::ready!(Pin::new(&mut self.stream).poll_read(cx, buf));
+        // The read takes the reset off the socket: noted, or `was_reset` could not tell later.
+        if let Err(e) = &result
+            && e.kind() == io::ErrorKind::ConnectionReset
+        {
+            self.shared.reset.store(true, Ordering::Relaxed);
+        }
+        Poll::Ready(result)
     }
 }
 

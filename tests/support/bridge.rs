@@ -106,6 +106,14 @@ impl Bridge {
         }
     }
 
+    /// The host's handshake: `initialize` (id 1), its answer, `notifications/initialized`.
+    pub fn open_session(&mut self, limit: Duration) -> Value {
+        self.send(&initialize(1));
+        let answer = self.answer(1, limit);
+        self.send(&initialized());
+        answer
+    }
+
     /// Nothing more on stdout for `quiet`.
     pub fn assert_silent(&self, quiet: Duration) {
         if let Ok(line) = self.lines.recv_timeout(quiet) {
