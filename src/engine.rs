@@ -20,7 +20,7 @@ use crate::clock;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::schedule::{self, Fetched, LastFetch};
-use crate::source::{FetchError, ProbeError, Source};
+use crate::source::{Fetch, FetchError, ProbeError, Source};
 use crate::systemd::Watchdog;
 use crate::token::{CurrentToken, TokenState};
 use crate::validate::{self, Candidate, Rejection};
@@ -416,14 +416,21 @@ fn fetch_label(fetched: Fetched) -> &'static str {
 
 /// Fetch → validate (rules 1-5) → probe (rule 6).
 async fn fetch_validated(source: &Source, config: &Config) -> Result<Candidate, RefreshError> {
-    let answer = source.fetch().await?;
-    let candidate = validate::check_answer(
-        &answer.body,
-        answer.received_at,
-        &config.source.fields,
-        config.source.agent.as_deref(),
-        &config.validate,
-    )?;
+    let candidate = match source.fetch().await? {
+        Fetch::Answer(answer) => validate::check_answer(
+            &answer.body,
+            answer.received_at,
+            &config.source.fields,
+            config.source.agent.as_deref(),
+            &config.validate,
+        )?,
+        Fetch::Issued(issued) => validate::check_issued(
+            issued.access_token,
+            issued.expires_in.or(config.source.default_lifetime),
+            issued.received_at,
+            &config.validate,
+        )?,
+    };
     if let Some(probe) = &config.validate.probe {
         source.probe(probe, &candidate.token).await?;
     }

@@ -130,6 +130,24 @@ pub fn check_answer(
     Ok(Candidate { token, agent_name, expires_at })
 }
 
+/// Rules 3 and 5 for an OAuth 2.0 access token (DESIGN §13): `lifetime` is its `expires_in`,
+/// else `source.default_lifetime`, counted from `received_at`.
+pub fn check_issued(
+    mut access_token: zeroize::Zeroizing<String>,
+    lifetime: Option<Duration>,
+    received_at: SystemTime,
+    rules: &ValidateConfig,
+) -> Result<Candidate, Rejection> {
+    let expires_at = lifetime.and_then(|d| received_at.checked_add(d)).ok_or_else(|| {
+        Rejection::ExpiryMissing("expires_in (and no source.default_lifetime is set)".into())
+    })?;
+    check_expiry(expires_at, received_at, rules)?;
+    // Moved out, not copied: the only copy is the one `Token` zeroes.
+    let token = Token::new(std::mem::take(&mut *access_token));
+    check_token_text(token.expose())?;
+    Ok(Candidate { token, agent_name: None, expires_at })
+}
+
 /// Rule 3: 1..=4096 bytes of visible ASCII.
 pub fn check_token_text(token: &str) -> Result<(), Rejection> {
     if token.is_empty() {

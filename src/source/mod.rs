@@ -5,7 +5,7 @@
 //! [`MAX_BODY_BYTES`] — and leaves the JSON to [`crate::validate`]; the live `probe` of rule 6
 //! uses the same client.
 
-pub(crate) mod oauth2;
+pub mod oauth2;
 mod probe;
 
 use std::path::{Path, PathBuf};
@@ -55,6 +55,8 @@ pub enum FetchError {
     Status { url: Url, status: u16, hint: &'static str },
     #[error("the answer is larger than {} KiB; is source.url the token endpoint?", MAX_BODY_BYTES / 1024)]
     TooLarge,
+    #[error(transparent)]
+    OAuth2(oauth2::OAuth2Error),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,21 +65,43 @@ pub enum SetupError {
     CaFile { path: PathBuf, reason: String },
     #[error("the HTTP client could not be set up: {0}")]
     Client(String),
-    #[error("source type = \"oauth2\" is not built yet (issue 19); `check` accepts its keys")]
-    NotBuilt,
+    #[error("{0} (source type = \"oauth2\" is not all built yet: issue 19)")]
+    NotBuilt(&'static str),
 }
 
 pub struct Source {
     client: Client,
-    url: Url,
+    kind: Kind,
     timeout: Duration,
-    auth: Option<AuthConfig>,
+}
+
+enum Kind {
+    /// The current-token endpoint, and the credential it wants.
+    Endpoint {
+        url: Url,
+        auth: Option<AuthConfig>,
+    },
+    // Boxed: it holds the whole source config, the endpoint kind a URL.
+    OAuth2(Box<oauth2::OAuth2>),
+}
+
+/// What a fetch brought back, for validation.
+pub enum Fetch {
+    /// The current-token endpoint's answer (DESIGN §4 rules 1-5 apply to it).
+    Answer(Answer),
+    /// The token endpoint's access token (rules 3 and 5).
+    Issued(oauth2::token::Issued),
 }
 
 impl Source {
     /// The client for `config.url` and the `probe`, which shares it.
     pub fn new(config: &SourceConfig, probe: Option<&ProbeConfig>) -> Result<Source, SetupError> {
-        let Some(url) = &config.url else { return Err(SetupError::NotBuilt) };
+        // The URLs this client goes to that the config names.
+        let urls: Vec<&Url> = [&config.url, &config.token_endpoint, &config.issuer, &config.resource]
+            .into_iter()
+            .flatten()
+            .chain(probe.map(|p| &p.url))
+            .collect();
         let mut builder = Client::builder()
             .user_agent(USER_AGENT)
             .redirect(reqwest::redirect::Policy::none())
@@ -85,7 +109,7 @@ impl Source {
             .connect_timeout(config.timeout.min(MAX_CONNECT_TIMEOUT));
         // Plain http to loopback is checked for who listens (DESIGN §12); TLS proves it by the
         // certificate. One client serves both URLs, so a plain-http one has both checked.
-        if std::iter::once(url).chain(probe.map(|p| &p.url)).any(|url| url.scheme() == "http") {
+        if urls.iter().any(|url| url.scheme() == "http") {
             builder =
                 builder.connector_layer(TrustLayer::new(Trust::new(&config.trust_uids, "source.trust_uids")));
         }
@@ -101,15 +125,28 @@ impl Source {
             }
         }
         let client = builder.build().map_err(|e| SetupError::Client(describe(&e)))?;
-        Ok(Source { client, url: url.clone(), timeout: config.timeout, auth: config.auth.clone() })
+        let kind = match &config.url {
+            Some(url) => Kind::Endpoint { url: url.clone(), auth: config.auth.clone() },
+            None => Kind::OAuth2(Box::new(oauth2::OAuth2::new(config)?)),
+        };
+        Ok(Source { client, kind, timeout: config.timeout })
     }
 
-    pub async fn fetch(&self) -> Result<Answer, FetchError> {
-        let mut request = self.client.get(self.url.clone()).header(ACCEPT, "application/json");
-        if let Some(auth) = &self.auth {
+    pub async fn fetch(&self) -> Result<Fetch, FetchError> {
+        match &self.kind {
+            Kind::Endpoint { url, auth } => self.fetch_answer(url, auth.as_ref()).await.map(Fetch::Answer),
+            Kind::OAuth2(oauth2) => {
+                oauth2.fetch(&self.client).await.map(Fetch::Issued).map_err(FetchError::OAuth2)
+            }
+        }
+    }
+
+    async fn fetch_answer(&self, url: &Url, auth: Option<&AuthConfig>) -> Result<Answer, FetchError> {
+        let mut request = self.client.get(url.clone()).header(ACCEPT, "application/json");
+        if let Some(auth) = auth {
             request = authenticate(request, auth)?;
         }
-        let mut response = request.send().await.map_err(|e| self.request_error(&e))?;
+        let mut response = request.send().await.map_err(|e| self.request_error(url, &e))?;
         let status = response.status();
         if status.is_redirection() {
             let location = response
@@ -118,7 +155,7 @@ impl Source {
                 .and_then(|l| l.to_str().ok())
                 .map(|l| format!(" to {l}"))
                 .unwrap_or_default();
-            return Err(FetchError::Redirect { url: self.url.clone(), status: status.as_u16(), location });
+            return Err(FetchError::Redirect { url: url.clone(), status: status.as_u16(), location });
         }
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(FetchError::Unauthorized { status: status.as_u16() });
@@ -129,7 +166,7 @@ impl Source {
                 500..=599 => ": the backend is failing",
                 _ => "",
             };
-            return Err(FetchError::Status { url: self.url.clone(), status: status.as_u16(), hint });
+            return Err(FetchError::Status { url: url.clone(), status: status.as_u16(), hint });
         }
         if response.content_length().is_some_and(|len| len > MAX_BODY_BYTES as u64) {
             return Err(FetchError::TooLarge);
@@ -137,7 +174,7 @@ impl Source {
         // Reserved whole so the buffer never reallocates: a reallocation would leave an unzeroed
         // copy of the secret behind.
         let mut body = Zeroizing::new(Vec::with_capacity(MAX_BODY_BYTES));
-        while let Some(chunk) = response.chunk().await.map_err(|e| self.request_error(&e))? {
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.request_error(url, &e))? {
             if body.len() + chunk.len() > MAX_BODY_BYTES {
                 return Err(FetchError::TooLarge);
             }
@@ -146,13 +183,13 @@ impl Source {
         Ok(Answer { body, received_at: SystemTime::now() })
     }
 
-    fn request_error(&self, e: &reqwest::Error) -> FetchError {
+    fn request_error(&self, url: &Url, e: &reqwest::Error) -> FetchError {
         if let Some(untrusted) = crate::trust::untrusted(e) {
             FetchError::Untrusted(untrusted.to_string())
         } else if e.is_timeout() {
-            FetchError::Timeout { url: self.url.clone(), timeout: duration_display(self.timeout) }
+            FetchError::Timeout { url: url.clone(), timeout: duration_display(self.timeout) }
         } else {
-            FetchError::Request { url: self.url.clone(), reason: describe(e) }
+            FetchError::Request { url: url.clone(), reason: describe(e) }
         }
     }
 }

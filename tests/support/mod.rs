@@ -11,6 +11,7 @@ pub mod http;
 pub mod load;
 pub mod mcp;
 pub mod nginx;
+pub mod oauth;
 pub mod procfs;
 pub mod skip;
 pub mod squatter;

@@ -51,7 +51,7 @@ pub(crate) struct Presented {
 
 /// Why the client could not authenticate; names the key to fix.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ClientAuthError {
+pub enum ClientAuthError {
     #[error("source.client_secret_file {path}: {reason}")]
     Secret { path: PathBuf, reason: String },
     #[error("source.private_key_file {path}: {reason}")]

