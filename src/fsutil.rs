@@ -1,4 +1,5 @@
-//! Replacing a file atomically: the one write path for file sinks, env files and the state file.
+//! Replacing a file atomically: the one write path for file sinks, env files and the state file;
+//! and reading back a file only the daemon can have written.
 //!
 //! A reader opening the path sees the old content or the new, never a partial or empty file:
 //! the new content goes to a temporary file in the same directory (same filesystem, so the
@@ -65,6 +66,27 @@ pub(crate) fn write_atomic(
     fs::rename(&temp, path).map_err(io_error("rename a temporary file over", path))?;
     std::mem::forget(cleanup);
     sync_dir(dir)
+}
+
+/// The file's bytes, if it is one the daemon could have written: not a symlink, owned by the
+/// daemon's uid, writable by nobody else. Another user who can write in `state_dir` (a
+/// misconfigured directory) must not be able to plant the token the daemon restores and serves.
+pub(crate) fn read_own(path: &Path) -> std::io::Result<zeroize::Zeroizing<Vec<u8>>> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let mut file = OpenOptions::new().read(true).custom_flags(nix::libc::O_NOFOLLOW).open(path)?;
+    let meta = file.metadata()?;
+    let own = nix::unistd::geteuid().as_raw();
+    if meta.uid() != own || meta.mode() & 0o022 != 0 {
+        return Err(std::io::Error::other(format!(
+            "it belongs to uid {} with mode {:04o}, not to the daemon's uid {own} and writable by it alone",
+            meta.uid(),
+            meta.mode() & 0o7777
+        )));
+    }
+    let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(meta.len() as usize));
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// Removes `path` if it exists (a symlink is removed itself, not its target).

@@ -16,7 +16,6 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use url::Url;
-use zeroize::Zeroizing;
 
 use crate::clock;
 use crate::config::{Mode, Ownership, SourceConfig};
@@ -79,7 +78,7 @@ impl StateFile {
     /// What to start with: the saved token if it is ours and unexpired; `Expired` (to keep the
     /// version count) if it is ours but expired; else nothing.
     pub(crate) fn restore(&self, now: SystemTime) -> TokenState {
-        let bytes = match read_own(&self.path) {
+        let bytes = match fsutil::read_own(&self.path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == ErrorKind::NotFound => return TokenState::Empty,
             Err(e) => {
@@ -167,27 +166,6 @@ impl StateFile {
     }
 }
 
-/// The file's bytes, if it is one the daemon could have written: not a symlink, owned by the
-/// daemon's uid, writable by nobody else. Another user who can write in `state_dir` (a
-/// misconfigured directory) must not be able to plant the token the daemon restores and serves.
-fn read_own(path: &Path) -> std::io::Result<Zeroizing<Vec<u8>>> {
-    use std::io::Read;
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    let mut file = fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NOFOLLOW).open(path)?;
-    let meta = file.metadata()?;
-    let own = nix::unistd::geteuid().as_raw();
-    if meta.uid() != own || meta.mode() & 0o022 != 0 {
-        return Err(std::io::Error::other(format!(
-            "it belongs to uid {} with mode {:04o}, not to the daemon's uid {own} and writable by it alone",
-            meta.uid(),
-            meta.mode() & 0o7777
-        )));
-    }
-    let mut bytes = Zeroizing::new(Vec::with_capacity(meta.len() as usize));
-    file.read_to_end(&mut bytes)?;
-    Ok(bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -262,7 +240,7 @@ mod tests {
         }
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&file.path, &link).unwrap();
-        assert!(read_own(&link).is_err(), "a symlink is not followed");
+        assert!(fsutil::read_own(&link).is_err(), "a symlink is not followed");
     }
 
     #[test]

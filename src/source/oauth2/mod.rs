@@ -1,7 +1,7 @@
 //! `[source] type = "oauth2"` (DESIGN §13): the daemon as the host's only OAuth 2.0 client for
 //! its token. One file per concern, each opening with its RFC: `client_auth` (RFC 6749 §2.3,
 //! RFC 7523), `discovery` (RFC 8414, OpenID Connect Discovery), `token` (RFC 6749 §3.2, §5;
-//! RFC 8707).
+//! RFC 8707), and `store` (where the refresh token lives, and the lock every refresher takes).
 //!
 //! Work in progress (issue 19): `grant = "client_credentials"` with `token_endpoint` or
 //! `issuer` works; the refresh-token grant with its rotation store, discovery from `resource`
@@ -11,6 +11,7 @@
 
 pub mod client_auth;
 mod discovery;
+pub(crate) mod store;
 pub mod token;
 
 use tokio::sync::OnceCell;

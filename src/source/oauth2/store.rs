@@ -1,0 +1,156 @@
+//! Where the refresh token lives (DESIGN §13, "Rotation"): `oauth2.json` in `state_dir`, owner-only
+//! (0600), replaced atomically and fsync'd with its directory, and `oauth2.lock`, whose exclusive
+//! lock (flock(2)) a refresher holds from reading the stored tokens until it has stored what the
+//! server answered. A second daemon on the same directory, `once` and `login` take the same
+//! lock, so a rotating refresh token is presented once and its successor is on disk before
+//! anyone can present the next one.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::config::{Mode, Ownership};
+use crate::fsutil;
+
+const STORE: &str = "oauth2.json";
+const LOCK: &str = "oauth2.lock";
+
+/// What is stored. The tokens are zeroed when it is dropped.
+#[derive(Default, Serialize, Deserialize)]
+pub(crate) struct Stored {
+    /// The refresh token to present next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// The server refused `refresh_token` (`invalid_grant`): kept, shown as refused, never
+    /// presented again until a login or a new seed replaces it.
+    #[serde(default)]
+    pub refused: bool,
+    /// When the refresh token was last replaced (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_at: Option<u64>,
+    /// The access token last issued, and when it expires (Unix seconds): a holder that finds a
+    /// newer one here adopts it instead of refreshing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_expires_at: Option<u64>,
+    /// The SHA-256 (hex) of `refresh_token_file` when it last seeded the store: a changed file
+    /// seeds again, an unchanged one does not override a rotated token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<String>,
+}
+
+impl Drop for Stored {
+    fn drop(&mut self) {
+        self.refresh_token.zeroize();
+        self.access_token.zeroize();
+    }
+}
+
+/// Why the store could not be used; names the file.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoreError {
+    #[error("cannot lock {path}: {reason}")]
+    Lock { path: PathBuf, reason: String },
+    #[error("cannot read {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Write(#[from] fsutil::WriteError),
+}
+
+/// The store in one `state_dir`.
+pub(crate) struct Store {
+    dir: PathBuf,
+}
+
+/// The store, held exclusively until dropped.
+pub(crate) struct Locked {
+    _lock: Flock<File>,
+    path: PathBuf,
+}
+
+impl Store {
+    pub fn new(state_dir: &Path) -> Store {
+        Store { dir: state_dir.to_owned() }
+    }
+
+    /// Waits for the exclusive lock (on a blocking thread: flock(2) blocks).
+    pub async fn lock(&self) -> Result<Locked, StoreError> {
+        let lock_path = self.dir.join(LOCK);
+        let path = self.dir.join(STORE);
+        let fail = |reason: String| StoreError::Lock { path: lock_path.clone(), reason };
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&lock_path)
+            .map_err(|e| fail(e.to_string()))?;
+        let lock = tokio::task::spawn_blocking(move || Flock::lock(file, FlockArg::LockExclusive))
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .map_err(|(_, errno)| fail(errno.to_string()))?;
+        Ok(Locked { _lock: lock, path })
+    }
+}
+
+impl Locked {
+    /// What is stored; nothing yet is the default. Only a file the daemon's uid alone can
+    /// write is read (`fsutil::read_own`).
+    pub fn read(&self) -> Result<Stored, StoreError> {
+        let fail = |reason: String| StoreError::Read { path: self.path.clone(), reason };
+        match fsutil::read_own(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| fail(e.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Stored::default()),
+            Err(e) => Err(fail(e.to_string())),
+        }
+    }
+
+    /// Replaces what is stored: on disk, fsync'd, before this returns.
+    pub fn write(&self, stored: &Stored) -> Result<(), StoreError> {
+        let bytes = Zeroizing::new(serde_json::to_vec(stored).expect("the store serializes"));
+        fsutil::write_atomic(&self.path, &bytes, Mode(0o600), Ownership::default())?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn what_is_written_is_read_back_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let locked = store.lock().await.unwrap();
+        assert!(locked.read().unwrap().refresh_token.is_none());
+        let mut stored = Stored::default();
+        stored.refresh_token = Some("rt-1".into());
+        stored.rotated_at = Some(7);
+        locked.write(&stored).unwrap();
+        let back = locked.read().unwrap();
+        assert_eq!((back.refresh_token.as_deref(), back.rotated_at), (Some("rt-1"), Some(7)));
+        let mode = std::fs::metadata(dir.path().join(STORE)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[tokio::test]
+    async fn one_holder_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = (Store::new(dir.path()), Store::new(dir.path()));
+        let held = first.lock().await.unwrap();
+        let waiting = tokio::spawn(async move { second.lock().await.map(drop) });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "two holders at once");
+        drop(held);
+        tokio::time::timeout(Duration::from_secs(10), waiting).await.unwrap().unwrap().unwrap();
+    }
+}
