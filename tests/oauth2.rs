@@ -10,14 +10,18 @@ use support::oauth::Provider;
 /// `once` with an oauth2 source described by `keys`, writing the token to a file: (exit ok,
 /// the file's content, everything the verb printed).
 fn once(p: &Provider, keys: &str) -> (bool, Option<String>, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("token");
-    let config = dir.path().join("config.toml");
+    once_in(&tempfile::tempdir().unwrap().keep(), p, keys)
+}
+
+/// `once` with its state_dir (and config and token file) in `dir`.
+fn once_in(dir: &std::path::Path, p: &Provider, keys: &str) -> (bool, Option<String>, String) {
+    let file = dir.join(format!("token-{}", rand_suffix()));
+    let config = dir.join(format!("config-{}.toml", rand_suffix()));
     let text = format!(
         "[source]\ntype = \"oauth2\"\nissuer = \"{}\"\nresource = \"https://mcp.example.com/mcp\"\nscope = \"calendar\"\n{keys}\n\
          [daemon]\nstate_dir = \"{}\"\n\n{}",
         p.issuer,
-        dir.path().display(),
+        dir.display(),
         support::file_sink(&file, "raw")
     );
     std::fs::write(&config, text).unwrap();
@@ -73,4 +77,85 @@ fn a_refused_client_is_named_by_the_rfc_6749_code_and_nothing_is_published() {
     assert!(token.is_none(), "a token was published");
     assert!(output.contains("invalid_client"), "{output}");
     assert!(!output.contains("not-the-secret"), "{output}");
+}
+
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+const RESOURCE: &str = "https://mcp.example.com/mcp";
+
+/// The refresh-token grant (oidc-provider rotates a public client's refresh token at every use
+/// and revokes the grant when a spent one comes back): seeded by refresh_token_file, the
+/// successor stored before anything is published, the seed not presented again.
+#[test]
+fn a_seeded_refresh_token_rotates_and_its_successor_is_what_goes_next() {
+    let p = Provider::start(300);
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("seed");
+    std::fs::write(&seed, p.refresh_token(RESOURCE)).unwrap();
+    let keys = format!("client_id = \"host-public\"\nrefresh_token_file = \"{}\"\n", seed.display());
+    let mut tokens = Vec::new();
+    for round in 0..3 {
+        let (ok, token, output) = once_in(dir.path(), &p, &keys);
+        assert!(ok, "round {round}:\n{output}");
+        assert!(!output.contains("invalid_grant"), "round {round}:\n{output}");
+        tokens.push(token.unwrap());
+        // Another holder's access token is adopted only if newer than this process's, and each
+        // `once` is a new process: force a refresh by forgetting the stored access token.
+        let store = dir.path().join("oauth2.json");
+        let mut stored: serde_json::Value = serde_json::from_slice(&std::fs::read(&store).unwrap()).unwrap();
+        assert_ne!(
+            stored["refresh_token"].as_str(),
+            Some(std::fs::read_to_string(&seed).unwrap().trim()),
+            "not rotated"
+        );
+        stored.as_object_mut().unwrap().remove("access_token");
+        std::fs::write(&store, serde_json::to_vec(&stored).unwrap()).unwrap();
+    }
+    tokens.dedup();
+    assert_eq!(tokens.len(), 3, "each round got a new access token");
+}
+
+/// Several holders on one state_dir at once (a second daemon, repeated `once`): one refreshes,
+/// the others adopt what it stored; no refresh token is presented twice.
+#[test]
+fn holders_at_once_on_one_state_dir_never_spend_a_refresh_token_twice() {
+    let p = Provider::start(300);
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("seed");
+    std::fs::write(&seed, p.refresh_token(RESOURCE)).unwrap();
+    let keys = format!("client_id = \"host-public\"\nrefresh_token_file = \"{}\"\n", seed.display());
+    let results: Vec<(bool, Option<String>, String)> = std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..5).map(|_| scope.spawn(|| once_in(dir.path(), &p, &keys))).collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    for (ok, _, output) in &results {
+        assert!(*ok && !output.contains("invalid_grant"), "{output}");
+    }
+    let mut tokens: Vec<_> = results.into_iter().map(|(_, token, _)| token.unwrap()).collect();
+    tokens.sort();
+    tokens.dedup();
+    assert_eq!(tokens.len(), 1, "all five adopted the one refresh's access token");
+}
+
+/// A refresh token the server refuses (`invalid_grant`): named, kept and marked refused, and
+/// not presented again; `once` says to log in.
+#[test]
+fn a_refused_refresh_token_is_kept_marked_and_not_presented_again() {
+    let p = Provider::start(300);
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("seed");
+    std::fs::write(&seed, "not-a-refresh-token-the-server-knows").unwrap();
+    let keys = format!("client_id = \"host-public\"\nrefresh_token_file = \"{}\"\n", seed.display());
+    let (ok, token, output) = once_in(dir.path(), &p, &keys);
+    assert!(!ok && token.is_none(), "{output}");
+    assert!(output.contains("invalid_grant") && output.contains("mcp-token-sync login"), "{output}");
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("oauth2.json")).unwrap()).unwrap();
+    assert_eq!(stored["refused"], true, "{stored}");
+    let (ok, _, output) = once_in(dir.path(), &p, &keys);
+    assert!(!ok && output.contains("was refused") && !output.contains("invalid_grant"), "{output}");
 }

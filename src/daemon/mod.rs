@@ -60,7 +60,7 @@ pub struct Parts {
 
 impl Parts {
     pub fn build(config: Config) -> Result<Parts, BuildError> {
-        let source = Source::new(&config.source, config.validate.probe.as_ref())?;
+        let source = Source::new(&config.source, config.validate.probe.as_ref(), &config.daemon.state_dir)?;
         let mut sinks = Vec::new();
         for (index, sink) in config.sinks.iter().enumerate() {
             let built = match sink {

@@ -95,7 +95,11 @@ pub enum Fetch {
 
 impl Source {
     /// The client for `config.url` and the `probe`, which shares it.
-    pub fn new(config: &SourceConfig, probe: Option<&ProbeConfig>) -> Result<Source, SetupError> {
+    pub fn new(
+        config: &SourceConfig,
+        probe: Option<&ProbeConfig>,
+        state_dir: &Path,
+    ) -> Result<Source, SetupError> {
         // The URLs this client goes to that the config names.
         let urls: Vec<&Url> = [&config.url, &config.token_endpoint, &config.issuer, &config.resource]
             .into_iter()
@@ -127,7 +131,7 @@ impl Source {
         let client = builder.build().map_err(|e| SetupError::Client(describe(&e)))?;
         let kind = match &config.url {
             Some(url) => Kind::Endpoint { url: url.clone(), auth: config.auth.clone() },
-            None => Kind::OAuth2(Box::new(oauth2::OAuth2::new(config)?)),
+            None => Kind::OAuth2(Box::new(oauth2::OAuth2::new(config, state_dir)?)),
         };
         Ok(Source { client, kind, timeout: config.timeout })
     }

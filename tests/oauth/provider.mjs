@@ -101,6 +101,31 @@ const provider = new Provider(issuer, {
 });
 provider.proxy = false;
 
+// For the tests of the refresh path without a login: POST /test/refresh-token?resource=R mints
+// a refresh token for `host-public`, as a login would (a grant for alice with offline_access
+// and the resource's calendar scope). The login flows are tested through their own pages.
+provider.use(async (ctx, next) => {
+  if (ctx.method !== 'POST' || ctx.path !== '/test/refresh-token') {
+    await next();
+    return;
+  }
+  const resource = ctx.query.resource;
+  const client = await provider.Client.find('host-public');
+  const grant = new provider.Grant({ accountId: 'alice', clientId: client.clientId });
+  grant.addOIDCScope('openid offline_access');
+  if (resource) grant.addResourceScope(resource, 'calendar');
+  const grantId = await grant.save();
+  const token = new provider.RefreshToken({
+    client,
+    accountId: 'alice',
+    grantId,
+    gty: 'authorization_code',
+    scope: resource ? 'openid offline_access calendar' : 'openid offline_access',
+    ...(resource ? { resource } : {}),
+  });
+  ctx.body = { refresh_token: await token.save() };
+});
+
 provider.listen(Number(port), '127.0.0.1', () => {
   console.log(`ready ${issuer}`);
 });

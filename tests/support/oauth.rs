@@ -52,6 +52,18 @@ impl Provider {
         path
     }
 
+    /// A refresh token for the public client `host-public`, as a login for `resource` gives one
+    /// (minted by the test route of provider.mjs).
+    pub fn refresh_token(&self, resource: &str) -> String {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-X", "POST", &format!("{}/test/refresh-token?resource={resource}", self.issuer)])
+            .output()
+            .expect("curl is installed");
+        let answer: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("the provider answers JSON");
+        answer["refresh_token"].as_str().expect("a refresh token").to_owned()
+    }
+
     /// The PEM private key of the `service-rsa` (`"rsa"`) or `service-ec` (`"ec"`) client.
     pub fn key_file(&self, kind: &str) -> PathBuf {
         self.dir.path().join(format!("{kind}.pem"))

@@ -3,14 +3,14 @@
 //! RFC 7523), `discovery` (RFC 8414, OpenID Connect Discovery), `token` (RFC 6749 §3.2, §5;
 //! RFC 8707), and `store` (where the refresh token lives, and the lock every refresher takes).
 //!
-//! Work in progress (issue 19): `grant = "client_credentials"` with `token_endpoint` or
-//! `issuer` works; the refresh-token grant with its rotation store, discovery from `resource`
-//! (RFC 9728) and the login flows follow, and are refused at start until then; what they
-//! will use is unused meanwhile.
+//! Work in progress (issue 19): both grants with `token_endpoint` or `issuer` work, the refresh
+//! token seeded by `refresh_token_file` and rotated under the store's lock (`rotation`);
+//! discovery from `resource` (RFC 9728), `needs_login` as a state and the login flows follow.
 #![allow(dead_code)]
 
 pub mod client_auth;
 mod discovery;
+mod rotation;
 pub(crate) mod store;
 pub mod token;
 
@@ -27,6 +27,11 @@ pub(crate) struct OAuth2 {
     config: SourceConfig,
     /// `token_endpoint` as configured, or as the issuer's metadata names it.
     token_endpoint: OnceCell<Url>,
+    /// Where the refresh token lives.
+    store: store::Store,
+    /// When the access token this process last got expires (Unix seconds): an older one in
+    /// the store is not adopted.
+    last_expiry: std::sync::Mutex<Option<u64>>,
 }
 
 /// Why the token endpoint issued no token.
@@ -36,18 +41,37 @@ pub enum OAuth2Error {
     Token(#[from] TokenError),
     #[error(transparent)]
     Discovery(#[from] discovery::DiscoveryError),
+    /// The store in state_dir could not be used (its message names the file).
+    #[error("{0}")]
+    Store(String),
+    #[error("{0}")]
+    Seed(String),
+    /// No refresh token to present (DESIGN §13 `needs_login`).
+    #[error("{}; run `mcp-token-sync login`", if *refused { "the stored refresh token was refused" } else { "no refresh token is held" })]
+    NeedsLogin { refused: bool },
+    /// The server refused the refresh token (`invalid_grant`): it is kept, marked refused.
+    #[error("{0}; the refresh token is kept, marked refused: run `mcp-token-sync login`")]
+    Refused(TokenError),
+}
+
+impl From<store::StoreError> for OAuth2Error {
+    fn from(e: store::StoreError) -> OAuth2Error {
+        OAuth2Error::Store(e.to_string())
+    }
 }
 
 impl OAuth2 {
-    pub fn new(config: &SourceConfig) -> Result<OAuth2, SetupError> {
-        if config.grant.unwrap_or_default() == Grant::RefreshToken {
-            return Err(SetupError::NotBuilt("grant = \"refresh_token\""));
-        }
+    pub fn new(config: &SourceConfig, state_dir: &std::path::Path) -> Result<OAuth2, SetupError> {
         if config.token_endpoint.is_none() && config.issuer.is_none() {
             return Err(SetupError::NotBuilt("finding the authorization server from resource alone"));
         }
         let token_endpoint = OnceCell::new_with(config.token_endpoint.clone());
-        Ok(OAuth2 { config: config.clone(), token_endpoint })
+        Ok(OAuth2 {
+            config: config.clone(),
+            token_endpoint,
+            store: store::Store::new(state_dir),
+            last_expiry: std::sync::Mutex::new(None),
+        })
     }
 
     /// A token from the token endpoint, by the configured grant.
@@ -67,6 +91,11 @@ impl OAuth2 {
             scope: self.config.scope.as_deref(),
             timeout: self.config.timeout,
         };
-        Ok(token::request(http, &target, &client, token::Grant::ClientCredentials).await?)
+        match self.config.grant.unwrap_or_default() {
+            Grant::ClientCredentials => {
+                Ok(token::request(http, &target, &client, token::Grant::ClientCredentials).await?)
+            }
+            Grant::RefreshToken => self.refresh(http, &target, &client).await,
+        }
     }
 }

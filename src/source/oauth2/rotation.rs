@@ -1,0 +1,112 @@
+//! A refresh that never loses the chain (DESIGN §13, "Rotation"; RFC 6749 §6 and §10.4, OAuth
+//! 2.0 Security BCP §4.14): the store's lock is held from reading the refresh token to storing
+//! its successor, so no two holders (daemons, `once`, `login`) present one refresh token; the
+//! successor is on disk, fsync'd, before the access token goes anywhere; an access token
+//! another holder stored meanwhile is adopted rather than refreshed again (servers that revoke
+//! the previous access token at each rotation would otherwise have holders kill each other's).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use super::client_auth::ClientAuthentication;
+use super::store::{Locked, Stored};
+use super::token::{self, Issued, Target};
+use super::{OAuth2, OAuth2Error};
+
+impl OAuth2 {
+    /// An access token by the refresh-token grant, the lock held throughout.
+    pub(super) async fn refresh(
+        &self,
+        http: &reqwest::Client,
+        target: &Target<'_>,
+        client: &ClientAuthentication,
+    ) -> Result<Issued, OAuth2Error> {
+        let locked = self.store.lock().await?;
+        let mut stored = locked.read()?;
+        self.seed(&locked, &mut stored)?;
+        if let Some(adopted) = self.adopt(&stored) {
+            return Ok(adopted);
+        }
+        let refresh_token = match (&stored.refresh_token, stored.refused) {
+            (Some(token), false) => Zeroizing::new(token.clone()),
+            (Some(_), true) => return Err(OAuth2Error::NeedsLogin { refused: true }),
+            (None, _) => return Err(OAuth2Error::NeedsLogin { refused: false }),
+        };
+        match token::request(http, target, client, token::Grant::RefreshToken(&refresh_token)).await {
+            Ok(issued) => {
+                if let Some(successor) = &issued.refresh_token {
+                    stored.refresh_token = Some(successor.to_string());
+                    stored.rotated_at = Some(unix(SystemTime::now()));
+                }
+                let expires_at = issued
+                    .expires_in
+                    .or(self.config.default_lifetime)
+                    .and_then(|lifetime| issued.received_at.checked_add(lifetime));
+                stored.access_token = Some(issued.access_token.to_string());
+                stored.access_expires_at = expires_at.map(unix);
+                locked.write(&stored)?;
+                *self.lock_last() = stored.access_expires_at;
+                Ok(issued)
+            }
+            Err(refused) if refused.is_invalid_grant() => {
+                // Kept, marked: a refused token is evidence, and never presented again.
+                stored.refused = true;
+                locked.write(&stored)?;
+                Err(OAuth2Error::Refused(refused))
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// `refresh_token_file` seeds the store when it holds no refresh token, or when the file
+    /// changed since it last did; otherwise the stored (maybe rotated) token wins.
+    fn seed(&self, locked: &Locked, stored: &mut Stored) -> Result<(), OAuth2Error> {
+        let Some(path) = &self.config.refresh_token_file else { return Ok(()) };
+        let text =
+            Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+                OAuth2Error::Seed(format!("source.refresh_token_file {}: {e}", path.display()))
+            })?);
+        let seed = text.trim();
+        if seed.is_empty() {
+            return Err(OAuth2Error::Seed(format!("source.refresh_token_file {} is empty", path.display())));
+        }
+        let digest = format!("{:x}", Sha256::digest(seed.as_bytes()));
+        if stored.refresh_token.is_some() && stored.seed.as_deref() == Some(digest.as_str()) {
+            return Ok(());
+        }
+        stored.refresh_token = Some(seed.to_owned());
+        stored.refused = false;
+        stored.seed = Some(digest);
+        stored.rotated_at = Some(unix(SystemTime::now()));
+        locked.write(stored)?;
+        Ok(())
+    }
+
+    /// The access token another holder stored, if it is newer than this process's last one
+    /// and still valid.
+    fn adopt(&self, stored: &Stored) -> Option<Issued> {
+        let (token, expires_at) = (stored.access_token.as_ref()?, stored.access_expires_at?);
+        let now = SystemTime::now();
+        let mut last = self.lock_last();
+        if last.is_some_and(|ours| ours >= expires_at) || expires_at <= unix(now) {
+            return None;
+        }
+        *last = Some(expires_at);
+        Some(Issued {
+            access_token: Zeroizing::new(token.clone()),
+            expires_in: Some(Duration::from_secs(expires_at - unix(now))),
+            refresh_token: None,
+            received_at: now,
+        })
+    }
+
+    fn lock_last(&self) -> std::sync::MutexGuard<'_, Option<u64>> {
+        self.last_expiry.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn unix(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+}
