@@ -56,7 +56,7 @@ pub enum FetchError {
     #[error("the answer is larger than {} KiB; is source.url the token endpoint?", MAX_BODY_BYTES / 1024)]
     TooLarge,
     #[error(transparent)]
-    OAuth2(oauth2::OAuth2Error),
+    OAuth2(Box<oauth2::OAuth2Error>),
 }
 
 #[derive(Debug, thiserror::Error)]
