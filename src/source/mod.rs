@@ -139,9 +139,11 @@ impl Source {
     pub async fn fetch(&self) -> Result<Fetch, FetchError> {
         match &self.kind {
             Kind::Endpoint { url, auth } => self.fetch_answer(url, auth.as_ref()).await.map(Fetch::Answer),
-            Kind::OAuth2(oauth2) => {
-                oauth2.fetch(&self.client).await.map(Fetch::Issued).map_err(FetchError::OAuth2)
-            }
+            Kind::OAuth2(oauth2) => oauth2
+                .fetch(&self.client)
+                .await
+                .map(Fetch::Issued)
+                .map_err(|e| FetchError::OAuth2(Box::new(e))),
         }
     }
 
