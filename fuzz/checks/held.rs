@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 pub fn holding(token: &str, sinks: &str) -> (Arc<Config>, EngineHandle, Arc<Metrics>) {
     let text = format!("[source]\nurl = \"http://127.0.0.1:9/current-token/\"\n\n{sinks}");
     let config = Arc::new(Config::parse(&text, Path::new("fuzz.toml"), &Environment::default()).unwrap());
-    let source = Source::new(&config.source, None).unwrap();
+    let source = Source::new(&config.source, None, &config.daemon.state_dir).unwrap();
     let now = SystemTime::now();
     let held = TokenState::Valid(Arc::new(CurrentToken::new(
         Token::new(token.to_owned()),
