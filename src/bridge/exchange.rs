@@ -33,7 +33,8 @@ pub(crate) struct Delivery {
     /// For `initialize`: the answer's `result.protocolVersion` is wanted.
     wants_version: bool,
     pub answered: bool,
-    pub protocol_version: Option<String>,
+    /// For `initialize`: the negotiated version, as the header later requests carry.
+    pub protocol_version: Option<HeaderValue>,
 }
 
 impl Delivery {
@@ -68,8 +69,6 @@ impl Delivery {
                 );
                 return;
             }
-        }
-        if self.awaited.is_some() && message.answers() == self.awaited.as_deref() {
             self.answered = true;
             if self.wants_version {
                 self.protocol_version = negotiated_version(&message.line);
@@ -82,8 +81,8 @@ impl Delivery {
     }
 }
 
-/// `result.protocolVersion` of an initialize answer.
-fn negotiated_version(line: &str) -> Option<String> {
+/// `result.protocolVersion` of an initialize answer, as a header value.
+fn negotiated_version(line: &str) -> Option<HeaderValue> {
     #[derive(serde::Deserialize)]
     struct Answer {
         result: Option<Result_>,
@@ -93,7 +92,7 @@ fn negotiated_version(line: &str) -> Option<String> {
         #[serde(rename = "protocolVersion")]
         protocol_version: String,
     }
-    serde_json::from_str::<Answer>(line).ok()?.result.map(|r| r.protocol_version)
+    HeaderValue::from_str(&serde_json::from_str::<Answer>(line).ok()?.result?.protocol_version).ok()
 }
 
 impl Bridge {
@@ -121,9 +120,7 @@ impl Bridge {
         let failure = match result {
             Ok(Posted::Done { status, session_id }) => {
                 if initializing && delivery.answered {
-                    let version =
-                        delivery.protocol_version.as_deref().and_then(|v| HeaderValue::from_str(v).ok());
-                    self.session.begin(session_id, version);
+                    self.session.begin(session_id, delivery.protocol_version.clone());
                     self.stop_stream();
                 }
                 if message.method() == Some("notifications/initialized") {
@@ -265,8 +262,7 @@ impl Bridge {
             Ok(Posted::SessionGone) => unreachable!("initialize carries no session id"),
             Err(failure) => return Err(fail(failure)),
         };
-        let version = delivery.protocol_version.as_deref().and_then(|v| HeaderValue::from_str(v).ok());
-        let reopened = self.session.begin(session_id, version);
+        let reopened = self.session.begin(session_id, delivery.protocol_version);
         debug!(generation = reopened.generation, "the MCP server lost the session; a new one is open");
         if let Some(initialized) = &handshake.initialized {
             match self.post(initialized, &reopened, &mut Delivery::new(None, initialized)).await {

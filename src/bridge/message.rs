@@ -126,14 +126,6 @@ impl Message {
         }
     }
 
-    /// The id of the request this answers, if it is an answer.
-    pub fn answers(&self) -> Option<&str> {
-        match &self.kind {
-            Kind::Response { id } => id.as_deref(),
-            _ => None,
-        }
-    }
-
     /// The error answer (code -32000, MCP's server-error range) to the request with JSON id `id`;
     /// `http_status` goes in `data` when the failure had one.
     pub fn error_answer(id: &str, message: &str, http_status: Option<u16>) -> String {
