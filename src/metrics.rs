@@ -88,6 +88,7 @@ pub struct Metrics {
     registry: Registry,
     fetches: Family<ResultLabel, Counter>,
     consecutive_failures: Gauge,
+    needs_login: Gauge,
     last_success: FloatGauge,
     token_version: Gauge,
     token_valid: Gauge,
@@ -120,6 +121,7 @@ impl Metrics {
             registry: Registry::default(),
             fetches: Family::default(),
             consecutive_failures: Gauge::default(),
+            needs_login: Gauge::default(),
             last_success: FloatGauge::default(),
             token_version: Gauge::default(),
             token_valid: Gauge::default(),
@@ -143,6 +145,11 @@ impl Metrics {
             "consecutive_failures",
             "Failed fetches since the last success",
             m.consecutive_failures.clone(),
+        );
+        registry.register(
+            "needs_login",
+            "1 while only `mcp-token-sync login` can get a token (an oauth2 source without a usable refresh token)",
+            m.needs_login.clone(),
         );
         registry.register(
             "last_success_timestamp_seconds",
@@ -220,6 +227,11 @@ impl Metrics {
         self.fetches.get_or_create(&ResultLabel { result }).inc();
         self.consecutive_failures.set(consecutive_failures.into());
         self.last_success.set(last_success.map_or(0.0, seconds));
+    }
+
+    /// Whether only a login can get a token now (DESIGN §13 `needs_login`).
+    pub fn needs_login(&self, needed: bool) {
+        self.needs_login.set(needed.into());
     }
 
     /// The held token changed: its version, and its expiry while it is valid.

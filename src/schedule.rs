@@ -29,6 +29,9 @@ pub enum LastFetch {
     SameToken { at: SystemTime, expires_at: SystemTime },
     /// `consecutive` failed fetches (validation failures included), the last at `at`.
     Failed { at: SystemTime, consecutive: u32, succeeded_before: bool },
+    /// Failed because only a login helps (DESIGN §13 `needs_login`): asking again sooner than
+    /// `backoff_max` would only repeat the refusal.
+    NeedsLogin { at: SystemTime, consecutive: u32, succeeded_before: bool },
 }
 
 /// What one fetch found, as the schedule needs to know it.
@@ -37,6 +40,7 @@ pub enum Fetched {
     NewToken { expires_at: SystemTime },
     SameToken { expires_at: SystemTime },
     Failed,
+    NeedsLogin,
 }
 
 impl LastFetch {
@@ -46,13 +50,14 @@ impl LastFetch {
             LastFetch::First { at, .. }
             | LastFetch::NewToken { at, .. }
             | LastFetch::SameToken { at, .. }
-            | LastFetch::Failed { at, .. } => Some(at),
+            | LastFetch::Failed { at, .. }
+            | LastFetch::NeedsLogin { at, .. } => Some(at),
         }
     }
 
     pub fn consecutive_failures(&self) -> u32 {
         match *self {
-            LastFetch::Failed { consecutive, .. } => consecutive,
+            LastFetch::Failed { consecutive, .. } | LastFetch::NeedsLogin { consecutive, .. } => consecutive,
             _ => 0,
         }
     }
@@ -62,12 +67,17 @@ impl LastFetch {
     pub fn then(&self, fetched: Fetched, at: SystemTime) -> LastFetch {
         let succeeded_before = match *self {
             LastFetch::Never => false,
-            LastFetch::Failed { succeeded_before, .. } => succeeded_before,
+            LastFetch::Failed { succeeded_before, .. } | LastFetch::NeedsLogin { succeeded_before, .. } => {
+                succeeded_before
+            }
             LastFetch::First { .. } | LastFetch::NewToken { .. } | LastFetch::SameToken { .. } => true,
         };
         match fetched {
             Fetched::Failed => {
                 LastFetch::Failed { at, consecutive: self.consecutive_failures() + 1, succeeded_before }
+            }
+            Fetched::NeedsLogin => {
+                LastFetch::NeedsLogin { at, consecutive: self.consecutive_failures() + 1, succeeded_before }
             }
             Fetched::NewToken { expires_at } | Fetched::SameToken { expires_at } if !succeeded_before => {
                 LastFetch::First { at, expires_at }
@@ -106,6 +116,8 @@ pub fn next_refresh(
             (lifetime(at, expires_at).mul_f64(config.lifetime_fraction), config.max_interval)
         }
         LastFetch::SameToken { at, expires_at } => (lifetime(at, expires_at) / 2, config.max_interval),
+        // Exactly, never sooner: jitter below the ceiling would break "once per backoff_max".
+        LastFetch::NeedsLogin { at, .. } => return Some(at + config.backoff_max),
         LastFetch::Failed { consecutive, .. } => {
             (Backoff::new(config.min_interval, config.backoff_max).after(consecutive), config.backoff_max)
         }
@@ -279,6 +291,21 @@ mod tests {
         assert_eq!(failed_later, LastFetch::Failed { at: t(30), consecutive: 1, succeeded_before: true });
         let same = failed_later.then(Fetched::SameToken { expires_at }, t(40));
         assert_eq!(same, LastFetch::SameToken { at: t(40), expires_at });
+    }
+
+    #[test]
+    fn needing_a_login_waits_backoff_max_exactly_whatever_the_draw() {
+        let c = config(0.5);
+        let needs = LastFetch::Never.then(Fetched::Failed, t(0)).then(Fetched::NeedsLogin, t(5));
+        assert_eq!(needs, LastFetch::NeedsLogin { at: t(5), consecutive: 2, succeeded_before: false });
+        for draw in [0.0, 0.5, 0.999] {
+            assert_eq!(next_refresh(&needs, false, &c, draw), Some(t(5) + c.backoff_max));
+        }
+        // A failure of another kind backs off from the count so far; a success starts over.
+        let failed = needs.then(Fetched::Failed, t(10));
+        assert_eq!(failed, LastFetch::Failed { at: t(10), consecutive: 3, succeeded_before: false });
+        let first = needs.then(Fetched::NewToken { expires_at: t(600) }, t(10));
+        assert_eq!(first, LastFetch::First { at: t(10), expires_at: t(600) });
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! shared `crate::server`; all of them answer the same `routes` from the same [`Shared`]
 //! view of the daemon.
 
+mod login;
 mod report;
 mod respond;
 mod routes;
@@ -33,6 +34,8 @@ pub struct Shared {
     pub sinks: watch::Receiver<Vec<watch::Receiver<SinkReport>>>,
     pub config: watch::Receiver<Arc<Config>>,
     pub metrics: Arc<Metrics>,
+    /// Held while a login runs: one at a time.
+    login: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Shared {
@@ -42,7 +45,7 @@ impl Shared {
         config: watch::Receiver<Arc<Config>>,
         metrics: Arc<Metrics>,
     ) -> Shared {
-        Shared { token: engine.token(), engine, sinks, config, metrics }
+        Shared { token: engine.token(), engine, sinks, config, metrics, login: Arc::default() }
     }
 }
 
@@ -52,8 +55,8 @@ pub struct Api(pub Arc<Shared>);
 impl Handler for Api {
     type Body = Body;
 
-    async fn handle(&self, request: Request<Incoming>, _peer: Peer) -> Response<Body> {
-        routes::handle(&self.0, request).await
+    async fn handle(&self, request: Request<Incoming>, peer: Peer) -> Response<Body> {
+        routes::handle(&self.0, request, peer).await
     }
 
     fn forbidden(&self) -> Response<Body> {

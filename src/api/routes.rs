@@ -12,7 +12,8 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use super::respond::{Body, empty, error, json_response, no_token, query, read_body, shared_secret, text};
-use super::{Shared, report, status};
+use super::{Shared, login, report, status};
+use crate::server::Peer;
 use crate::token::TokenState;
 
 /// A route, as counted in metrics.
@@ -22,6 +23,7 @@ enum Route {
     Watch,
     Report401,
     Refresh,
+    Login,
     Status,
     Health,
     Metrics,
@@ -35,6 +37,7 @@ impl Route {
             "/v1/watch" => Route::Watch,
             "/v1/report-401" => Route::Report401,
             "/v1/refresh" => Route::Refresh,
+            "/v1/login" => Route::Login,
             "/v1/status" => Route::Status,
             "/v1/health" => Route::Health,
             "/metrics" => Route::Metrics,
@@ -48,6 +51,7 @@ impl Route {
             Route::Watch => "/v1/watch",
             Route::Report401 => "/v1/report-401",
             Route::Refresh => "/v1/refresh",
+            Route::Login => "/v1/login",
             Route::Status => "/v1/status",
             Route::Health => "/v1/health",
             Route::Metrics => "/metrics",
@@ -57,14 +61,14 @@ impl Route {
 
     fn method(self) -> Option<Method> {
         match self {
-            Route::Report401 | Route::Refresh => Some(Method::POST),
+            Route::Report401 | Route::Refresh | Route::Login => Some(Method::POST),
             Route::Unknown => None,
             _ => Some(Method::GET),
         }
     }
 }
 
-pub(super) async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
+pub(super) async fn handle(shared: &Shared, request: Request<Incoming>, peer: Peer) -> Response<Body> {
     let route = Route::of(request.uri().path());
     let response = match route.method() {
         None => {
@@ -82,6 +86,7 @@ pub(super) async fn handle(shared: &Shared, request: Request<Incoming>) -> Respo
             Route::Watch => watch(shared.engine.token()),
             Route::Report401 => report::report_401(shared, request).await,
             Route::Refresh => refresh(shared, request).await,
+            Route::Login => login::login(shared, request, peer).await,
             Route::Status => json_response(StatusCode::OK, &status::status(shared)),
             Route::Health => health(shared),
             Route::Metrics => {

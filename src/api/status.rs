@@ -7,6 +7,8 @@ use serde_json::{Value, json};
 
 use super::Shared;
 use crate::clock;
+use crate::config::Grant;
+use crate::source::SourceStatus;
 use crate::token::TokenState;
 
 /// `fresh`, `expiring` (past the point where a refresh was due), `expired` or `empty`.
@@ -26,8 +28,13 @@ pub(super) fn status(shared: &Shared) -> Value {
     let engine = shared.engine.status().borrow().clone();
     let time = |t: Option<SystemTime>| t.map(clock::rfc3339);
     let current = state.current();
-    json!({
-        "state": state_name(&state, shared.config.borrow().refresh.lifetime_fraction, SystemTime::now()),
+    let state_name = if engine.needs_login {
+        "needs_login"
+    } else {
+        state_name(&state, shared.config.borrow().refresh.lifetime_fraction, SystemTime::now())
+    };
+    let mut status = json!({
+        "state": state_name,
         "version": state.version(),
         "agent_name": current.and_then(|c| c.agent_name.clone()),
         "fingerprint": current.map(|c| c.token.fingerprint().to_string()),
@@ -51,13 +58,45 @@ pub(super) fn status(shared: &Shared) -> Value {
             }
             line
         }).collect::<Vec<_>>(),
-    })
+    });
+    source(&engine.source, &mut status);
+    status
+}
+
+/// `source` and, for the refresh_token grant, `refresh_token` (DESIGN §13, "Status").
+fn source(source: &SourceStatus, status: &mut Value) {
+    let time = |t: Option<SystemTime>| t.map(clock::rfc3339);
+    let SourceStatus::OAuth2(oauth2) = source else {
+        status["source"] = json!({"type": "endpoint", "grant": null, "token_endpoint": null});
+        return;
+    };
+    let grant = match oauth2.grant {
+        Grant::RefreshToken => "refresh_token",
+        Grant::ClientCredentials => "client_credentials",
+    };
+    status["source"] = json!({
+        "type": "oauth2",
+        "grant": grant,
+        "token_endpoint": oauth2.token_endpoint.as_ref().map(|u| u.as_str()),
+    });
+    if let Some(held) = &oauth2.refresh_token {
+        status["refresh_token"] = json!({
+            "state": held.state.name(),
+            "fingerprint": held.fingerprint.map(|f| f.to_string()),
+            "rotated_at": time(held.rotated_at),
+        });
+    }
 }
 
 /// Why the daemon is unhealthy; empty when it holds a valid token and every sink's last write
 /// succeeded.
 pub(super) fn health_problems(shared: &Shared) -> Vec<String> {
     let mut problems = Vec::new();
+    let engine = shared.engine.status().borrow().clone();
+    if engine.needs_login {
+        let why = engine.last_error.as_deref().unwrap_or("run `mcp-token-sync login`");
+        problems.push(format!("needs_login: {why}"));
+    }
     match &*shared.engine.token().borrow() {
         TokenState::Valid(_) => {}
         TokenState::Empty => problems.push(no_token_reason(shared, "no token has been fetched yet")),

@@ -91,6 +91,19 @@ pub(crate) enum Command {
         #[arg(long)]
         scheme: Option<String>,
     },
+    /// Log the daemon in to its OAuth authorization server: prints the URL (and code) to open,
+    /// waits until the daemon holds a token.
+    Login {
+        #[command(flatten)]
+        socket: SocketPath,
+        /// The device authorization grant: a code to enter on any device (the default when
+        /// the server offers it).
+        #[arg(long, conflicts_with = "browser")]
+        device: bool,
+        /// The authorization code grant in a browser, redirected to the daemon on 127.0.0.1.
+        #[arg(long)]
+        browser: bool,
+    },
     /// A stdio MCP server for hosts that speak only stdio (Claude Desktop): relays each message
     /// to the Streamable HTTP endpoint URL, usually a proxy sink, which adds the token.
     #[command(

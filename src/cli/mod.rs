@@ -1,12 +1,12 @@
 //! The command line (DESIGN §8): the verbs' definitions (`args`), the daemon verbs
 //! (`daemon`), the client verbs that talk to a running daemon (`client`) and the stdio bridge
-//! (`bridge`), with their exit
-//! codes: 0 success, 1 runtime failure, 2 usage or configuration error.
+//! (`bridge`), `login`, with their exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
 
 mod args;
 mod bridge;
 mod client;
 mod daemon;
+mod login;
 
 use std::process::ExitCode;
 
@@ -39,6 +39,16 @@ pub fn main() -> ExitCode {
         Command::Status { socket, json } => client::status(&socket, json),
         Command::Watch(socket) => client::watch(&socket),
         Command::Headers { socket, header, scheme } => client::headers(&socket, &header, scheme),
+        Command::Login { socket, device, browser } => login::login(
+            &socket,
+            if device {
+                Some("device")
+            } else if browser {
+                Some("browser")
+            } else {
+                None
+            },
+        ),
         Command::Bridge { headers, timeout, url } => bridge::bridge(&url, &headers, timeout, &logs),
     };
     outcome.err().unwrap_or(ExitCode::SUCCESS)

@@ -65,8 +65,6 @@ pub enum SetupError {
     CaFile { path: PathBuf, reason: String },
     #[error("the HTTP client could not be set up: {0}")]
     Client(String),
-    #[error("{0} (source type = \"oauth2\" is not all built yet: issue 19)")]
-    NotBuilt(&'static str),
 }
 
 pub struct Source {
@@ -83,6 +81,13 @@ enum Kind {
     },
     // Boxed: it holds the whole source config, the endpoint kind a URL.
     OAuth2(Box<oauth2::OAuth2>),
+}
+
+/// The source as status shows it.
+#[derive(Debug, Clone)]
+pub enum SourceStatus {
+    Endpoint,
+    OAuth2(oauth2::OAuth2Status),
 }
 
 /// What a fetch brought back, for validation.
@@ -131,7 +136,7 @@ impl Source {
         let client = builder.build().map_err(|e| SetupError::Client(describe(&e)))?;
         let kind = match &config.url {
             Some(url) => Kind::Endpoint { url: url.clone(), auth: config.auth.clone() },
-            None => Kind::OAuth2(Box::new(oauth2::OAuth2::new(config, state_dir)?)),
+            None => Kind::OAuth2(Box::new(oauth2::OAuth2::new(config, state_dir))),
         };
         Ok(Source { client, kind, timeout: config.timeout })
     }
@@ -144,6 +149,29 @@ impl Source {
                 .await
                 .map(Fetch::Issued)
                 .map_err(|e| FetchError::OAuth2(Box::new(e))),
+        }
+    }
+
+    /// What status shows of the source (DESIGN §13, "Status").
+    pub fn status(&self) -> SourceStatus {
+        match &self.kind {
+            Kind::Endpoint { .. } => SourceStatus::Endpoint,
+            Kind::OAuth2(oauth2) => SourceStatus::OAuth2(oauth2.status()),
+        }
+    }
+
+    /// Logs in (DESIGN §13 `login`); `None` when the source has nothing to log in to (a
+    /// current-token endpoint, or client credentials).
+    pub async fn login(
+        &self,
+        method: Option<oauth2::login::Method>,
+        open: tokio::sync::mpsc::Sender<oauth2::login::Open>,
+    ) -> Option<Result<(), oauth2::login::LoginError>> {
+        match &self.kind {
+            Kind::OAuth2(oauth2) if oauth2.status().grant == crate::config::Grant::RefreshToken => {
+                Some(oauth2.login(&self.client, method, open).await)
+            }
+            _ => None,
         }
     }
 

@@ -59,8 +59,13 @@ pub enum ClientAuthError {
 }
 
 impl ClientAuthentication {
-    /// From a checked `type = "oauth2"` config, for requests to `token_endpoint`.
-    pub fn new(config: &SourceConfig, token_endpoint: &Url) -> ClientAuthentication {
+    /// From a checked `type = "oauth2"` config, for requests to `token_endpoint`;
+    /// `registered` is the client id `login` registered (RFC 7591), used when none is configured.
+    pub fn new(
+        config: &SourceConfig,
+        token_endpoint: &Url,
+        registered: Option<&str>,
+    ) -> ClientAuthentication {
         let required = "config checks require it for this client_auth";
         let method = match config.client_auth.unwrap_or_default() {
             ClientAuth::None => Method::None,
@@ -79,7 +84,13 @@ impl ClientAuthentication {
                 },
             },
         };
-        ClientAuthentication { client_id: config.client_id.clone(), method }
+        let client_id = config.client_id.clone().or_else(|| registered.map(str::to_owned));
+        ClientAuthentication { client_id, method }
+    }
+
+    /// The client id requests carry, configured or registered.
+    pub fn client_id(&self) -> Option<&str> {
+        self.client_id.as_deref()
     }
 
     /// What the next token request carries, made `now`.
@@ -216,14 +227,14 @@ mod tests {
         let basic =
             format!("client_auth = \"client_secret_basic\"\nclient_secret_file = \"{}\"\n", secret.display());
         let presented =
-            ClientAuthentication::new(&config(&basic), &endpoint()).present(SystemTime::now()).unwrap();
+            ClientAuthentication::new(&config(&basic), &endpoint(), None).present(SystemTime::now()).unwrap();
         let (user, password) = presented.basic.unwrap();
         assert_eq!((user.as_str(), password.as_str()), ("host7+svc", "s3cr%3At%2B%2F"));
         assert!(presented.form.is_empty());
 
         let post = basic.replace("client_secret_basic", "client_secret_post");
         let presented =
-            ClientAuthentication::new(&config(&post), &endpoint()).present(SystemTime::now()).unwrap();
+            ClientAuthentication::new(&config(&post), &endpoint(), None).present(SystemTime::now()).unwrap();
         let form: Vec<(&str, &str)> = presented.form.iter().map(|(k, v)| (*k, v.as_str())).collect();
         assert_eq!(form, [("client_id", "host7 svc"), ("client_secret", "s3cr:t+/")]);
     }
@@ -239,7 +250,7 @@ mod tests {
             let extra = format!(
                 "client_auth = \"private_key_jwt\"\nprivate_key_file = \"{TESTDATA}/{key}\"\nkey_id = \"k1\"\n"
             );
-            let auth = ClientAuthentication::new(&config(&extra), &endpoint());
+            let auth = ClientAuthentication::new(&config(&extra), &endpoint(), None);
             let presented = auth.present(SystemTime::now()).unwrap();
             let form: std::collections::HashMap<&str, &str> =
                 presented.form.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -269,7 +280,7 @@ mod tests {
         let extra = format!(
             "client_auth = \"private_key_jwt\"\nprivate_key_file = \"{TESTDATA}/ec-pkcs8.pem\"\nassertion_audience = \"issuer\"\n"
         );
-        let auth = ClientAuthentication::new(&config(&extra), &endpoint());
+        let auth = ClientAuthentication::new(&config(&extra), &endpoint(), None);
         let public =
             DecodingKey::from_ec_pem(&std::fs::read(format!("{TESTDATA}/ec-public.pem")).unwrap()).unwrap();
         let mut validation = Validation::new(Algorithm::ES256);
@@ -290,8 +301,10 @@ mod tests {
         let junk = dir.path().join("key.pem");
         std::fs::write(&junk, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();
         let extra = format!("client_auth = \"private_key_jwt\"\nprivate_key_file = \"{}\"\n", junk.display());
-        let error =
-            ClientAuthentication::new(&config(&extra), &endpoint()).present(SystemTime::now()).err().unwrap();
+        let error = ClientAuthentication::new(&config(&extra), &endpoint(), None)
+            .present(SystemTime::now())
+            .err()
+            .unwrap();
         let said = error.to_string();
         assert!(said.starts_with("source.private_key_file") && said.contains("key.pem"), "{said}");
     }

@@ -1,37 +1,76 @@
 //! `[source] type = "oauth2"` (DESIGN §13): the daemon as the host's only OAuth 2.0 client for
 //! its token. One file per concern, each opening with its RFC: `client_auth` (RFC 6749 §2.3,
-//! RFC 7523), `discovery` (RFC 8414, OpenID Connect Discovery), `token` (RFC 6749 §3.2, §5;
-//! RFC 8707), and `store` (where the refresh token lives, and the lock every refresher takes).
-//!
-//! Work in progress (issue 19): both grants with `token_endpoint` or `issuer` work, the refresh
-//! token seeded by `refresh_token_file` and rotated under the store's lock (`rotation`);
-//! discovery from `resource` (RFC 9728), `needs_login` as a state and the login flows follow.
-#![allow(dead_code)]
+//! RFC 7523), `discovery` (RFC 8414, OpenID Connect Discovery, RFC 9728), `token` (RFC 6749
+//! §3.2, §5; RFC 8707), `store` (where the refresh token lives, and the lock every refresher
+//! takes), `rotation` (the refresh under that lock) and `login` (how a refresh token is got).
 
 pub mod client_auth;
 mod discovery;
+pub mod login;
 mod rotation;
 pub(crate) mod store;
 pub mod token;
 
-use tokio::sync::OnceCell;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
 use url::Url;
 
-use super::SetupError;
 use crate::config::{Grant, SourceConfig};
+use crate::token::Fingerprint;
 use client_auth::ClientAuthentication;
+use discovery::ServerMetadata;
 use token::{Issued, Target, TokenError};
 
-/// An OAuth 2.0 source: where its token endpoint is (found once), and what it asks for.
+/// An OAuth 2.0 source: where its authorization server is (found once, found again after a
+/// failed request), and what it asks for.
 pub(crate) struct OAuth2 {
     config: SourceConfig,
-    /// `token_endpoint` as configured, or as the issuer's metadata names it.
-    token_endpoint: OnceCell<Url>,
+    metadata: tokio::sync::Mutex<Option<Arc<ServerMetadata>>>,
     /// Where the refresh token lives.
     store: store::Store,
     /// When the access token this process last got expires (Unix seconds): an older one in
     /// the store is not adopted.
-    last_expiry: std::sync::Mutex<Option<u64>>,
+    last_expiry: Mutex<Option<u64>>,
+    /// What status shows, as of the last request.
+    status: Mutex<OAuth2Status>,
+}
+
+/// What `/v1/status` shows of an oauth2 source (DESIGN §13, "Status"). No secret.
+#[derive(Debug, Clone)]
+pub struct OAuth2Status {
+    pub grant: Grant,
+    /// As configured, or as discovered; `None` until found.
+    pub token_endpoint: Option<Url>,
+    /// For the refresh_token grant, once the store was read.
+    pub refresh_token: Option<RefreshTokenStatus>,
+}
+
+/// The refresh token held, by fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshTokenStatus {
+    pub state: RefreshTokenState,
+    pub fingerprint: Option<Fingerprint>,
+    /// When the held refresh token was stored.
+    pub rotated_at: Option<SystemTime>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshTokenState {
+    Held,
+    Missing,
+    /// The server refused it (`invalid_grant`); kept until a login or a new seed.
+    Refused,
+}
+
+impl RefreshTokenState {
+    pub fn name(self) -> &'static str {
+        match self {
+            RefreshTokenState::Held => "held",
+            RefreshTokenState::Missing => "missing",
+            RefreshTokenState::Refused => "refused",
+        }
+    }
 }
 
 /// Why the token endpoint issued no token.
@@ -54,6 +93,13 @@ pub enum OAuth2Error {
     Refused(TokenError),
 }
 
+impl OAuth2Error {
+    /// Only a login (or a new `refresh_token_file`) helps.
+    pub fn needs_login(&self) -> bool {
+        matches!(self, OAuth2Error::NeedsLogin { .. } | OAuth2Error::Refused(_))
+    }
+}
+
 impl From<store::StoreError> for OAuth2Error {
     fn from(e: store::StoreError) -> OAuth2Error {
         OAuth2Error::Store(e.to_string())
@@ -61,41 +107,102 @@ impl From<store::StoreError> for OAuth2Error {
 }
 
 impl OAuth2 {
-    pub fn new(config: &SourceConfig, state_dir: &std::path::Path) -> Result<OAuth2, SetupError> {
-        if config.token_endpoint.is_none() && config.issuer.is_none() {
-            return Err(SetupError::NotBuilt("finding the authorization server from resource alone"));
-        }
-        let token_endpoint = OnceCell::new_with(config.token_endpoint.clone());
-        Ok(OAuth2 {
+    pub fn new(config: &SourceConfig, state_dir: &std::path::Path) -> OAuth2 {
+        let status = OAuth2Status {
+            grant: config.grant.unwrap_or_default(),
+            token_endpoint: config.token_endpoint.clone(),
+            refresh_token: None,
+        };
+        OAuth2 {
             config: config.clone(),
-            token_endpoint,
+            metadata: tokio::sync::Mutex::new(None),
             store: store::Store::new(state_dir),
-            last_expiry: std::sync::Mutex::new(None),
-        })
+            last_expiry: Mutex::new(None),
+            status: Mutex::new(status),
+        }
+    }
+
+    pub fn status(&self) -> OAuth2Status {
+        lock(&self.status).clone()
     }
 
     /// A token from the token endpoint, by the configured grant.
     pub async fn fetch(&self, http: &reqwest::Client) -> Result<Issued, OAuth2Error> {
-        let issuer = self.config.issuer.as_ref();
-        let endpoint = self
-            .token_endpoint
-            .get_or_try_init(|| async {
-                let issuer = issuer.expect("OAuth2::new requires token_endpoint or issuer");
-                discovery::token_endpoint(http, issuer, self.config.timeout).await
-            })
-            .await?;
-        let client = ClientAuthentication::new(&self.config, endpoint);
-        let target = Target {
+        let endpoint = self.token_endpoint(http).await?;
+        let target = self.target(&endpoint);
+        let result = match self.config.grant.unwrap_or_default() {
+            Grant::ClientCredentials => {
+                let client = ClientAuthentication::new(&self.config, &endpoint, None);
+                token::request(http, &target, &client, token::Grant::ClientCredentials)
+                    .await
+                    .map_err(OAuth2Error::from)
+            }
+            Grant::RefreshToken => self.refresh(http, &target).await,
+        };
+        if let Err(OAuth2Error::Token(e)) = &result
+            && !e.is_refusal()
+        {
+            // The server may have moved: look again before the next request.
+            *self.metadata.lock().await = None;
+        }
+        result
+    }
+
+    /// `token_endpoint` as configured, else as the metadata names it.
+    async fn token_endpoint(&self, http: &reqwest::Client) -> Result<Url, OAuth2Error> {
+        match &self.config.token_endpoint {
+            Some(url) => Ok(url.clone()),
+            None => Ok(self.metadata(http).await?.token_endpoint.clone()),
+        }
+    }
+
+    /// The authorization server's metadata, from `issuer` or `resource`; cached.
+    async fn metadata(&self, http: &reqwest::Client) -> Result<Arc<ServerMetadata>, OAuth2Error> {
+        let mut cached = self.metadata.lock().await;
+        if let Some(found) = &*cached {
+            return Ok(found.clone());
+        }
+        let c = &self.config;
+        let found =
+            Arc::new(discovery::discover(http, c.issuer.as_ref(), c.resource.as_ref(), c.timeout).await?);
+        if c.token_endpoint.is_none() {
+            lock(&self.status).token_endpoint = Some(found.token_endpoint.clone());
+        }
+        *cached = Some(found.clone());
+        Ok(found)
+    }
+
+    fn target<'a>(&'a self, endpoint: &'a Url) -> Target<'a> {
+        Target {
             endpoint,
             resource: self.config.resource.as_ref(),
             scope: self.config.scope.as_deref(),
             timeout: self.config.timeout,
-        };
-        match self.config.grant.unwrap_or_default() {
-            Grant::ClientCredentials => {
-                Ok(token::request(http, &target, &client, token::Grant::ClientCredentials).await?)
-            }
-            Grant::RefreshToken => self.refresh(http, &target, &client).await,
         }
     }
+
+    /// Notes what the store holds, for status.
+    fn show(&self, stored: &store::Stored) {
+        let state = match (&stored.refresh_token, stored.refused) {
+            (None, _) => RefreshTokenState::Missing,
+            (Some(_), true) => RefreshTokenState::Refused,
+            (Some(_), false) => RefreshTokenState::Held,
+        };
+        lock(&self.status).refresh_token = Some(RefreshTokenStatus {
+            state,
+            fingerprint: stored.refresh_token.as_ref().map(|t| Fingerprint::of(t.as_bytes())),
+            rotated_at: stored
+                .rotated_at
+                .map(|at| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(at)),
+        });
+    }
+
+    fn lock_last(&self) -> MutexGuard<'_, Option<u64>> {
+        lock(&self.last_expiry)
+    }
+}
+
+/// A poisoned lock still holds a usable value: every writer leaves it whole.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -21,43 +21,60 @@ impl OAuth2 {
         &self,
         http: &reqwest::Client,
         target: &Target<'_>,
-        client: &ClientAuthentication,
     ) -> Result<Issued, OAuth2Error> {
         let locked = self.store.lock().await?;
         let mut stored = locked.read()?;
         self.seed(&locked, &mut stored)?;
+        self.show(&stored);
         if let Some(adopted) = self.adopt(&stored) {
             return Ok(adopted);
         }
+        let registered = stored.client.as_ref().map(|c| c.client_id.as_str());
+        let client = ClientAuthentication::new(&self.config, target.endpoint, registered);
         let refresh_token = match (&stored.refresh_token, stored.refused) {
             (Some(token), false) => Zeroizing::new(token.clone()),
             (Some(_), true) => return Err(OAuth2Error::NeedsLogin { refused: true }),
             (None, _) => return Err(OAuth2Error::NeedsLogin { refused: false }),
         };
-        match token::request(http, target, client, token::Grant::RefreshToken(&refresh_token)).await {
+        match token::request(http, target, &client, token::Grant::RefreshToken(&refresh_token)).await {
             Ok(issued) => {
-                if let Some(successor) = &issued.refresh_token {
-                    stored.refresh_token = Some(successor.to_string());
-                    stored.rotated_at = Some(unix(SystemTime::now()));
-                }
-                let expires_at = issued
-                    .expires_in
-                    .or(self.config.default_lifetime)
-                    .and_then(|lifetime| issued.received_at.checked_add(lifetime));
-                stored.access_token = Some(issued.access_token.to_string());
-                stored.access_expires_at = expires_at.map(unix);
-                locked.write(&stored)?;
-                *self.lock_last() = stored.access_expires_at;
+                self.keep(&locked, &mut stored, &issued)?;
                 Ok(issued)
             }
             Err(refused) if refused.is_invalid_grant() => {
                 // Kept, marked: a refused token is evidence, and never presented again.
                 stored.refused = true;
                 locked.write(&stored)?;
+                self.show(&stored);
                 Err(OAuth2Error::Refused(refused))
             }
             Err(other) => Err(other.into()),
         }
+    }
+
+    /// Stores what the server issued, before anything else sees it: the successor refresh
+    /// token if there is one (the old one is spent), and the access token for other holders.
+    pub(super) fn keep(
+        &self,
+        locked: &Locked,
+        stored: &mut Stored,
+        issued: &Issued,
+    ) -> Result<(), OAuth2Error> {
+        if let Some(successor) = &issued.refresh_token {
+            stored.refresh_token = Some(successor.to_string());
+            stored.refused = false;
+            stored.rotated_at = Some(unix(SystemTime::now()));
+        }
+        let expires_at = issued
+            .expires_in
+            .or(self.config.default_lifetime)
+            .and_then(|lifetime| issued.received_at.checked_add(lifetime));
+        stored.access_token = Some(issued.access_token.to_string());
+        stored.access_expires_at = expires_at.map(unix);
+        locked.write(stored)?;
+        *self.lock_last() = stored.access_expires_at;
+        self.show(stored);
+        Ok(())
     }
 
     /// `refresh_token_file` seeds the store when it holds no refresh token, or when the file
@@ -101,12 +118,8 @@ impl OAuth2 {
             received_at: now,
         })
     }
-
-    fn lock_last(&self) -> std::sync::MutexGuard<'_, Option<u64>> {
-        self.last_expiry.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
 }
 
-fn unix(at: SystemTime) -> u64 {
+pub(super) fn unix(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
 }

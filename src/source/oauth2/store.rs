@@ -42,6 +42,19 @@ pub(crate) struct Stored {
     /// seeds again, an unchanged one does not override a rotated token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<String>,
+    /// The client `login` registered (RFC 7591), when none is configured: reused by every
+    /// later login and refresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<RegisteredClient>,
+}
+
+/// A client registered at an authorization server (RFC 7591 §3.2.1). A public client: no
+/// secret is kept.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct RegisteredClient {
+    pub client_id: String,
+    /// The issuer it was registered with: another server needs its own registration.
+    pub issuer: String,
 }
 
 impl Drop for Stored {

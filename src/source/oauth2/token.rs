@@ -15,7 +15,7 @@ use serde::Deserialize;
 use url::Url;
 use zeroize::Zeroizing;
 
-use super::client_auth::{ClientAuthError, ClientAuthentication};
+use super::client_auth::{ClientAuthError, ClientAuthentication, Presented};
 
 /// The most of an answer read: a token answer is a few KiB.
 const MAX_ANSWER: usize = 64 * 1024;
@@ -28,6 +28,10 @@ pub(crate) enum Grant<'a> {
     ClientCredentials,
     /// RFC 6749 §6, with the refresh token held.
     RefreshToken(&'a str),
+    /// RFC 6749 §4.1.3 with PKCE's verifier (RFC 7636 §4.5), after a loopback redirect.
+    AuthorizationCode { code: &'a str, redirect_uri: &'a str, code_verifier: &'a str },
+    /// RFC 8628 §3.4.
+    DeviceCode(&'a str),
 }
 
 /// Where and for what: the same on every request of a source.
@@ -70,7 +74,20 @@ pub enum TokenError {
 impl TokenError {
     /// The refresh token was refused: only a login helps (DESIGN §13 `needs_login`).
     pub fn is_invalid_grant(&self) -> bool {
-        matches!(self, TokenError::Refused { code, .. } if code == "invalid_grant")
+        self.code() == Some("invalid_grant")
+    }
+
+    /// The server answered with an RFC 6749 §5.2 error, so it is where the metadata says.
+    pub fn is_refusal(&self) -> bool {
+        self.code().is_some()
+    }
+
+    /// The RFC 6749 §5.2 (or RFC 8628 §3.5) error code.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            TokenError::Refused { code, .. } => Some(code),
+            _ => None,
+        }
     }
 }
 
@@ -84,56 +101,39 @@ pub(crate) async fn request(
     let endpoint = target.endpoint;
     let presented = client.present(SystemTime::now())?;
     let mut form: Vec<(&str, &str)> = Vec::new();
+    // `scope` goes with the grants that may ask for it (RFC 6749 §4.4.2, §6); a code or a
+    // device code carries the scope its authorization was asked with.
+    let mut with_scope = true;
     match &grant {
         Grant::ClientCredentials => form.push(("grant_type", "client_credentials")),
         Grant::RefreshToken(token) => {
             form.push(("grant_type", "refresh_token"));
             form.push(("refresh_token", token));
         }
+        Grant::AuthorizationCode { code, redirect_uri, code_verifier } => {
+            form.extend([
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", redirect_uri),
+                ("code_verifier", code_verifier),
+            ]);
+            with_scope = false;
+        }
+        Grant::DeviceCode(device_code) => {
+            form.push(("grant_type", "urn:ietf:params:oauth:grant-type:device_code"));
+            form.push(("device_code", device_code));
+            with_scope = false;
+        }
     }
     if let Some(resource) = target.resource {
         form.push(("resource", resource.as_str()));
     }
-    if let Some(scope) = target.scope {
+    if let Some(scope) = target.scope.filter(|_| with_scope) {
         form.push(("scope", scope));
     }
-    for (name, value) in &presented.form {
-        form.push((name, value.as_str()));
-    }
-    let mut request =
-        http.post(endpoint.clone()).header(ACCEPT, "application/json").timeout(target.timeout).form(&form);
-    if let Some((user, password)) = &presented.basic {
-        request = request.basic_auth(user, Some(password.as_str()));
-    }
-    let failed = |e: reqwest::Error| TokenError::Request {
-        endpoint: endpoint.clone(),
-        reason: crate::source::describe(&e),
-    };
-    let mut response = request.send().await.map_err(failed)?;
-    let status = response.status();
-    // Reserved whole so the buffer never reallocates and leaves an unzeroed copy behind.
-    let mut body = Zeroizing::new(Vec::with_capacity(MAX_ANSWER));
-    while let Some(chunk) = response.chunk().await.map_err(failed)? {
-        if body.len() + chunk.len() > MAX_ANSWER {
-            return Err(TokenError::Malformed {
-                endpoint: endpoint.clone(),
-                reason: format!("larger than {} KiB", MAX_ANSWER / 1024),
-            });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    let received_at = SystemTime::now();
-    // RFC 6749 §5.2: errors are 400 (or 401 for a client that failed to authenticate).
-    if matches!(status.as_u16(), 400 | 401)
-        && let Ok(refusal) = serde_json::from_slice::<Refusal>(&body)
-    {
-        return Err(TokenError::Refused {
-            code: refusal.error.into_owned(),
-            description: refusal.error_description.map(|d| d.chars().take(DESCRIPTION_CHARS).collect()),
-        });
-    }
+    let (status, body, received_at) = post_form(http, endpoint, form, &presented, target.timeout).await?;
     if !status.is_success() {
-        return Err(TokenError::Status { endpoint: endpoint.clone(), status: status.as_u16() });
+        return Err(refusal(endpoint, status, &body));
     }
     let malformed = |reason: String| TokenError::Malformed { endpoint: endpoint.clone(), reason };
     let answer: Answer = serde_json::from_slice(&body).map_err(|e| malformed(e.to_string()))?;
@@ -156,6 +156,55 @@ pub(crate) async fn request(
         refresh_token: answer.refresh_token.map(|t| Zeroizing::new(t.into_owned())),
         received_at,
     })
+}
+
+/// Posts `form` and the client's authentication to `endpoint`; the status, the body (in
+/// zeroized memory) and when it arrived.
+pub(crate) async fn post_form(
+    http: &reqwest::Client,
+    endpoint: &Url,
+    mut form: Vec<(&str, &str)>,
+    presented: &Presented,
+    timeout: Duration,
+) -> Result<(reqwest::StatusCode, Zeroizing<Vec<u8>>, SystemTime), TokenError> {
+    for (name, value) in &presented.form {
+        form.push((name, value.as_str()));
+    }
+    let mut request =
+        http.post(endpoint.clone()).header(ACCEPT, "application/json").timeout(timeout).form(&form);
+    if let Some((user, password)) = &presented.basic {
+        request = request.basic_auth(user, Some(password.as_str()));
+    }
+    let failed = |e: reqwest::Error| TokenError::Request {
+        endpoint: endpoint.clone(),
+        reason: crate::source::describe(&e),
+    };
+    let mut response = request.send().await.map_err(failed)?;
+    let status = response.status();
+    // Reserved whole so the buffer never reallocates and leaves an unzeroed copy behind.
+    let mut body = Zeroizing::new(Vec::with_capacity(MAX_ANSWER));
+    while let Some(chunk) = response.chunk().await.map_err(failed)? {
+        if body.len() + chunk.len() > MAX_ANSWER {
+            return Err(TokenError::Malformed {
+                endpoint: endpoint.clone(),
+                reason: format!("larger than {} KiB", MAX_ANSWER / 1024),
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((status, body, SystemTime::now()))
+}
+
+/// A failed answer as an error: by its RFC 6749 §5.2 code when it has one (400, or 401 for a
+/// client that failed to authenticate), else by its status.
+pub(crate) fn refusal(endpoint: &Url, status: reqwest::StatusCode, body: &[u8]) -> TokenError {
+    match serde_json::from_slice::<Refusal>(body) {
+        Ok(refusal) if matches!(status.as_u16(), 400 | 401) => TokenError::Refused {
+            code: refusal.error.into_owned(),
+            description: refusal.error_description.map(|d| d.chars().take(DESCRIPTION_CHARS).collect()),
+        },
+        _ => TokenError::Status { endpoint: endpoint.clone(), status: status.as_u16() },
+    }
 }
 
 /// RFC 6749 §5.1, borrowed from the zeroized body where no escape forces a copy.

@@ -20,10 +20,15 @@ use crate::clock;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::schedule::{self, Fetched, LastFetch};
-use crate::source::{Fetch, FetchError, ProbeError, Source};
+use crate::source::{Fetch, FetchError, ProbeError, Source, SourceStatus};
 use crate::systemd::Watchdog;
 use crate::token::{CurrentToken, TokenState};
 use crate::validate::{self, Candidate, Rejection};
+
+mod handle;
+
+pub use handle::EngineHandle;
+use handle::{Message, Trigger};
 
 /// Why a fetch produced no token.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +41,13 @@ pub enum RefreshError {
     Probe(#[from] ProbeError),
     #[error("the daemon is stopping")]
     Stopped,
+}
+
+impl RefreshError {
+    /// Only a login helps (DESIGN §13 `needs_login`).
+    pub fn needs_login(&self) -> bool {
+        matches!(self, RefreshError::Fetch(FetchError::OAuth2(e)) if e.needs_login())
+    }
 }
 
 /// The result every waiter of one fetch receives.
@@ -53,80 +65,16 @@ pub struct Refreshed {
 }
 
 /// How fetching is going; published for status and health.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct EngineStatus {
     pub last_success_at: Option<SystemTime>,
     pub next_refresh_at: Option<SystemTime>,
     pub last_error: Option<String>,
     pub consecutive_failures: u32,
-}
-
-struct Trigger {
-    /// For the log: who asked ("SIGUSR1", "401 report", …).
-    reason: &'static str,
-    reply: Option<oneshot::Sender<RefreshResult>>,
-    /// Wanted only while the held version is at most this: a 401 on version N is answered by any
-    /// later token, fetched before the report reached the engine or not.
-    against: Option<u64>,
-}
-
-enum Message {
-    Refresh(Trigger),
-    /// A reloaded configuration: used from the next fetch on.
-    Reconfigure(Arc<Config>, Box<Source>),
-}
-
-/// Triggers queued beyond this are dropped by [`EngineHandle::request_refresh`]: a full queue
-/// already guarantees a fetch.
-const TRIGGER_QUEUE: usize = 1024;
-
-#[derive(Clone)]
-pub struct EngineHandle {
-    inbox: mpsc::Sender<Message>,
-    token: watch::Receiver<TokenState>,
-    status: watch::Receiver<EngineStatus>,
-}
-
-impl EngineHandle {
-    /// Asks for a fetch and waits for its result (joining one in flight, if any).
-    pub async fn refresh(&self, reason: &'static str) -> RefreshResult {
-        self.ask(reason, None).await
-    }
-
-    /// Asks for a token newer than `version` and waits for it: a fetch, unless one already
-    /// replaced that version by the time the engine reads the request. A version the engine
-    /// does not know (newer than its own) counts as the current one.
-    pub async fn refresh_past(&self, version: u64, reason: &'static str) -> RefreshResult {
-        self.ask(reason, Some(version)).await
-    }
-
-    async fn ask(&self, reason: &'static str, against: Option<u64>) -> RefreshResult {
-        let (reply, result) = oneshot::channel();
-        let stopped = || Arc::new(RefreshError::Stopped);
-        let trigger = Trigger { reason, reply: Some(reply), against };
-        if self.inbox.send(Message::Refresh(trigger)).await.is_err() {
-            return Err(stopped());
-        }
-        result.await.unwrap_or_else(|_| Err(stopped()))
-    }
-
-    /// Asks for a fetch without waiting for it (signals).
-    pub fn request_refresh(&self, reason: &'static str) {
-        let _ = self.inbox.try_send(Message::Refresh(Trigger { reason, reply: None, against: None }));
-    }
-
-    /// Hands the engine a reloaded configuration and the source built from it.
-    pub async fn reconfigure(&self, config: Arc<Config>, source: Source) {
-        let _ = self.inbox.send(Message::Reconfigure(config, Box::new(source))).await;
-    }
-
-    pub fn token(&self) -> watch::Receiver<TokenState> {
-        self.token.clone()
-    }
-
-    pub fn status(&self) -> watch::Receiver<EngineStatus> {
-        self.status.clone()
-    }
+    /// The last fetch failed in a way only a login mends (DESIGN §13).
+    pub needs_login: bool,
+    /// The source as of the last fetch.
+    pub source: SourceStatus,
 }
 
 pub struct Engine {
@@ -144,6 +92,8 @@ pub struct Engine {
     next_cron: Option<SystemTime>,
     /// A trigger asked for a fetch (some, like signals, wait for no answer).
     requested: bool,
+    /// A trigger asked for one at once (`EngineHandle::refresh_now`).
+    urgent: bool,
     /// Who waits for the next fetch's result.
     waiters: Vec<oneshot::Sender<RefreshResult>>,
     /// A configuration that arrived during a fetch, applied once it is over.
@@ -160,8 +110,15 @@ impl Engine {
     ) -> (Engine, EngineHandle) {
         metrics.token(initial.version(), initial.current().map(|c| c.expires_at));
         let (token, token_rx) = watch::channel(initial);
-        let (status, status_rx) = watch::channel(EngineStatus::default());
-        let (inbox_tx, inbox) = mpsc::channel(TRIGGER_QUEUE);
+        let (status, status_rx) = watch::channel(EngineStatus {
+            last_success_at: None,
+            next_refresh_at: None,
+            last_error: None,
+            consecutive_failures: 0,
+            needs_login: false,
+            source: source.status(),
+        });
+        let (inbox_tx, inbox) = mpsc::channel(handle::TRIGGER_QUEUE);
         let handle = EngineHandle { inbox: inbox_tx, token: token_rx, status: status_rx };
         let next_cron = schedule::next_cron(&config.refresh.cron, SystemTime::now());
         let engine = Engine {
@@ -176,6 +133,7 @@ impl Engine {
             next: None,
             next_cron,
             requested: false,
+            urgent: false,
             waiters: Vec::new(),
             pending: None,
         };
@@ -253,6 +211,7 @@ impl Engine {
                     info!("refresh requested by {}", trigger.reason);
                     self.requested = true;
                 }
+                self.urgent |= trigger.urgent;
                 self.waiters.extend(trigger.reply);
             }
             Message::Reconfigure(config, source) => self.pending = Some((config, source)),
@@ -271,6 +230,9 @@ impl Engine {
     /// Sets the next deadline from the last fetch and whether a trigger asked for one.
     fn plan(&mut self) {
         self.next = schedule::next_refresh(&self.last, self.requested, &self.config.refresh, rand::random());
+        if self.urgent {
+            self.next = Some(SystemTime::now());
+        }
         self.status.send_modify(|s| s.next_refresh_at = self.next);
     }
 
@@ -308,6 +270,13 @@ impl Engine {
         };
         self.last = self.last.then(fetched, now);
         self.requested = false;
+        self.urgent = false;
+        let (source, needs_login) = (self.source.status(), fetched == Fetched::NeedsLogin);
+        self.status.send_modify(|s| {
+            s.source = source;
+            s.needs_login = needs_login;
+        });
+        self.metrics.needs_login(needs_login);
         let failures = self.last.consecutive_failures();
         let last_success = self.status.borrow().last_success_at;
         self.metrics.fetched(fetch_label(fetched), failures, last_success);
@@ -361,7 +330,8 @@ impl Engine {
             s.last_error = Some(message);
             s.consecutive_failures = consecutive;
         });
-        (Fetched::Failed, Err(Arc::new(error)))
+        let fetched = if error.needs_login() { Fetched::NeedsLogin } else { Fetched::Failed };
+        (fetched, Err(Arc::new(error)))
     }
 
     /// The one place a token becomes a version: a candidate equal to the held token (same
@@ -410,7 +380,7 @@ fn fetch_label(fetched: Fetched) -> &'static str {
     match fetched {
         Fetched::NewToken { .. } => "new",
         Fetched::SameToken { .. } => "unchanged",
-        Fetched::Failed => "failed",
+        Fetched::Failed | Fetched::NeedsLogin => "failed",
     }
 }
 

@@ -1,0 +1,92 @@
+//! How the rest of the daemon talks to the engine: triggers and reloads in, the token and
+//! status channels out.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{EngineStatus, RefreshError, RefreshResult};
+use crate::config::Config;
+use crate::source::Source;
+use crate::token::TokenState;
+
+pub(super) struct Trigger {
+    /// For the log: who asked ("SIGUSR1", "401 report", …).
+    pub reason: &'static str,
+    pub reply: Option<oneshot::Sender<RefreshResult>>,
+    /// Wanted only while the held version is at most this: a 401 on version N is answered by any
+    /// later token, fetched before the report reached the engine or not.
+    pub against: Option<u64>,
+    /// Now, not after `min_interval`: a person just logged in and waits for the token.
+    pub urgent: bool,
+}
+
+pub(super) enum Message {
+    Refresh(Trigger),
+    /// A reloaded configuration: used from the next fetch on.
+    Reconfigure(Arc<Config>, Box<Source>),
+}
+
+/// Triggers queued beyond this are dropped by [`EngineHandle::request_refresh`]: a full queue
+/// already guarantees a fetch.
+pub(super) const TRIGGER_QUEUE: usize = 1024;
+
+#[derive(Clone)]
+pub struct EngineHandle {
+    pub(super) inbox: mpsc::Sender<Message>,
+    pub(super) token: watch::Receiver<TokenState>,
+    pub(super) status: watch::Receiver<EngineStatus>,
+}
+
+impl EngineHandle {
+    /// Asks for a fetch and waits for its result (joining one in flight, if any).
+    pub async fn refresh(&self, reason: &'static str) -> RefreshResult {
+        self.ask(reason, None, false).await
+    }
+
+    /// Asks for a fetch now, whatever `min_interval` says, and waits for its result: after a
+    /// login, whose token the store already holds.
+    pub async fn refresh_now(&self, reason: &'static str) -> RefreshResult {
+        self.ask(reason, None, true).await
+    }
+
+    /// Asks for a token newer than `version` and waits for it: a fetch, unless one already
+    /// replaced that version by the time the engine reads the request. A version the engine
+    /// does not know (newer than its own) counts as the current one.
+    pub async fn refresh_past(&self, version: u64, reason: &'static str) -> RefreshResult {
+        self.ask(reason, Some(version), false).await
+    }
+
+    async fn ask(&self, reason: &'static str, against: Option<u64>, urgent: bool) -> RefreshResult {
+        let (reply, result) = oneshot::channel();
+        let stopped = || Arc::new(RefreshError::Stopped);
+        let trigger = Trigger { reason, reply: Some(reply), against, urgent };
+        if self.inbox.send(Message::Refresh(trigger)).await.is_err() {
+            return Err(stopped());
+        }
+        result.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// Asks for a fetch without waiting for it (signals).
+    pub fn request_refresh(&self, reason: &'static str) {
+        let _ = self.inbox.try_send(Message::Refresh(Trigger {
+            reason,
+            reply: None,
+            against: None,
+            urgent: false,
+        }));
+    }
+
+    /// Hands the engine a reloaded configuration and the source built from it.
+    pub async fn reconfigure(&self, config: Arc<Config>, source: Source) {
+        let _ = self.inbox.send(Message::Reconfigure(config, Box::new(source))).await;
+    }
+
+    pub fn token(&self) -> watch::Receiver<TokenState> {
+        self.token.clone()
+    }
+
+    pub fn status(&self) -> watch::Receiver<EngineStatus> {
+        self.status.clone()
+    }
+}

@@ -1,0 +1,153 @@
+//! The authorization code grant with PKCE (RFC 6749 §4.1, RFC 7636 S256) and a loopback
+//! redirect (RFC 8252 §7.3): the daemon listens on an ephemeral port of 127.0.0.1 for the one
+//! redirect to `/callback`, takes the code only with the `state` it sent (RFC 6749 §10.12), and
+//! exchanges it with its verifier. Other local users can reach the port; without the state
+//! their redirect is refused, and a code alone is worth nothing without the verifier.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc};
+use zeroize::Zeroizing;
+
+use super::{DEFAULT_WAIT, LoginError, Open, random_value};
+use crate::source::oauth2::client_auth::ClientAuthentication;
+use crate::source::oauth2::discovery::ServerMetadata;
+use crate::source::oauth2::token::{self, Grant, Issued, Target, TokenError};
+
+/// Connections served at once on the callback port, and how long each may take: a stalled
+/// local connection cannot keep the browser's redirect out.
+const CONNECTIONS: usize = 16;
+const CONNECTION_TIME: Duration = Duration::from_secs(10);
+
+/// What a redirect brought: the code, or the server's refusal (RFC 6749 §4.1.2.1).
+type Redirect = Result<Zeroizing<String>, TokenError>;
+
+pub(super) async fn login(
+    http: &reqwest::Client,
+    metadata: &ServerMetadata,
+    target: &Target<'_>,
+    client: &ClientAuthentication,
+    open: &mpsc::Sender<Open>,
+) -> Result<Issued, LoginError> {
+    let Some(authorization_endpoint) = &metadata.authorization_endpoint else {
+        return Err(LoginError::NotOffered(format!(
+            "{} names no authorization_endpoint; log in with --device",
+            metadata.issuer
+        )));
+    };
+    let listener = TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .map_err(|e| LoginError::Callback(format!("cannot listen on 127.0.0.1 for the redirect: {e}")))?;
+    let port = listener.local_addr().map_err(|e| LoginError::Callback(e.to_string()))?.port();
+    let redirect_uri = format!("http://127.0.0.1:{port}/callback");
+    let verifier = Zeroizing::new(random_value());
+    let state = random_value();
+    let challenge =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    let mut url = authorization_endpoint.clone();
+    {
+        let mut query = url.query_pairs_mut();
+        query.append_pair("response_type", "code");
+        if let Some(id) = client.client_id() {
+            query.append_pair("client_id", id);
+        }
+        query.append_pair("redirect_uri", &redirect_uri);
+        if let Some(scope) = target.scope {
+            query.append_pair("scope", scope);
+        }
+        if let Some(resource) = target.resource {
+            query.append_pair("resource", resource.as_str());
+        }
+        query.append_pair("state", &state);
+        query.append_pair("code_challenge", &challenge);
+        query.append_pair("code_challenge_method", "S256");
+    }
+    let _ = open.send(Open { url, user_code: None, url_complete: None, callback_port: Some(port) }).await;
+    let code = tokio::time::timeout(DEFAULT_WAIT, redirect(listener, Arc::from(state)))
+        .await
+        .map_err(|_| LoginError::TimedOut(DEFAULT_WAIT))?
+        .map_err(LoginError::Refused)?;
+    let grant =
+        Grant::AuthorizationCode { code: &code, redirect_uri: &redirect_uri, code_verifier: &verifier };
+    token::request(http, target, client, grant).await.map_err(LoginError::Refused)
+}
+
+/// Serves the callback port until a redirect with our `state` arrives.
+async fn redirect(listener: TcpListener, state: Arc<str>) -> Redirect {
+    let (found, mut arrived) = mpsc::channel::<Redirect>(1);
+    let slots = Arc::new(Semaphore::new(CONNECTIONS));
+    loop {
+        tokio::select! {
+            Some(redirect) = arrived.recv() => return redirect,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
+                let (state, found) = (state.clone(), found.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request| {
+                        let answer = callback(&request, &state, &found);
+                        async move { Ok::<_, Infallible>(answer) }
+                    });
+                    let connection = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    let _ = tokio::time::timeout(CONNECTION_TIME, connection).await;
+                    drop(slot);
+                });
+            }
+        }
+    }
+}
+
+/// Answers one request to the callback port, handing a redirect with our `state` on.
+fn callback<B>(request: &Request<B>, state: &str, found: &mpsc::Sender<Redirect>) -> Response<Full<Bytes>> {
+    if request.uri().path() != "/callback" {
+        return page(StatusCode::NOT_FOUND, "Not found. mcp-token-sync waits for its login at /callback.");
+    }
+    let query = request.uri().query().unwrap_or_default();
+    let param = |name: &str| {
+        url::form_urlencoded::parse(query.as_bytes()).find(|(key, _)| key == name).map(|(_, value)| value)
+    };
+    if param("state").as_deref() != Some(state) {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "This sign-in answer does not belong to the login mcp-token-sync is waiting for \
+             (its state does not match), so it was refused. If you started the login, open the \
+             URL `mcp-token-sync login` printed.",
+        );
+    }
+    if let Some(error) = param("error") {
+        let description = param("error_description").map(|d| d.chars().take(200).collect());
+        let _ = found.try_send(Err(TokenError::Refused { code: error.into_owned(), description }));
+        return page(
+            StatusCode::OK,
+            "The authorization server refused the login; `mcp-token-sync login` says why.",
+        );
+    }
+    match param("code") {
+        Some(code) => {
+            let _ = found.try_send(Ok(Zeroizing::new(code.into_owned())));
+            page(StatusCode::OK, "Signed in: mcp-token-sync holds the login now. You can close this tab.")
+        }
+        None => page(StatusCode::BAD_REQUEST, "The redirect carries no code."),
+    }
+}
+
+fn page(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+    let body =
+        format!("<!doctype html><meta charset=utf-8><title>mcp-token-sync login</title><p>{text}</p>\n");
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, "text/html; charset=utf-8".parse().expect("valid"));
+    response.headers_mut().insert(hyper::header::CACHE_CONTROL, "no-store".parse().expect("valid"));
+    response
+}

@@ -1,0 +1,112 @@
+//! The device authorization grant (RFC 8628), for hosts without a browser: the server hands
+//! out a user code and a verification URL, the person opens it anywhere, and the daemon polls
+//! the token endpoint at the server's interval until they have approved or refused.
+
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use url::Url;
+use zeroize::Zeroizing;
+
+use super::{DEFAULT_WAIT, LoginError, Open};
+use crate::source::oauth2::client_auth::ClientAuthentication;
+use crate::source::oauth2::discovery::ServerMetadata;
+use crate::source::oauth2::token::{self, Grant, Issued, Target, TokenError};
+
+/// RFC 8628 §3.2: without `interval`, 5 s.
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+/// RFC 8628 §3.5: `slow_down` adds this to the interval for good.
+const SLOW_DOWN: Duration = Duration::from_secs(5);
+
+/// RFC 8628 §3.2.
+#[derive(Deserialize)]
+struct Authorization {
+    device_code: String,
+    user_code: String,
+    verification_uri: Url,
+    #[serde(default)]
+    verification_uri_complete: Option<Url>,
+    #[serde(default)]
+    expires_in: Option<u64>,
+    #[serde(default)]
+    interval: Option<u64>,
+}
+
+impl Drop for Authorization {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.device_code);
+    }
+}
+
+pub(super) async fn login(
+    http: &reqwest::Client,
+    metadata: &ServerMetadata,
+    target: &Target<'_>,
+    client: &ClientAuthentication,
+    open: &mpsc::Sender<Open>,
+) -> Result<Issued, LoginError> {
+    let Some(endpoint) = &metadata.device_authorization_endpoint else {
+        return Err(LoginError::NotOffered(format!(
+            "{} offers no device authorization (RFC 8628); log in with --browser",
+            metadata.issuer
+        )));
+    };
+    let presented =
+        client.present(SystemTime::now()).map_err(TokenError::from).map_err(LoginError::Refused)?;
+    let mut form = Vec::new();
+    if let Some(scope) = target.scope {
+        form.push(("scope", scope));
+    }
+    let resource = target.resource.map(Url::as_str);
+    if let Some(resource) = resource {
+        form.push(("resource", resource));
+    }
+    let (status, body, _) = token::post_form(http, endpoint, form, &presented, target.timeout)
+        .await
+        .map_err(LoginError::Refused)?;
+    if !status.is_success() {
+        return Err(LoginError::Refused(token::refusal(endpoint, status, &body)));
+    }
+    let authorization: Authorization = serde_json::from_slice(&body).map_err(|e| {
+        LoginError::Refused(TokenError::Malformed {
+            endpoint: endpoint.clone(),
+            reason: format!("not a device authorization answer: {e}"),
+        })
+    })?;
+    let wait = authorization.expires_in.map(Duration::from_secs).unwrap_or(DEFAULT_WAIT);
+    let _ = open
+        .send(Open {
+            url: authorization.verification_uri.clone(),
+            user_code: Some(authorization.user_code.clone()),
+            url_complete: authorization.verification_uri_complete.clone(),
+            callback_port: None,
+        })
+        .await;
+    let device_code = Zeroizing::new(authorization.device_code.clone());
+    let interval = authorization.interval.map(Duration::from_secs).unwrap_or(DEFAULT_INTERVAL);
+    tokio::time::timeout(wait, poll(http, target, client, &device_code, interval))
+        .await
+        .map_err(|_| LoginError::TimedOut(wait))?
+}
+
+/// Asks the token endpoint every `interval` until the person has decided (RFC 8628 §3.4, §3.5).
+async fn poll(
+    http: &reqwest::Client,
+    target: &Target<'_>,
+    client: &ClientAuthentication,
+    device_code: &str,
+    mut interval: Duration,
+) -> Result<Issued, LoginError> {
+    loop {
+        tokio::time::sleep(interval).await;
+        match token::request(http, target, client, Grant::DeviceCode(device_code)).await {
+            Ok(issued) => return Ok(issued),
+            Err(pending) if pending.code() == Some("authorization_pending") => {}
+            Err(slow) if slow.code() == Some("slow_down") => interval += SLOW_DOWN,
+            // The network failed one poll; the next may pass, and the wait is bounded.
+            Err(TokenError::Request { .. }) => {}
+            Err(other) => return Err(LoginError::Refused(other)),
+        }
+    }
+}

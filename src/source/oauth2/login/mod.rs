@@ -1,0 +1,158 @@
+//! `mcp-token-sync login` (DESIGN §13): how the daemon gets its first refresh token, or a new
+//! one after the server refused the last. The daemon runs the flow, so the refresh token is
+//! written once, by the process that uses it: a client registered when none is configured
+//! (`registration`, RFC 7591), then the device authorization grant (`device`, RFC 8628) when
+//! the server offers it, else the authorization code grant with PKCE and a loopback redirect
+//! (`browser`, RFC 6749 §4.1, RFC 7636, RFC 8252).
+
+mod browser;
+mod device;
+mod registration;
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use url::Url;
+
+use super::client_auth::ClientAuthentication;
+use super::discovery::ServerMetadata;
+use super::token::{Issued, TokenError};
+use super::{OAuth2, OAuth2Error};
+
+/// How long a browser login waits for its redirect, and a device login whose server names no
+/// `expires_in`.
+const DEFAULT_WAIT: Duration = Duration::from_secs(600);
+
+/// Which flow; the server's offer decides when the command does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Device,
+    Browser,
+}
+
+/// What the person logging in must do (the `open` event of `POST /v1/login`, DESIGN §7).
+#[derive(Debug, Clone)]
+pub struct Open {
+    /// The verification URI (device) or the authorization request (browser).
+    pub url: Url,
+    /// Device: the code to type, and the URL that carries it.
+    pub user_code: Option<String>,
+    pub url_complete: Option<Url>,
+    /// Browser: the loopback port the redirect comes to (for `ssh -L`).
+    pub callback_port: Option<u16>,
+}
+
+/// Why a login ended without a token. `code()` is the `error` of the `failed` event.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error(
+        "login needs the authorization server's metadata: set source.issuer or source.resource \
+         (source.token_endpoint alone does not say where to log in)"
+    )]
+    NoMetadata,
+    #[error(transparent)]
+    Source(#[from] OAuth2Error),
+    #[error(
+        "client registration at {endpoint} failed: {reason}; set source.client_id to a client registered by hand"
+    )]
+    Registration { endpoint: Url, reason: String },
+    #[error("{0}")]
+    NotOffered(String),
+    /// The server refused (RFC 6749 §4.1.2.1, §5.2; RFC 8628 §3.5).
+    #[error(transparent)]
+    Refused(TokenError),
+    #[error("no answer within {} s; run `mcp-token-sync login` again", .0.as_secs())]
+    TimedOut(Duration),
+    #[error("{0}")]
+    Callback(String),
+    #[error(
+        "the server issued no refresh token; the daemon could not keep the login (ask for a scope such as offline_access in source.scope)"
+    )]
+    NoRefreshToken,
+}
+
+impl LoginError {
+    /// A short name: the server's own error code when it refused.
+    pub fn code(&self) -> &str {
+        match self {
+            LoginError::Refused(refused) => refused.code().unwrap_or("login_failed"),
+            LoginError::TimedOut(_) => "timeout",
+            LoginError::NoMetadata | LoginError::NotOffered(_) => "login_unavailable",
+            LoginError::Registration { .. } => "registration_failed",
+            LoginError::NoRefreshToken => "no_refresh_token",
+            _ => "login_failed",
+        }
+    }
+}
+
+impl OAuth2 {
+    /// Logs in by `method` (or what the server offers), telling `open` what the person must
+    /// do; stores the refresh token and access token the server issues. Cancelled by dropping.
+    pub async fn login(
+        &self,
+        http: &reqwest::Client,
+        method: Option<Method>,
+        open: mpsc::Sender<Open>,
+    ) -> Result<(), LoginError> {
+        if self.config.issuer.is_none() && self.config.resource.is_none() {
+            return Err(LoginError::NoMetadata);
+        }
+        let metadata = self.metadata(http).await?;
+        let registered = match &self.config.client_id {
+            Some(_) => None,
+            None => Some(self.registered_client(http, &metadata).await?),
+        };
+        let endpoint = self.config.token_endpoint.clone().unwrap_or_else(|| metadata.token_endpoint.clone());
+        let client = ClientAuthentication::new(&self.config, &endpoint, registered.as_deref());
+        let target = self.target(&endpoint);
+        let method = match method {
+            Some(method) => method,
+            None if metadata.device_authorization_endpoint.is_some() => Method::Device,
+            None => Method::Browser,
+        };
+        let issued = match method {
+            Method::Device => device::login(http, &metadata, &target, &client, &open).await?,
+            Method::Browser => browser::login(http, &metadata, &target, &client, &open).await?,
+        };
+        self.keep_login(issued).await
+    }
+
+    /// The registered client for this server: the stored one, else a new registration.
+    async fn registered_client(
+        &self,
+        http: &reqwest::Client,
+        metadata: &ServerMetadata,
+    ) -> Result<String, LoginError> {
+        let stored = self.store.lock().await.map_err(OAuth2Error::from)?.read().map_err(OAuth2Error::from)?;
+        if let Some(client) = stored.client.as_ref().filter(|c| c.issuer == metadata.issuer) {
+            return Ok(client.client_id.clone());
+        }
+        drop(stored);
+        let client =
+            registration::register(http, metadata, self.config.scope.as_deref(), self.config.timeout).await?;
+        let locked = self.store.lock().await.map_err(OAuth2Error::from)?;
+        let mut stored = locked.read().map_err(OAuth2Error::from)?;
+        stored.client = Some(client.clone());
+        locked.write(&stored).map_err(OAuth2Error::from)?;
+        Ok(client.client_id)
+    }
+
+    /// Stores the login's tokens under the lock: the new refresh token replaces any refused or
+    /// spent one, and the access token is there for the engine to adopt.
+    async fn keep_login(&self, issued: Issued) -> Result<(), LoginError> {
+        if issued.refresh_token.is_none() {
+            return Err(LoginError::NoRefreshToken);
+        }
+        let locked = self.store.lock().await.map_err(OAuth2Error::from)?;
+        let mut stored = locked.read().map_err(OAuth2Error::from)?;
+        self.keep(&locked, &mut stored, &issued)?;
+        Ok(())
+    }
+}
+
+/// A random value for PKCE's verifier and the redirect's `state`: 32 bytes of the thread's
+/// CSPRNG (ChaCha, seeded by the OS), base64url without padding (RFC 7636 §4.1: 43 characters).
+fn random_value() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+}
