@@ -126,6 +126,31 @@ provider.use(async (ctx, next) => {
   ctx.body = { refresh_token: await token.save() };
 });
 
+// What the token endpoint saw, for the tests' "zero invalid_grant, no refresh token presented
+// twice, one refresh per rotation": GET /test/stats.
+const stats = { grants: {}, errors: {}, refresh_presented: 0, refresh_reused: 0 };
+const presented = new Set();
+const countGrant = (ctx, error) => {
+  const { grant_type: grantType, refresh_token: refreshToken } = ctx.oidc.params ?? {};
+  const key = grantType ?? 'unknown';
+  stats.grants[key] = (stats.grants[key] ?? 0) + 1;
+  if (error) stats.errors[error.error ?? error.message] = (stats.errors[error.error ?? error.message] ?? 0) + 1;
+  if (refreshToken) {
+    stats.refresh_presented += 1;
+    if (presented.has(refreshToken)) stats.refresh_reused += 1;
+    presented.add(refreshToken);
+  }
+};
+provider.on('grant.success', (ctx) => countGrant(ctx));
+provider.on('grant.error', (ctx, error) => countGrant(ctx, error));
+provider.use(async (ctx, next) => {
+  if (ctx.method === 'GET' && ctx.path === '/test/stats') {
+    ctx.body = stats;
+    return;
+  }
+  await next();
+});
+
 provider.listen(Number(port), '127.0.0.1', () => {
   console.log(`ready ${issuer}`);
 });

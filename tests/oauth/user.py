@@ -26,9 +26,12 @@ class Forms(HTMLParser):
         super().__init__()
         self.forms = []
         self.loose = []  # submit buttons outside their form (form="id")
+        self.links = []
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
+        if tag == "a" and a.get("href"):
+            self.links.append(a["href"])
         if tag == "form":
             self.forms.append({"id": a.get("id"), "action": a.get("action", ""), "fields": []})
         elif tag in ("input", "button") and a.get("name"):
@@ -44,6 +47,9 @@ def submit(client, page_url, html, login, abort):
     parser.feed(html)
     if not parser.forms:
         return None
+    aborts = [link for link in parser.links if link.rstrip("/").endswith("/abort")]
+    if abort and aborts:
+        return client.get(urljoin(page_url, aborts[0]))
     form = parser.forms[0]
     data = {}
     for name, value, kind in form["fields"] + [f for owner, f in parser.loose if owner == form["id"]]:
@@ -56,8 +62,6 @@ def submit(client, page_url, html, login, abort):
         elif kind == "password":
             value = "any-password"
         data[name] = value
-    if abort and "abort" not in data:
-        data["abort"] = "yes"
     return client.post(urljoin(page_url, form["action"]), data=data)
 
 
@@ -69,7 +73,7 @@ def main():
     args.add_argument("--abort", action="store_true")
     opts = args.parse_args()
     issuer = urlsplit(opts.url).netloc
-    with httpx.Client(follow_redirects=False, timeout=20) as client:
+    with httpx.Client(follow_redirects=False, timeout=20, trust_env=False) as client:
         response = client.get(opts.url)
         for _ in range(30):
             if response.is_redirect:

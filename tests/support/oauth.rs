@@ -1,8 +1,17 @@
 //! A real OAuth 2.0 authorization server for the tests: panva's oidc-provider from the npm
 //! registry (scripts/test installs it), run by tests/oauth/provider.mjs on 127.0.0.1.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::binary::{DaemonProcess, run_verb};
+
+/// How long a step of a login or a rotation may take on a slow machine.
+pub const PATIENCE: Duration = Duration::from_secs(30);
 
 /// The provider, its issuer URL, and the directory with its clients' keys; killed on drop.
 pub struct Provider {
@@ -38,10 +47,13 @@ impl Provider {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut ready = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut ready)
-            .unwrap();
+        stdout.read_line(&mut ready).unwrap();
         assert!(ready.starts_with("ready "), "the provider said {ready:?}");
+        // Drained, not closed: oidc-provider prints notices later (the device flow's pages),
+        // and a write to a closed pipe would end it.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         Provider { child, issuer: format!("http://127.0.0.1:{port}"), dir }
     }
 
@@ -68,4 +80,149 @@ impl Provider {
     pub fn key_file(&self, kind: &str) -> PathBuf {
         self.dir.path().join(format!("{kind}.pem"))
     }
+}
+
+impl Provider {
+    /// What the token endpoint saw (provider.mjs's `/test/stats`): `grants` by grant_type,
+    /// `errors` by code, `refresh_presented`, `refresh_reused`.
+    pub fn stats(&self) -> serde_json::Value {
+        let out = Command::new("curl").args(["-s", &format!("{}/test/stats", self.issuer)]).output().unwrap();
+        serde_json::from_slice(&out.stdout).expect("the provider answers JSON")
+    }
+}
+
+/// A daemon with an oauth2 source at the provider, described by `keys` (plus issuer, resource
+/// and scope), a socket sink and a raw file sink; state_dir and everything else in `dir`.
+pub struct OAuthDaemon {
+    pub daemon: DaemonProcess,
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub file: PathBuf,
+    pub config: PathBuf,
+}
+
+pub const RESOURCE: &str = "https://mcp.example.com/mcp";
+
+impl OAuthDaemon {
+    pub fn start(p: &Provider, keys: &str) -> OAuthDaemon {
+        let dir = tempfile::tempdir().unwrap();
+        let (socket, file, config) =
+            (dir.path().join("api.sock"), dir.path().join("token"), dir.path().join("config.toml"));
+        let text = format!(
+            "[source]\ntype = \"oauth2\"\nissuer = \"{}\"\nresource = \"{RESOURCE}\"\nscope = \"calendar\"\n{keys}\n\
+             [daemon]\nstate_dir = \"{}\"\n\n[[sink]]\ntype = \"socket\"\npath = \"{}\"\n\n{}",
+            p.issuer,
+            dir.path().display(),
+            socket.display(),
+            super::file_sink(&file, "raw")
+        );
+        std::fs::write(&config, text).unwrap();
+        let daemon = DaemonProcess::run(&config);
+        super::wait_for("the daemon's socket", PATIENCE, || socket.exists().then_some(()));
+        OAuthDaemon { daemon, dir, socket, file, config }
+    }
+
+    /// `/v1/status`.
+    pub fn status(&self) -> Value {
+        let (status, out) = run_verb(&["status", "--json", "--socket", self.socket.to_str().unwrap()]);
+        assert!(status.success() || out.starts_with('{'), "{out}");
+        serde_json::from_str(&out).unwrap_or_else(|_| panic!("status said {out}"))
+    }
+
+    /// Waits until status's state is `state`; the status.
+    pub fn wait_state(&self, state: &str) -> Value {
+        super::wait_for(&format!("state {state}"), PATIENCE, || {
+            let status = self.status();
+            (status["state"] == state).then_some(status)
+        })
+    }
+
+    /// What the store in state_dir holds.
+    pub fn stored(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.dir.path().join("oauth2.json")).unwrap()).unwrap()
+    }
+
+    /// `curl` on the socket: (HTTP status, body).
+    pub fn curl(&self, args: &[&str]) -> (u16, String) {
+        let out = Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", "--unix-socket", self.socket.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.parse().unwrap_or(0), body.to_owned())
+    }
+}
+
+/// `mcp-token-sync login` running, its stdout read line by line.
+pub struct Login {
+    child: Child,
+    lines: BufReader<ChildStdout>,
+    pub printed: String,
+}
+
+impl Login {
+    pub fn start(socket: &Path, flags: &[&str]) -> Login {
+        let mut child = Command::new(super::binary::daemon_binary())
+            .arg("login")
+            .args(flags)
+            .args(["--socket", socket.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap());
+        Login { child, lines, printed: String::new() }
+    }
+
+    /// The next printed line that holds a URL, the URL alone (the last on the line).
+    pub fn url(&mut self) -> String {
+        loop {
+            let mut line = String::new();
+            assert!(self.lines.read_line(&mut line).unwrap() > 0, "login ended first: {}", self.printed);
+            self.printed.push_str(&line);
+            if let Some(url) = line.split_whitespace().rev().find(|w| w.starts_with("http")) {
+                return url.to_owned();
+            }
+        }
+    }
+
+    /// Waits for the command to end: (exit ok, everything it printed, stderr last).
+    pub fn finish(mut self) -> (bool, String) {
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut self.lines, &mut rest).unwrap();
+        std::io::Read::read_to_string(self.child.stderr.as_mut().unwrap(), &mut rest).unwrap();
+        self.printed.push_str(&rest);
+        (self.child.wait().unwrap().success(), std::mem::take(&mut self.printed))
+    }
+
+    pub fn kill(&mut self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+}
+
+impl Drop for Login {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A person at a browser (tests/oauth/user.py) opening `url` and approving; what it printed.
+pub fn person(url: &str, flags: &[&str]) -> String {
+    let out = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oauth/user.py"))
+        .args(flags)
+        .arg(url)
+        .output()
+        .expect("python3 with httpx (scripts/test installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "the person's browser failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
 }
