@@ -13,6 +13,7 @@ pub mod mcp;
 pub mod nginx;
 pub mod oauth;
 pub mod procfs;
+pub mod resource;
 pub mod skip;
 pub mod squatter;
 pub mod upstream;

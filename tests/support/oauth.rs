@@ -105,13 +105,17 @@ pub const RESOURCE: &str = "https://mcp.example.com/mcp";
 
 impl OAuthDaemon {
     pub fn start(p: &Provider, keys: &str) -> OAuthDaemon {
-        let dir = tempfile::tempdir().unwrap();
+        let source = format!("issuer = \"{}\"\nresource = \"{RESOURCE}\"\n{keys}", p.issuer);
+        OAuthDaemon::start_in(tempfile::tempdir().unwrap(), &source, "")
+    }
+
+    /// With `source` keys of its own (type and scope are given) and more `sinks`, in `dir`.
+    pub fn start_in(dir: tempfile::TempDir, source: &str, sinks: &str) -> OAuthDaemon {
         let (socket, file, config) =
             (dir.path().join("api.sock"), dir.path().join("token"), dir.path().join("config.toml"));
         let text = format!(
-            "[source]\ntype = \"oauth2\"\nissuer = \"{}\"\nresource = \"{RESOURCE}\"\nscope = \"calendar\"\n{keys}\n\
-             [daemon]\nstate_dir = \"{}\"\n\n[[sink]]\ntype = \"socket\"\npath = \"{}\"\n\n{}",
-            p.issuer,
+            "[source]\ntype = \"oauth2\"\nscope = \"calendar\"\n{source}\n\
+             [daemon]\nstate_dir = \"{}\"\n\n[[sink]]\ntype = \"socket\"\npath = \"{}\"\n\n{}\n{sinks}",
             dir.path().display(),
             socket.display(),
             super::file_sink(&file, "raw")
@@ -131,10 +135,24 @@ impl OAuthDaemon {
 
     /// Waits until status's state is `state`; the status.
     pub fn wait_state(&self, state: &str) -> Value {
-        super::wait_for(&format!("state {state}"), PATIENCE, || {
+        self.wait_status(&format!("state {state}"), |status| status["state"] == state)
+    }
+
+    /// Waits until `check` holds for `/v1/status`; the status. Fails with the daemon's log.
+    pub fn wait_status(&self, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
             let status = self.status();
-            (status["state"] == state).then_some(status)
-        })
+            if check(&status) {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {what} in {PATIENCE:?}: {status}\n{}",
+                self.daemon.output()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// What the store in state_dir holds.

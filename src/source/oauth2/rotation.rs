@@ -81,10 +81,16 @@ impl OAuth2 {
     /// changed since it last did; otherwise the stored (maybe rotated) token wins.
     fn seed(&self, locked: &Locked, stored: &mut Stored) -> Result<(), OAuth2Error> {
         let Some(path) = &self.config.refresh_token_file else { return Ok(()) };
-        let text =
-            Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-                OAuth2Error::Seed(format!("source.refresh_token_file {}: {e}", path.display()))
-            })?);
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => Zeroizing::new(text),
+            // Gone (a credential directory not mounted this time): the stored token carries on.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && stored.refresh_token.is_some() => {
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(OAuth2Error::Seed(format!("source.refresh_token_file {}: {e}", path.display())));
+            }
+        };
         let seed = text.trim();
         if seed.is_empty() {
             return Err(OAuth2Error::Seed(format!("source.refresh_token_file {} is empty", path.display())));
