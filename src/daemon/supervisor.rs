@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tracing::{error, info};
 
 use super::{Daemon, Parts, watcher};
-use crate::config::{self, DaemonConfig};
+use crate::config::{self, Config};
 use crate::logging::Logging;
 use crate::server::BindError;
 use crate::systemd;
@@ -25,20 +25,41 @@ pub enum ServeError {
     Bind(#[from] BindError),
 }
 
-/// What the supervisor itself runs besides the daemon: the logger and the file watcher.
+type Watcher = notify_debouncer_mini::Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>;
+
+/// What the supervisor itself runs besides the daemon: the logger and the file watchers.
 struct Surroundings {
     config_path: PathBuf,
     logging: Logging,
-    watcher: Option<notify_debouncer_mini::Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>>,
+    watcher: Option<Watcher>,
     changed: mpsc::Sender<()>,
+    /// `source.refresh_token_file`, watched while configured: a new seed recovers a source
+    /// that needs a login at once, not at its next try (DESIGN §13).
+    seed: Option<(PathBuf, Option<Watcher>)>,
+    seed_changed: mpsc::Sender<()>,
 }
 
 impl Surroundings {
-    /// Brings the logger and the watcher in line with `[daemon]`.
-    fn apply(&mut self, daemon: &DaemonConfig) {
+    /// Brings the logger and the watchers in line with the config.
+    fn apply(&mut self, config: &Config) {
+        let daemon = &config.daemon;
+        let seed = config.source.refresh_token_file.as_ref();
+        if self.seed.as_ref().map(|(path, _)| path) != seed {
+            self.seed = seed.map(|path| {
+                let why = "source.refresh_token_file";
+                (path.clone(), watcher::watch(path, self.seed_changed.clone(), why, "SIGUSR1 reads it"))
+            });
+        }
         self.logging.configure(daemon.log_format);
         match (daemon.watch_config, self.watcher.is_some()) {
-            (true, false) => self.watcher = watcher::watch(&self.config_path, self.changed.clone()),
+            (true, false) => {
+                self.watcher = watcher::watch(
+                    &self.config_path,
+                    self.changed.clone(),
+                    "watch_config",
+                    "SIGHUP still reloads",
+                )
+            }
             (false, true) => {
                 self.watcher = None;
                 info!("no longer watching {} (watch_config = false)", self.config_path.display());
@@ -56,8 +77,9 @@ pub async fn serve(config_path: PathBuf, parts: Parts, logging: Logging) -> Resu
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let (changed, mut file_changed) = mpsc::channel(1);
-    let mut around = Surroundings { config_path, logging, watcher: None, changed };
-    around.apply(&parts.config().daemon);
+    let (seed_changed, mut new_seed) = mpsc::channel(1);
+    let mut around = Surroundings { config_path, logging, watcher: None, changed, seed: None, seed_changed };
+    around.apply(parts.config());
     let mut daemon = Daemon::start(parts)?;
     tokio::spawn(systemd::report_status(daemon.handle().token()));
     systemd::ready();
@@ -67,6 +89,10 @@ pub async fn serve(config_path: PathBuf, parts: Parts, logging: Logging) -> Resu
             _ = usr1.recv() => daemon.handle().request_refresh("SIGUSR1"),
             _ = hup.recv() => reload(&mut daemon, &mut around, "SIGHUP").await,
             Some(()) = file_changed.recv() => reload(&mut daemon, &mut around, "a change to the file").await,
+            Some(()) = new_seed.recv() => {
+                let engine = daemon.handle().clone();
+                tokio::spawn(async move { engine.refresh_now("a change to source.refresh_token_file").await });
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -86,7 +112,7 @@ async fn reload(daemon: &mut Daemon, around: &mut Surroundings, why: &str) {
         .and_then(|c| Parts::build(c).map_err(|e| format!("{}: {e}", path.display())));
     match parts {
         Ok(parts) => {
-            around.apply(&parts.config().daemon);
+            around.apply(parts.config());
             daemon.reload(parts).await;
         }
         Err(e) => error!("reload refused, the running configuration stays: {e}"),

@@ -1,4 +1,5 @@
-//! Watching the config file, so that saving it reloads the daemon (`watch_config`).
+//! Watching a file: the config, so that saving it reloads the daemon (`watch_config`), and
+//! an oauth2 source's `refresh_token_file`, so that a new seed is used at once (DESIGN §13).
 
 use std::path::Path;
 
@@ -10,12 +11,18 @@ use tracing::{info, warn};
 /// Editors save in several steps; one reload after the last of them.
 const DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(300);
 
-/// Sends on `changed` after each change to `path`; stops when dropped. `None` (with a warning)
-/// where the host cannot watch files.
+/// Sends on `changed` after each change to `path`; stops when dropped. `None` (with a warning
+/// naming `otherwise`, what still works) where the host cannot watch files. `why` names the
+/// key that asks for the watch, for the log.
 ///
 /// Watches the file's directory, not the file: editors save by renaming a new file over the old
 /// one, which a watch on the old inode would miss.
-pub(super) fn watch(path: &Path, changed: mpsc::Sender<()>) -> Option<Debouncer<RecommendedWatcher>> {
+pub(super) fn watch(
+    path: &Path,
+    changed: mpsc::Sender<()>,
+    why: &str,
+    otherwise: &str,
+) -> Option<Debouncer<RecommendedWatcher>> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
     let name = path.file_name()?.to_owned();
     let debouncer = notify_debouncer_mini::new_debouncer(DEBOUNCE, move |events: DebounceEventResult| {
@@ -28,14 +35,14 @@ pub(super) fn watch(path: &Path, changed: mpsc::Sender<()>) -> Option<Debouncer<
     let mut debouncer = match debouncer {
         Ok(d) => d,
         Err(e) => {
-            warn!("cannot watch {} for changes ({e}); SIGHUP still reloads", path.display());
+            warn!("cannot watch {} for changes ({e}); {otherwise}", path.display());
             return None;
         }
     };
     if let Err(e) = debouncer.watcher().watch(&dir, RecursiveMode::NonRecursive) {
-        warn!("cannot watch {} for changes ({e}); SIGHUP still reloads", dir.display());
+        warn!("cannot watch {} for changes ({e}); {otherwise}", dir.display());
         return None;
     }
-    info!("watching {} for changes (watch_config)", path.display());
+    info!("watching {} for changes ({why})", path.display());
     Some(debouncer)
 }

@@ -128,9 +128,13 @@ impl OAuthDaemon {
 
     /// `/v1/status`.
     pub fn status(&self) -> Value {
-        let (status, out) = run_verb(&["status", "--json", "--socket", self.socket.to_str().unwrap()]);
-        assert!(status.success() || out.starts_with('{'), "{out}");
-        serde_json::from_str(&out).unwrap_or_else(|_| panic!("status said {out}"))
+        self.try_status().unwrap_or_else(|| panic!("no status from the daemon\n{}", self.daemon.output()))
+    }
+
+    /// `/v1/status`, if the daemon answers (it may be starting).
+    pub fn try_status(&self) -> Option<Value> {
+        let (_, out) = run_verb(&["status", "--json", "--socket", self.socket.to_str().unwrap()]);
+        serde_json::from_str(&out).ok()
     }
 
     /// Waits until status's state is `state`; the status.
@@ -142,7 +146,7 @@ impl OAuthDaemon {
     pub fn wait_status(&self, what: &str, check: impl Fn(&Value) -> bool) -> Value {
         let deadline = std::time::Instant::now() + PATIENCE;
         loop {
-            let status = self.status();
+            let status = self.try_status().unwrap_or_default();
             if check(&status) {
                 return status;
             }
