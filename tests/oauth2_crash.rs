@@ -54,8 +54,7 @@ fn a_daemon_killed_at_any_moment_carries_on_or_stops_at_needs_login() {
     let (mut d, seed) = start(&p);
     let (mut carried_on, mut stopped) = (0, 0);
     for round in 0..ROUNDS {
-        let before =
-            d.wait_status("a token", |s| s["version"].as_u64() >= Some(1))["version"].as_u64().unwrap();
+        d.wait_status("a token", |s| s["version"].as_u64() >= Some(1));
         std::thread::sleep(Duration::from_millis(rand::random_range(0..2500)));
         d.daemon.signal(Signal::SIGKILL);
         let _ = d.daemon.wait_exit(PATIENCE);
