@@ -158,7 +158,24 @@ fn status_summary(s: &Value, now: SystemTime) -> String {
         s["version"],
         s["fingerprint"].as_str().unwrap_or("-")
     );
-    out += &format!("agent      {}\n", s["agent_name"].as_str().unwrap_or("-"));
+    if s["source"]["type"] == "oauth2" {
+        out += &format!(
+            "source     oauth2, grant {}, token endpoint {}\n",
+            s["source"]["grant"].as_str().unwrap_or("?"),
+            s["source"]["token_endpoint"].as_str().unwrap_or("not found yet")
+        );
+    }
+    if let Some(held) = s.get("refresh_token") {
+        let state = held["state"].as_str().unwrap_or("?");
+        let login = if state == "held" { "" } else { "; run `mcp-token-sync login`" };
+        out += &format!(
+            "refresh    {state} (fingerprint {}, rotated {}){login}\n",
+            held["fingerprint"].as_str().unwrap_or("-"),
+            when(&held["rotated_at"], now)
+        );
+    } else {
+        out += &format!("agent      {}\n", s["agent_name"].as_str().unwrap_or("-"));
+    }
     out += &format!("expires    {}\n", when(&s["expires_at"], now));
     out += &format!("fetched    {}\n", when(&s["fetched_at"], now));
     out += &format!("next fetch {}\n", when(&s["next_refresh_at"], now));

@@ -65,7 +65,37 @@ pub(super) fn check(path: &Path) -> Outcome {
     let (config, _) = load(path)?;
     let resolved = toml::to_string(&config).expect("the config serializes");
     println!("# {} is valid. Resolved, with defaults:\n\n{resolved}", path.display());
+    if let Some(note) = login_note(&config.source) {
+        println!("{note}");
+    }
     Ok(())
+}
+
+/// What `check` adds for a source that logs in (DESIGN §13): the redirect URI a client
+/// registered by hand needs, or why `login` cannot work with these keys.
+fn login_note(source: &crate::config::SourceConfig) -> Option<String> {
+    use crate::config::{Grant, SourceKind};
+    if source.kind != SourceKind::Oauth2 || source.grant.unwrap_or_default() != Grant::RefreshToken {
+        return None;
+    }
+    if source.issuer.is_none() && source.resource.is_none() {
+        return Some(
+            "# oauth2: `mcp-token-sync login` needs source.issuer or source.resource (the server's\n\
+             # metadata); with source.token_endpoint alone, seed a refresh token with\n\
+             # source.refresh_token_file instead."
+                .into(),
+        );
+    }
+    let client = match &source.client_id {
+        Some(id) => format!("client {id:?} must allow the redirect URI"),
+        None => "`login` registers a client where the server allows it (RFC 7591);\n\
+                 # one registered by hand (source.client_id) must allow the redirect URI"
+            .into(),
+    };
+    Some(format!(
+        "# oauth2: log in with `mcp-token-sync login`. For a browser login, {client}\n\
+         # http://127.0.0.1/callback (any port: RFC 8252 §7.3)."
+    ))
 }
 
 pub(super) fn once(path: &Path, logs: &LogChoice) -> Outcome {

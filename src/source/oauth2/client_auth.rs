@@ -35,7 +35,7 @@ enum Method {
     PrivateKeyJwt {
         key_file: PathBuf,
         key_id: Option<String>,
-        audience: Url,
+        audience: String,
     },
 }
 
@@ -60,10 +60,13 @@ pub enum ClientAuthError {
 
 impl ClientAuthentication {
     /// From a checked `type = "oauth2"` config, for requests to `token_endpoint`;
-    /// `registered` is the client id `login` registered (RFC 7591), used when none is configured.
+    /// `registered` is the client id `login` registered (RFC 7591), used when none is configured;
+    /// `issuer` the issuer identifier as the server's metadata spells it (a `Url` would add a
+    /// trailing slash), for `assertion_audience = "issuer"`.
     pub fn new(
         config: &SourceConfig,
         token_endpoint: &Url,
+        issuer: Option<&str>,
         registered: Option<&str>,
     ) -> ClientAuthentication {
         let required = "config checks require it for this client_auth";
@@ -79,8 +82,11 @@ impl ClientAuthentication {
                 key_file: config.private_key_file.clone().expect(required),
                 key_id: config.key_id.clone(),
                 audience: match config.assertion_audience.unwrap_or_default() {
-                    crate::config::AssertionAudience::TokenEndpoint => token_endpoint.clone(),
-                    crate::config::AssertionAudience::Issuer => config.issuer.clone().expect(required),
+                    crate::config::AssertionAudience::TokenEndpoint => token_endpoint.to_string(),
+                    crate::config::AssertionAudience::Issuer => issuer
+                        .map(str::to_owned)
+                        .or(config.issuer.as_ref().map(Url::to_string))
+                        .expect(required),
                 },
             },
         };
@@ -130,7 +136,7 @@ impl ClientAuthentication {
         &self,
         key_file: &Path,
         key_id: Option<&str>,
-        audience: &Url,
+        audience: &str,
         now: SystemTime,
     ) -> Result<Zeroizing<String>, ClientAuthError> {
         #[derive(Serialize)]
@@ -148,7 +154,7 @@ impl ClientAuthentication {
         let claims = Claims {
             iss: client_id,
             sub: client_id,
-            aud: audience.as_str(),
+            aud: audience,
             jti: format!("{:032x}", rand::random::<u128>()),
             iat,
             exp: iat + ASSERTION_LIFETIME.as_secs(),
@@ -226,15 +232,17 @@ mod tests {
         std::fs::write(&secret, "s3cr:t+/\n").unwrap();
         let basic =
             format!("client_auth = \"client_secret_basic\"\nclient_secret_file = \"{}\"\n", secret.display());
-        let presented =
-            ClientAuthentication::new(&config(&basic), &endpoint(), None).present(SystemTime::now()).unwrap();
+        let presented = ClientAuthentication::new(&config(&basic), &endpoint(), None, None)
+            .present(SystemTime::now())
+            .unwrap();
         let (user, password) = presented.basic.unwrap();
         assert_eq!((user.as_str(), password.as_str()), ("host7+svc", "s3cr%3At%2B%2F"));
         assert!(presented.form.is_empty());
 
         let post = basic.replace("client_secret_basic", "client_secret_post");
-        let presented =
-            ClientAuthentication::new(&config(&post), &endpoint(), None).present(SystemTime::now()).unwrap();
+        let presented = ClientAuthentication::new(&config(&post), &endpoint(), None, None)
+            .present(SystemTime::now())
+            .unwrap();
         let form: Vec<(&str, &str)> = presented.form.iter().map(|(k, v)| (*k, v.as_str())).collect();
         assert_eq!(form, [("client_id", "host7 svc"), ("client_secret", "s3cr:t+/")]);
     }
@@ -250,7 +258,7 @@ mod tests {
             let extra = format!(
                 "client_auth = \"private_key_jwt\"\nprivate_key_file = \"{TESTDATA}/{key}\"\nkey_id = \"k1\"\n"
             );
-            let auth = ClientAuthentication::new(&config(&extra), &endpoint(), None);
+            let auth = ClientAuthentication::new(&config(&extra), &endpoint(), None, None);
             let presented = auth.present(SystemTime::now()).unwrap();
             let form: std::collections::HashMap<&str, &str> =
                 presented.form.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -280,11 +288,13 @@ mod tests {
         let extra = format!(
             "client_auth = \"private_key_jwt\"\nprivate_key_file = \"{TESTDATA}/ec-pkcs8.pem\"\nassertion_audience = \"issuer\"\n"
         );
-        let auth = ClientAuthentication::new(&config(&extra), &endpoint(), None);
+        // The identifier as the metadata spells it: no slash a `Url` would add.
+        let auth =
+            ClientAuthentication::new(&config(&extra), &endpoint(), Some("https://auth.example.com"), None);
         let public =
             DecodingKey::from_ec_pem(&std::fs::read(format!("{TESTDATA}/ec-public.pem")).unwrap()).unwrap();
         let mut validation = Validation::new(Algorithm::ES256);
-        validation.set_audience(&["https://auth.example.com/"]);
+        validation.set_audience(&["https://auth.example.com"]);
         let jti = || {
             let presented = auth.present(SystemTime::now()).unwrap();
             let assertion = &presented.form.iter().find(|(k, _)| *k == "client_assertion").unwrap().1;
@@ -301,7 +311,7 @@ mod tests {
         let junk = dir.path().join("key.pem");
         std::fs::write(&junk, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();
         let extra = format!("client_auth = \"private_key_jwt\"\nprivate_key_file = \"{}\"\n", junk.display());
-        let error = ClientAuthentication::new(&config(&extra), &endpoint(), None)
+        let error = ClientAuthentication::new(&config(&extra), &endpoint(), None, None)
             .present(SystemTime::now())
             .err()
             .unwrap();

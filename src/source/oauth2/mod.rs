@@ -16,7 +16,7 @@ use std::time::SystemTime;
 
 use url::Url;
 
-use crate::config::{Grant, SourceConfig};
+use crate::config::{AssertionAudience, Grant, SourceConfig};
 use crate::token::Fingerprint;
 use client_auth::ClientAuthentication;
 use discovery::ServerMetadata;
@@ -130,14 +130,18 @@ impl OAuth2 {
     pub async fn fetch(&self, http: &reqwest::Client) -> Result<Issued, OAuth2Error> {
         let endpoint = self.token_endpoint(http).await?;
         let target = self.target(&endpoint);
+        let issuer = match self.config.assertion_audience {
+            Some(AssertionAudience::Issuer) => Some(self.metadata(http).await?.issuer.clone()),
+            _ => None,
+        };
         let result = match self.config.grant.unwrap_or_default() {
             Grant::ClientCredentials => {
-                let client = ClientAuthentication::new(&self.config, &endpoint, None);
+                let client = ClientAuthentication::new(&self.config, &endpoint, issuer.as_deref(), None);
                 token::request(http, &target, &client, token::Grant::ClientCredentials)
                     .await
                     .map_err(OAuth2Error::from)
             }
-            Grant::RefreshToken => self.refresh(http, &target).await,
+            Grant::RefreshToken => self.refresh(http, &target, issuer.as_deref()).await,
         };
         if let Err(OAuth2Error::Token(e)) = &result
             && !e.is_refusal()

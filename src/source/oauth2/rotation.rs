@@ -17,10 +17,12 @@ use super::{OAuth2, OAuth2Error};
 
 impl OAuth2 {
     /// An access token by the refresh-token grant, the lock held throughout.
+    /// `issuer` as the metadata spells it, for an assertion whose audience is the issuer.
     pub(super) async fn refresh(
         &self,
         http: &reqwest::Client,
         target: &Target<'_>,
+        issuer: Option<&str>,
     ) -> Result<Issued, OAuth2Error> {
         let locked = self.store.lock().await?;
         let mut stored = locked.read()?;
@@ -30,7 +32,7 @@ impl OAuth2 {
             return Ok(adopted);
         }
         let registered = stored.client.as_ref().map(|c| c.client_id.as_str());
-        let client = ClientAuthentication::new(&self.config, target.endpoint, registered);
+        let client = ClientAuthentication::new(&self.config, target.endpoint, issuer, registered);
         let refresh_token = match (&stored.refresh_token, stored.refused) {
             (Some(token), false) => Zeroizing::new(token.clone()),
             (Some(_), true) => return Err(OAuth2Error::NeedsLogin { refused: true }),

@@ -103,7 +103,8 @@ impl OAuth2 {
             None => Some(self.registered_client(http, &metadata).await?),
         };
         let endpoint = self.config.token_endpoint.clone().unwrap_or_else(|| metadata.token_endpoint.clone());
-        let client = ClientAuthentication::new(&self.config, &endpoint, registered.as_deref());
+        let client =
+            ClientAuthentication::new(&self.config, &endpoint, Some(&metadata.issuer), registered.as_deref());
         let target = self.target(&endpoint);
         let method = match method {
             Some(method) => method,
