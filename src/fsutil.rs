@@ -1,5 +1,5 @@
 //! Replacing a file atomically: the one write path for file sinks, env files and the state file;
-//! and reading back a file only the daemon can have written.
+//! reading back a file only the daemon can have written; and reading a secret from a file.
 //!
 //! A reader opening the path sees the old content or the new, never a partial or empty file:
 //! the new content goes to a temporary file in the same directory (same filesystem, so the
@@ -90,6 +90,19 @@ pub(crate) fn read_own(path: &Path) -> std::io::Result<zeroize::Zeroizing<Vec<u8
 }
 
 /// Removes `path` if it exists (a symlink is removed itself, not its target).
+/// The secret in `path` (a credential, a client secret) in zeroized memory, without its final
+/// line break; read before each use, so a rotated file is picked up without a restart. The
+/// error is the reason alone: callers name the key.
+pub(crate) fn read_secret(path: &Path) -> Result<zeroize::Zeroizing<String>, String> {
+    let mut text = zeroize::Zeroizing::new(fs::read_to_string(path).map_err(|e| e.to_string())?);
+    let kept = text.trim_end_matches(['\n', '\r']).len();
+    text.truncate(kept);
+    if text.is_empty() {
+        return Err("the file is empty".into());
+    }
+    Ok(text)
+}
+
 pub(crate) fn remove(path: &Path) -> Result<bool, WriteError> {
     match fs::remove_file(path) {
         Ok(()) => sync_dir(parent(path)).map(|()| true),

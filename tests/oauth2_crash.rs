@@ -12,21 +12,14 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use support::binary::DaemonProcess;
-use support::oauth::{OAuthDaemon, PATIENCE, Provider, RESOURCE};
+use support::oauth::{OAuthDaemon, PATIENCE, Provider, RESOURCE, kill_and_restart, seeded_source};
 
 const ROUNDS: usize = 8;
 
 /// A daemon on 2 s tokens seeded by a refresh_token_file; the seed's path.
 fn start(p: &Provider) -> (OAuthDaemon, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let seed = dir.path().join("seed");
-    std::fs::write(&seed, p.refresh_token(RESOURCE)).unwrap();
-    let source = format!(
-        "issuer = \"{}\"\nresource = \"{RESOURCE}\"\nclient_id = \"host-public\"\nrefresh_token_file = \"{}\"\n\n\
-         [refresh]\nmin_interval = \"200ms\"\nbackoff_max = \"1s\"\n\n[validate]\nmin_remaining = \"500ms\"\n",
-        p.issuer,
-        seed.display()
-    );
+    let (source, seed) = seeded_source(p, dir.path(), RESOURCE, true);
     (OAuthDaemon::start_in(dir, &source, ""), seed)
 }
 
@@ -54,16 +47,8 @@ fn a_daemon_killed_at_any_moment_carries_on_or_stops_at_needs_login() {
     let (mut d, seed) = start(&p);
     let (mut carried_on, mut stopped) = (0, 0);
     for round in 0..ROUNDS {
-        d.wait_status("a token", |s| s["version"].as_u64() >= Some(1));
-        std::thread::sleep(Duration::from_millis(rand::random_range(0..2500)));
-        d.daemon.signal(Signal::SIGKILL);
-        let _ = d.daemon.wait_exit(PATIENCE);
         let reused = p.stats()["refresh_reused"].as_u64().unwrap();
-        d.daemon = DaemonProcess::run(&d.config);
-        // This run's first fetch decides: a success, or the spent token refused.
-        let status = d.wait_status("a fetch by the restarted daemon", |s| {
-            s["state"] == "needs_login" || !s["last_success_at"].is_null()
-        });
+        let status = kill_and_restart(&mut d, Duration::from_millis(2500));
         if status["state"] != "needs_login" {
             carried_on += 1;
             continue;

@@ -161,3 +161,42 @@ fn a_revoked_grant_needs_login_serves_the_last_token_and_asks_the_server_no_more
         }
     }
 }
+
+/// Who may log the daemon in, and which sources need no login.
+#[test]
+fn only_root_and_the_daemon_user_may_log_in_and_client_credentials_need_no_login() {
+    let p = Provider::start(300);
+    let dir = tempfile::tempdir().unwrap();
+    // Another user must reach the socket: its own directory, open to all.
+    let public = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(public.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let open = public.path().join("open.sock");
+    let sink = format!(
+        "[[sink]]\ntype = \"socket\"\npath = \"{}\"\nmode = \"0666\"\nallow_uids = [65534]\n",
+        open.display()
+    );
+    let source = format!(
+        "issuer = \"{}\"\nresource = \"{}\"\nclient_id = \"host-public\"\n",
+        p.issuer,
+        support::oauth::RESOURCE
+    );
+    let d = OAuthDaemon::start_in(dir, &source, &sink);
+    d.wait_state("needs_login");
+    let status = support::binary::curl_as(
+        65534,
+        &["-X", "POST", "--unix-socket", open.to_str().unwrap(), "http://d/v1/login"],
+    );
+    assert_eq!(status, "403", "a user allowed to read the token may not choose whose it is");
+
+    let basic = p.secret_file("basic", "basic-secret-0123456789");
+    let keys = format!(
+        "grant = \"client_credentials\"\nclient_id = \"service-basic\"\nclient_auth = \"client_secret_basic\"\nclient_secret_file = \"{}\"\n",
+        basic.display()
+    );
+    let service = OAuthDaemon::start(&p, &keys);
+    service.wait_state("fresh");
+    let (code, body) = service.curl(&["-X", "POST", "http://d/v1/login"]);
+    assert!(code == 400 && body.contains("login_not_needed"), "{code} {body}");
+    let (ok, printed) = Login::start(&service.socket, &[]).finish();
+    assert!(ok && printed.contains("no login needed"), "{printed}");
+}

@@ -10,50 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
 use support::binary::{DaemonProcess, run_verb};
-use support::oauth::{OAuthDaemon, Provider};
-use support::resource::Resource;
+use support::oauth::{OAuthDaemon, Provider, seeded_source};
+use support::resource::{Resource, caller};
 
 const CLIENTS: usize = 64;
 const ROTATIONS: u64 = 30;
-
-/// One client: a kept-alive connection to the proxy, `GET /mcp` until `stop`; failed calls
-/// (anything but 200, or a broken connection) counted in `failed`.
-async fn client(
-    proxy: std::net::SocketAddr,
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicUsize>,
-    failed: Arc<AtomicUsize>,
-) {
-    let mut sender = None;
-    while !stop.load(Ordering::Relaxed) {
-        if sender.is_none() {
-            let stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
-            let (s, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
-            tokio::spawn(connection);
-            sender = Some(s);
-        }
-        let s = sender.as_mut().unwrap();
-        let request = hyper::Request::get("/mcp")
-            .header("host", proxy.to_string())
-            .body(Empty::<Bytes>::new())
-            .unwrap();
-        let answered = match s.send_request(request).await {
-            Ok(response) => {
-                let status = response.status();
-                response.into_body().collect().await.is_ok() && status == 200
-            }
-            Err(_) => {
-                sender = None;
-                false
-            }
-        };
-        if answered { &ok } else { &failed }.fetch_add(1, Ordering::Relaxed);
-    }
-}
 
 fn version(d: &OAuthDaemon) -> u64 {
     d.status()["version"].as_u64().unwrap()
@@ -64,16 +26,9 @@ async fn rotation_under_load_loses_no_request_and_spends_each_refresh_token_once
     let p = Provider::start(2);
     let resource = Resource::start(&p.issuer).await;
     let dir = tempfile::tempdir().unwrap();
-    let seed = dir.path().join("seed");
-    std::fs::write(&seed, p.refresh_token(&resource.url())).unwrap();
+    let (source, _) = seeded_source(&p, dir.path(), &resource.url(), false);
     let listen = support::mcp::free_port();
     let upstream = resource.url().trim_end_matches("/mcp").to_owned();
-    let source = format!(
-        "resource = \"{}\"\nclient_id = \"host-public\"\nrefresh_token_file = \"{}\"\n\n\
-         [refresh]\nmin_interval = \"200ms\"\nbackoff_max = \"1s\"\n\n[validate]\nmin_remaining = \"500ms\"\n",
-        resource.url(),
-        seed.display()
-    );
     let sinks =
         format!("[[sink]]\ntype = \"proxy\"\nlisten = \"127.0.0.1:{listen}\"\nupstream = \"{upstream}\"\n");
     let d = tokio::task::block_in_place(|| {
@@ -86,7 +41,7 @@ async fn rotation_under_load_loses_no_request_and_spends_each_refresh_token_once
     let (stop, ok, failed) =
         (Arc::new(AtomicBool::new(false)), Arc::default(), Arc::<AtomicUsize>::default());
     let clients: Vec<_> = (0..CLIENTS)
-        .map(|_| tokio::spawn(client(proxy, stop.clone(), Arc::clone(&ok), failed.clone())))
+        .map(|_| tokio::spawn(caller(proxy, stop.clone(), Arc::clone(&ok), failed.clone())))
         .collect();
     let first = tokio::task::block_in_place(|| version(&d));
     let deadline = Instant::now() + Duration::from_secs(120);

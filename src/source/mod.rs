@@ -260,14 +260,8 @@ fn authenticate(
 
 /// Read before every fetch, so a rotated bootstrap credential is picked up without a restart.
 fn read_credential(path: &Path) -> Result<Zeroizing<String>, FetchError> {
-    let fail = |reason: String| FetchError::Credential { path: path.to_owned(), reason };
-    let mut text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?);
-    let kept = text.trim_end_matches(['\n', '\r']).len();
-    text.truncate(kept);
-    if text.is_empty() {
-        return Err(fail("the file is empty".into()));
-    }
-    Ok(text)
+    crate::fsutil::read_secret(path)
+        .map_err(|reason| FetchError::Credential { path: path.to_owned(), reason })
 }
 
 /// A reqwest error by its causes: "error sending request for url (…)" alone says nothing, and

@@ -248,3 +248,31 @@ pub fn person(url: &str, flags: &[&str]) -> String {
     );
     text
 }
+
+/// The keys of a source on short-lived tokens (a refresh every ~1.2 s for 2 s tokens),
+/// seeded by a refresh token minted for `resource` in `dir`/seed: (the keys, the seed's path).
+/// With `issuer`, the source names the provider; without, it finds it from the resource.
+pub fn seeded_source(p: &Provider, dir: &Path, resource: &str, issuer: bool) -> (String, PathBuf) {
+    let seed = dir.join("seed");
+    std::fs::write(&seed, p.refresh_token(resource)).unwrap();
+    let issuer = if issuer { format!("issuer = \"{}\"\n", p.issuer) } else { String::new() };
+    let keys = format!(
+        "{issuer}resource = \"{resource}\"\nclient_id = \"host-public\"\nrefresh_token_file = \"{}\"\n\n\
+         [refresh]\njitter = 0.0\nmin_interval = \"200ms\"\nbackoff_max = \"1s\"\n\n[validate]\nmin_remaining = \"500ms\"\n",
+        seed.display()
+    );
+    (keys, seed)
+}
+
+/// kill -9 of `d`'s daemon after a random wait of up to `within`, and a restart: its status
+/// once the restarted daemon's first fetch has decided (a token, or `needs_login`).
+pub fn kill_and_restart(d: &mut OAuthDaemon, within: Duration) -> Value {
+    d.wait_status("a token", |s| s["version"].as_u64() >= Some(1) && s["state"] != "needs_login");
+    std::thread::sleep(Duration::from_millis(rand::random_range(0..within.as_millis() as u64)));
+    d.daemon.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = d.daemon.wait_exit(PATIENCE);
+    d.daemon = DaemonProcess::run(&d.config);
+    d.wait_status("the restarted daemon's first fetch", |s| {
+        s["state"] == "needs_login" || !s["last_success_at"].is_null()
+    })
+}

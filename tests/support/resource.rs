@@ -4,17 +4,18 @@
 //! naming that server, and answers a 401 with `resource_metadata`.
 //!
 //! `GET /mcp` answers 200 `{"ok": true}` with a live token; a token is introspected once and
-//! then taken until the `exp` the server gave it.
+//! then taken until the `exp` the server gave it. `caller` is an MCP client calling it through
+//! the proxy, over and over.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
@@ -146,4 +147,39 @@ fn reply(status: u16, body: String, challenge: Option<String>) -> Response<Full<
         response.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, challenge.parse().unwrap());
     }
     response
+}
+
+/// One MCP client: a kept-alive connection to the proxy, `GET /mcp` until `stop`; failed calls
+/// (anything but 200, or a broken connection) counted in `failed`.
+pub async fn caller(
+    proxy: std::net::SocketAddr,
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+) {
+    let mut sender = None;
+    while !stop.load(Ordering::Relaxed) {
+        if sender.is_none() {
+            let stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
+            let (s, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+            tokio::spawn(connection);
+            sender = Some(s);
+        }
+        let s = sender.as_mut().unwrap();
+        let request = hyper::Request::get("/mcp")
+            .header("host", proxy.to_string())
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        let answered = match s.send_request(request).await {
+            Ok(response) => {
+                let status = response.status();
+                response.into_body().collect().await.is_ok() && status == 200
+            }
+            Err(_) => {
+                sender = None;
+                false
+            }
+        };
+        if answered { &ok } else { &failed }.fetch_add(1, Ordering::Relaxed);
+    }
 }

@@ -188,14 +188,8 @@ fn signing_key(path: &Path) -> Result<(EncodingKey, Algorithm), ClientAuthError>
 
 /// The secret in `path`, without its final line break.
 fn read_secret(path: &Path) -> Result<Zeroizing<String>, ClientAuthError> {
-    let fail = |reason: String| ClientAuthError::Secret { path: path.to_owned(), reason };
-    let mut text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?);
-    let kept = text.trim_end_matches(['\n', '\r']).len();
-    text.truncate(kept);
-    if text.is_empty() {
-        return Err(fail("the file is empty".into()));
-    }
-    Ok(text)
+    crate::fsutil::read_secret(path)
+        .map_err(|reason| ClientAuthError::Secret { path: path.to_owned(), reason })
 }
 
 /// RFC 6749 §2.3.1: client id and secret are form-urlencoded before they go in Basic.

@@ -17,10 +17,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use zeroize::Zeroizing;
 
-use super::{DEFAULT_WAIT, LoginError, Open, random_value};
-use crate::source::oauth2::client_auth::ClientAuthentication;
-use crate::source::oauth2::discovery::ServerMetadata;
-use crate::source::oauth2::token::{self, Grant, Issued, Target, TokenError};
+use super::{DEFAULT_WAIT, Flow, LoginError, Open, random_value};
+use crate::source::oauth2::token::{self, Grant, Issued, TokenError};
 
 /// Connections served at once on the callback port, and how long each may take: a stalled
 /// local connection cannot keep the browser's redirect out.
@@ -30,13 +28,8 @@ const CONNECTION_TIME: Duration = Duration::from_secs(10);
 /// What a redirect brought: the code, or the server's refusal (RFC 6749 §4.1.2.1).
 type Redirect = Result<Zeroizing<String>, TokenError>;
 
-pub(super) async fn login(
-    http: &reqwest::Client,
-    metadata: &ServerMetadata,
-    target: &Target<'_>,
-    client: &ClientAuthentication,
-    open: &mpsc::Sender<Open>,
-) -> Result<Issued, LoginError> {
+pub(super) async fn login(flow: &Flow<'_>) -> Result<Issued, LoginError> {
+    let Flow { http, metadata, target, client, open } = *flow;
     let Some(authorization_endpoint) = &metadata.authorization_endpoint else {
         return Err(LoginError::NotOffered(format!(
             "{} names no authorization_endpoint; log in with --device",

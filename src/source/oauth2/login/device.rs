@@ -5,13 +5,11 @@
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
-use tokio::sync::mpsc;
 use url::Url;
 use zeroize::Zeroizing;
 
-use super::{DEFAULT_WAIT, LoginError, Open};
+use super::{DEFAULT_WAIT, Flow, LoginError, Open};
 use crate::source::oauth2::client_auth::ClientAuthentication;
-use crate::source::oauth2::discovery::ServerMetadata;
 use crate::source::oauth2::token::{self, Grant, Issued, Target, TokenError};
 
 /// RFC 8628 §3.2: without `interval`, 5 s.
@@ -39,13 +37,8 @@ impl Drop for Authorization {
     }
 }
 
-pub(super) async fn login(
-    http: &reqwest::Client,
-    metadata: &ServerMetadata,
-    target: &Target<'_>,
-    client: &ClientAuthentication,
-    open: &mpsc::Sender<Open>,
-) -> Result<Issued, LoginError> {
+pub(super) async fn login(flow: &Flow<'_>) -> Result<Issued, LoginError> {
+    let Flow { http, metadata, target, client, open } = *flow;
     let Some(endpoint) = &metadata.device_authorization_endpoint else {
         return Err(LoginError::NotOffered(format!(
             "{} offers no device authorization (RFC 8628); log in with --browser",

@@ -16,7 +16,7 @@ use url::Url;
 
 use super::client_auth::ClientAuthentication;
 use super::discovery::ServerMetadata;
-use super::token::{Issued, TokenError};
+use super::token::{Issued, Target, TokenError};
 use super::{OAuth2, OAuth2Error};
 
 /// How long a browser login waits for its redirect, and a device login whose server names no
@@ -40,6 +40,17 @@ pub struct Open {
     pub url_complete: Option<Url>,
     /// Browser: the loopback port the redirect comes to (for `ssh -L`).
     pub callback_port: Option<u16>,
+}
+
+/// What a flow works with: the server, where and for what tokens are asked, the client, and
+/// whom to tell what the person must open.
+#[derive(Clone, Copy)]
+struct Flow<'a> {
+    http: &'a reqwest::Client,
+    metadata: &'a ServerMetadata,
+    target: &'a Target<'a>,
+    client: &'a ClientAuthentication,
+    open: &'a mpsc::Sender<Open>,
 }
 
 /// Why a login ended without a token. `code()` is the `error` of the `failed` event.
@@ -111,9 +122,10 @@ impl OAuth2 {
             None if metadata.device_authorization_endpoint.is_some() => Method::Device,
             None => Method::Browser,
         };
+        let flow = Flow { http, metadata: &metadata, target: &target, client: &client, open: &open };
         let issued = match method {
-            Method::Device => device::login(http, &metadata, &target, &client, &open).await?,
-            Method::Browser => browser::login(http, &metadata, &target, &client, &open).await?,
+            Method::Device => device::login(&flow).await?,
+            Method::Browser => browser::login(&flow).await?,
         };
         self.keep_login(issued).await
     }
