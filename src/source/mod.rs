@@ -205,15 +205,10 @@ impl Source {
         if response.content_length().is_some_and(|len| len > MAX_BODY_BYTES as u64) {
             return Err(FetchError::TooLarge);
         }
-        // Reserved whole so the buffer never reallocates: a reallocation would leave an unzeroed
-        // copy of the secret behind.
-        let mut body = Zeroizing::new(Vec::with_capacity(MAX_BODY_BYTES));
-        while let Some(chunk) = response.chunk().await.map_err(|e| self.request_error(url, &e))? {
-            if body.len() + chunk.len() > MAX_BODY_BYTES {
-                return Err(FetchError::TooLarge);
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = read_limited(&mut response, MAX_BODY_BYTES)
+            .await
+            .map_err(|e| self.request_error(url, &e))?
+            .ok_or(FetchError::TooLarge)?;
         Ok(Answer { body, received_at: SystemTime::now() })
     }
 
@@ -262,6 +257,23 @@ fn authenticate(
 fn read_credential(path: &Path) -> Result<Zeroizing<String>, FetchError> {
     crate::fsutil::read_secret(path)
         .map_err(|reason| FetchError::Credential { path: path.to_owned(), reason })
+}
+
+/// A response's body, at most `limit` bytes; `None` when it is larger. In zeroized memory
+/// reserved whole, so the buffer never reallocates: a reallocation would leave an unzeroed copy
+/// of a secret behind.
+pub(crate) async fn read_limited(
+    response: &mut reqwest::Response,
+    limit: usize,
+) -> Result<Option<Zeroizing<Vec<u8>>>, reqwest::Error> {
+    let mut body = Zeroizing::new(Vec::with_capacity(limit));
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
 }
 
 /// A reqwest error by its causes: "error sending request for url (…)" alone says nothing, and

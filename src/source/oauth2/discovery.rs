@@ -182,13 +182,10 @@ async fn document<T: serde::de::DeserializeOwned>(
     if !response.status().is_success() {
         return Err(format!("HTTP {}", response.status()));
     }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| crate::source::describe(&e))? {
-        if body.len() + chunk.len() > MAX_METADATA {
-            return Err(format!("larger than {} KiB", MAX_METADATA / 1024));
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let body = crate::source::read_limited(&mut response, MAX_METADATA)
+        .await
+        .map_err(|e| crate::source::describe(&e))?
+        .ok_or_else(|| format!("larger than {} KiB", MAX_METADATA / 1024))?;
     serde_json::from_slice(&body).map_err(|e| format!("not the metadata asked for: {e}"))
 }
 

@@ -181,17 +181,13 @@ pub(crate) async fn post_form(
     };
     let mut response = request.send().await.map_err(failed)?;
     let status = response.status();
-    // Reserved whole so the buffer never reallocates and leaves an unzeroed copy behind.
-    let mut body = Zeroizing::new(Vec::with_capacity(MAX_ANSWER));
-    while let Some(chunk) = response.chunk().await.map_err(failed)? {
-        if body.len() + chunk.len() > MAX_ANSWER {
-            return Err(TokenError::Malformed {
+    let body =
+        crate::source::read_limited(&mut response, MAX_ANSWER).await.map_err(failed)?.ok_or_else(|| {
+            TokenError::Malformed {
                 endpoint: endpoint.clone(),
                 reason: format!("larger than {} KiB", MAX_ANSWER / 1024),
-            });
-        }
-        body.extend_from_slice(&chunk);
-    }
+            }
+        })?;
     Ok((status, body, SystemTime::now()))
 }
 

@@ -14,6 +14,8 @@ use crate::source::oauth2::store::RegisteredClient;
 /// The redirect URI registered: RFC 8252 §7.3 lets the port vary at each request.
 pub(super) const REDIRECT_URI: &str = "http://127.0.0.1/callback";
 const DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
+/// The most of a registration answer read: a few hundred bytes in practice.
+const MAX_ANSWER: usize = 64 * 1024;
 
 /// RFC 7591 §3.2.1, the fields used.
 #[derive(Deserialize)]
@@ -53,7 +55,7 @@ pub(super) async fn register(
     if let Some(scope) = scope {
         request["scope"] = json!(scope);
     }
-    let response = http
+    let mut response = http
         .post(endpoint.clone())
         .timeout(timeout)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -63,7 +65,10 @@ pub(super) async fn register(
         .await
         .map_err(|e| fail(crate::source::describe(&e)))?;
     let status = response.status();
-    let body = response.bytes().await.map_err(|e| fail(crate::source::describe(&e)))?;
+    let body = crate::source::read_limited(&mut response, MAX_ANSWER)
+        .await
+        .map_err(|e| fail(crate::source::describe(&e)))?
+        .ok_or_else(|| fail(format!("the answer is larger than {} KiB", MAX_ANSWER / 1024)))?;
     if !status.is_success() {
         // RFC 7591 §3.2.2: `error` and `error_description`.
         let explained = serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| {
