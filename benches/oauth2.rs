@@ -121,8 +121,10 @@ async fn rotation() {
     let (p50, p99) = quantiles(&mut lateness);
     let stats = p.stats();
     println!(
-        "rotation: {} rotations with {CLIENTS} clients on the proxy; lifetime_fraction point → new token in every sink: p50 {p50:.1} ms, p99 {p99:.1} ms",
-        lateness.len()
+        "rotation: {} rotations with {CLIENTS} clients on the proxy; lifetime_fraction point → new token in every sink: p50 {:.1} ms, p99 {:.1} ms",
+        lateness.len(),
+        p50 / 1e3,
+        p99 / 1e3
     );
     println!(
         "rotation: client requests {} ok, {} failed; refreshes {} for {} versions; invalid_grant {}; refresh tokens presented twice {}; resource (accepted, refused and replayed by the proxy, introspected) {:?}",

@@ -107,6 +107,14 @@ async fn refresh_answers_the_version_and_whether_it_changed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_current_token_endpoint_needs_no_login() {
+    let (_backend, d) = serving_daemon().await;
+    let reply = post(&d.socket, "/v1/login", b"").await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(reply.body.contains("login_not_needed"), "{}", reply.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_fetches_versions_sinks_and_requests() {
     let (_backend, d) = serving_daemon().await;
     api::sink_status(&d.socket, "token", |e| e["last_written_at"].is_string()).await;

@@ -159,3 +159,20 @@ fn a_refused_refresh_token_is_kept_marked_and_not_presented_again() {
     let (ok, _, output) = once_in(dir.path(), &p, &keys);
     assert!(!ok && output.contains("was refused") && !output.contains("invalid_grant"), "{output}");
 }
+
+/// The daemon reads refresh_token_file at every refresh; reading it is no change (on gVisor a
+/// read alone raises a file event, and each one refreshed again, every 300 ms). A new seed is.
+#[test]
+fn a_daemon_refreshes_on_schedule_and_when_the_seed_changes_not_when_it_is_read() {
+    let p = Provider::start(300);
+    let dir = tempfile::tempdir().unwrap();
+    let (source, seed) = support::oauth::seeded_source(&p, dir.path(), RESOURCE, true);
+    let d = support::oauth::OAuthDaemon::start_in(dir, &source, "");
+    d.wait_state("fresh");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(p.stats()["grants"]["refresh_token"], 1, "{}", d.daemon.output());
+    std::fs::write(&seed, p.refresh_token(RESOURCE)).unwrap();
+    d.wait_status("version 2", |s| s["version"].as_u64() >= Some(2));
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(p.stats()["grants"]["refresh_token"], 2, "{}", d.daemon.output());
+}
