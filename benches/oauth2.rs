@@ -59,6 +59,8 @@ async fn rotation() {
         d.wait_status("a first token", |s| s["version"].as_u64() >= Some(1));
         d
     });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_started = support::procfs::rss_kib(d.daemon.pid());
     let proxy = format!("127.0.0.1:{listen}").parse().unwrap();
     let (stop, ok, failed) =
         (Arc::new(AtomicBool::new(false)), Arc::default(), Arc::<AtomicUsize>::default());
@@ -136,7 +138,9 @@ async fn rotation() {
         stats["refresh_reused"],
         resource.counts()
     );
-    println!("rotation: daemon RSS {rss_loaded} KiB under load, {rss_idle} KiB idle after it");
+    println!(
+        "rotation: daemon RSS {rss_started} KiB started (idle, a token held), {rss_loaded} KiB under load, {rss_idle} KiB idle after it"
+    );
 }
 
 async fn client_authentication() {
@@ -184,6 +188,7 @@ async fn client_authentication() {
             times.push(start.elapsed());
         }
         let (p50, p99) = quantiles(&mut times);
+        let (p50, p99) = (p50 / 1e3, p99 / 1e3);
         println!(
             "client authentication: {name}: POST /v1/refresh p50 {p50:.2} ms, p99 {p99:.2} ms ({REFRESHES} requests)"
         );
