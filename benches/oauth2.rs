@@ -18,7 +18,7 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -26,7 +26,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use support::load::quantiles;
 use support::oauth::{OAuthDaemon, Provider, RESOURCE, kill_and_restart, seeded_source};
-use support::resource::{Resource, caller};
+use support::resource::{Failures, Resource, caller};
 
 const CLIENTS: usize = 64;
 const ROTATIONS: usize = 200;
@@ -62,8 +62,7 @@ async fn rotation() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_started = support::procfs::rss_kib(d.daemon.pid());
     let proxy = format!("127.0.0.1:{listen}").parse().unwrap();
-    let (stop, ok, failed) =
-        (Arc::new(AtomicBool::new(false)), Arc::default(), Arc::<AtomicUsize>::default());
+    let (stop, ok, failed) = (Arc::new(AtomicBool::new(false)), Arc::default(), Arc::<Failures>::default());
     let clients: Vec<_> = (0..CLIENTS)
         .map(|_| tokio::spawn(caller(proxy, stop.clone(), Arc::clone(&ok), failed.clone())))
         .collect();
@@ -131,7 +130,7 @@ async fn rotation() {
     println!(
         "rotation: client requests {} ok, {} failed; refreshes {} for {} versions; invalid_grant {}; refresh tokens presented twice {}; resource (accepted, refused and replayed by the proxy, introspected) {:?}",
         ok.load(Ordering::Relaxed),
-        failed.load(Ordering::Relaxed),
+        failed.count(),
         stats["grants"]["refresh_token"],
         versions.last().map(|_| d.status()["version"].clone()).unwrap_or_default(),
         stats["errors"]["invalid_grant"].as_u64().unwrap_or(0),

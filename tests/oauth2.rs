@@ -1,6 +1,7 @@
-//! `[source] type = "oauth2"` (DESIGN §13) against a real authorization server, oidc-provider:
-//! what works so far of issue 19 — the client credentials grant, with every client
-//! authentication, the token endpoint found from the issuer's metadata.
+//! `[source] type = "oauth2"` (DESIGN §13) against a real authorization server, oidc-provider,
+//! through `once` and a daemon: the client credentials grant with every client authentication,
+//! the token endpoint found from the issuer's metadata; the refresh-token grant seeded by a file,
+//! rotated, shared by several holders at once, refused; the seed watched for changes.
 
 mod support;
 

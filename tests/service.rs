@@ -136,6 +136,30 @@ async fn saving_the_file_reloads_it_without_a_signal() {
     assert!(!daemon.output().contains("after SIGHUP"));
 }
 
+/// Reading the file is no change: the watch sees opens and closes too, and a reload reads the
+/// file, so counting reads set off a reload every 300 ms forever after one `cat`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_the_file_or_saving_it_unchanged_does_not_reload() {
+    let backend = Backend::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    let s = Service::new(&backend, &file_sink(&a, "raw"));
+    let daemon = s.run();
+    daemon.wait_output("for changes (watch_config)", PATIENCE);
+    let text = fs::read_to_string(&s.config).unwrap();
+    for _ in 0..3 {
+        fs::read(&s.config).unwrap();
+    }
+    replace_file(&s.config, &text);
+    // The debounce is 300 ms: a reload would have begun by now.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert!(!daemon.output().contains("after a change to the file"), "{}", daemon.output());
+    replace_file(&s.config, &format!("{text}\n# a comment is a change\n"));
+    daemon.wait_output("after a change to the file", PATIENCE);
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(daemon.output().matches("after a change to the file").count(), 1, "{}", daemon.output());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_when_nothing_watches_the_file() {
     let backend = Backend::start().await;

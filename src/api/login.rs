@@ -25,7 +25,7 @@ use crate::source::Source;
 use crate::source::oauth2::login::{Method, Open};
 
 /// How soon a flow ends after its command went away.
-const LIVENESS: std::time::Duration = std::time::Duration::from_secs(1);
+const LIVENESS: std::time::Duration = std::time::Duration::from_millis(200);
 
 pub(super) async fn login(shared: &Shared, request: Request<Incoming>, peer: Peer) -> Response<Body> {
     if peer.uid != 0 && peer.uid != nix::unistd::geteuid().as_raw() {

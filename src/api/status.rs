@@ -116,10 +116,12 @@ pub(super) fn health_problems(shared: &Shared) -> Vec<String> {
     problems
 }
 
+/// Why no token is held: the last error, unless the needs_login problem says it already.
 fn no_token_reason(shared: &Shared, what: &str) -> String {
-    match &shared.engine.status().borrow().last_error {
-        Some(error) => format!("{what}: {error}"),
-        None => what.to_owned(),
+    let engine = shared.engine.status().borrow().clone();
+    match &engine.last_error {
+        Some(error) if !engine.needs_login => format!("{what}: {error}"),
+        _ => what.to_owned(),
     }
 }
 

@@ -63,9 +63,16 @@ pub(super) fn run(path: &Path, logs: &LogChoice) -> Outcome {
 
 pub(super) fn check(path: &Path) -> Outcome {
     let (config, _) = load(path)?;
-    let resolved = toml::to_string(&config).expect("the config serializes");
+    let mut resolved = toml::to_string(&config).expect("the config serializes");
+    if config.source.kind == crate::config::SourceKind::Oauth2 {
+        // The current-token answer's fields mean nothing to an oauth2 source.
+        if let Some(start) = resolved.find("[source.fields]\n") {
+            let end = resolved[start..].find("\n\n").map_or(resolved.len(), |at| start + at + 2);
+            resolved.replace_range(start..end, "");
+        }
+    }
     println!("# {} is valid. Resolved, with defaults:\n\n{resolved}", path.display());
-    if let Some(note) = login_note(&config.source) {
+    if let Some(note) = login_note(&config) {
         println!("{note}");
     }
     Ok(())
@@ -73,11 +80,28 @@ pub(super) fn check(path: &Path) -> Outcome {
 
 /// What `check` adds for a source that logs in (DESIGN §13): the redirect URI a client
 /// registered by hand needs, or why `login` cannot work with these keys.
-fn login_note(source: &crate::config::SourceConfig) -> Option<String> {
-    use crate::config::{Grant, SourceKind};
+fn login_note(config: &Config) -> Option<String> {
+    use crate::config::{Grant, SinkConfig, SourceKind};
+    let source = &config.source;
     if source.kind != SourceKind::Oauth2 || source.grant.unwrap_or_default() != Grant::RefreshToken {
         return None;
     }
+    let socket = config.sinks.iter().find_map(|sink| match sink {
+        SinkConfig::Socket(socket) => Some(&socket.path),
+        _ => None,
+    });
+    let Some(socket) = socket else {
+        return Some(
+            "# oauth2: `mcp-token-sync login` talks to the daemon through a socket sink, and this\n\
+             # config has none: add [[sink]] type = \"socket\" (or seed source.refresh_token_file)."
+                .into(),
+        );
+    };
+    let command = if socket.as_os_str() == super::DEFAULT_SOCKET {
+        "mcp-token-sync login".to_owned()
+    } else {
+        format!("mcp-token-sync login --socket {}", socket.display())
+    };
     if source.issuer.is_none() && source.resource.is_none() {
         return Some(
             "# oauth2: `mcp-token-sync login` needs source.issuer or source.resource (the server's\n\
@@ -93,7 +117,7 @@ fn login_note(source: &crate::config::SourceConfig) -> Option<String> {
             .into(),
     };
     Some(format!(
-        "# oauth2: log in with `mcp-token-sync login`. For a browser login, {client}\n\
+        "# oauth2: log in with `{command}`. For a browser login, {client}\n\
          # http://127.0.0.1/callback (any port: RFC 8252 §7.3)."
     ))
 }

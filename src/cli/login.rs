@@ -94,7 +94,9 @@ fn show(event: &Value) -> Option<Outcome> {
             Some(Ok(()))
         }
         Some("failed") => {
-            Some(Err(fail(RUNTIME_FAILURE, format!("login failed: {} ({})", text("detail"), text("error")))))
+            let (detail, code) = (text("detail"), text("error"));
+            let code = if detail.contains(&code) { String::new() } else { format!(" ({code})") };
+            Some(Err(fail(RUNTIME_FAILURE, format!("login failed: {detail}{code}"))))
         }
         _ => None,
     }

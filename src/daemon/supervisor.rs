@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 
-use sha2::Digest;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tracing::{error, info};
@@ -36,28 +35,8 @@ struct Surroundings {
     changed: mpsc::Sender<()>,
     /// `source.refresh_token_file`, watched while configured: a new seed recovers a source
     /// that needs a login at once, not at its next try (DESIGN §13).
-    seed: Option<Seed>,
+    seed: Option<(PathBuf, Option<Watcher>)>,
     seed_changed: mpsc::Sender<()>,
-}
-
-/// The watched `refresh_token_file`, and a digest of what it held when last looked at: the
-/// daemon reads the file at every refresh, and on some kernels (gVisor's) a read alone is an
-/// event, so only a change of content counts.
-struct Seed {
-    path: PathBuf,
-    _watcher: Option<Watcher>,
-    digest: Option<[u8; 32]>,
-}
-
-impl Seed {
-    /// Whether the content changed since the last look.
-    fn changed(&mut self) -> bool {
-        let now = std::fs::read(&self.path).ok().map(|bytes| {
-            let bytes = zeroize::Zeroizing::new(bytes);
-            <[u8; 32]>::from(sha2::Sha256::digest(&*bytes))
-        });
-        std::mem::replace(&mut self.digest, now) != now
-    }
 }
 
 impl Surroundings {
@@ -65,13 +44,10 @@ impl Surroundings {
     fn apply(&mut self, config: &Config) {
         let daemon = &config.daemon;
         let seed = config.source.refresh_token_file.as_ref();
-        if self.seed.as_ref().map(|s| &s.path) != seed {
+        if self.seed.as_ref().map(|(path, _)| path) != seed {
             self.seed = seed.map(|path| {
                 let why = "source.refresh_token_file";
-                let watcher = watcher::watch(path, self.seed_changed.clone(), why, "SIGUSR1 reads it");
-                let mut seed = Seed { path: path.clone(), _watcher: watcher, digest: None };
-                seed.changed();
-                seed
+                (path.clone(), watcher::watch(path, self.seed_changed.clone(), why, "SIGUSR1 reads it"))
             });
         }
         self.logging.configure(daemon.log_format);
@@ -114,10 +90,8 @@ pub async fn serve(config_path: PathBuf, parts: Parts, logging: Logging) -> Resu
             _ = hup.recv() => reload(&mut daemon, &mut around, "SIGHUP").await,
             Some(()) = file_changed.recv() => reload(&mut daemon, &mut around, "a change to the file").await,
             Some(()) = new_seed.recv() => {
-                if around.seed.as_mut().is_some_and(Seed::changed) {
-                    let engine = daemon.handle().clone();
-                    tokio::spawn(async move { engine.refresh_now("a change to source.refresh_token_file").await });
-                }
+                let engine = daemon.handle().clone();
+                tokio::spawn(async move { engine.refresh_now("a change to source.refresh_token_file").await });
             }
             _ = term.recv() => break,
             _ = int.recv() => break,

@@ -298,7 +298,8 @@ impl Engine {
     fn succeeded(&mut self, candidate: Candidate, now: SystemTime) -> (Fetched, RefreshResult) {
         let failures = self.last.consecutive_failures();
         if failures > 0 {
-            info!("fetching works again after {failures} failed attempts");
+            let attempts = if failures == 1 { "attempt" } else { "attempts" };
+            info!("fetching works again after {failures} failed {attempts}");
         }
         let expires_at = candidate.expires_at;
         let refreshed = self.publish(candidate, now);
@@ -324,7 +325,12 @@ impl Engine {
         } else {
             let kept =
                 if self.token.borrow().current().is_some() { "the current token is kept; " } else { "" };
-            warn!("fetch failed: {message}; {kept}retrying with backoff");
+            let next = if error.needs_login() {
+                "waiting for a login (the store is looked at again once per refresh.backoff_max)"
+            } else {
+                "retrying with backoff"
+            };
+            warn!("fetch failed: {message}; {kept}{next}");
         }
         self.status.send_modify(|s| {
             s.last_error = Some(message);

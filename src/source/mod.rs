@@ -1,4 +1,5 @@
-//! Fetching the backend's current-token answer over HTTP(S).
+//! Where tokens come from: the backend's current-token answer over HTTP(S) (DESIGN §3), or an
+//! OAuth 2.0 authorization server's token endpoint (`oauth2`, DESIGN §13).
 //!
 //! One `reqwest` client lives for the whole run (connection reuse, one TLS setup). The source
 //! enforces the HTTP half of DESIGN §4 rule 1 — status 200, no redirects, at most

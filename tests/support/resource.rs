@@ -119,16 +119,15 @@ impl Shared {
             return true;
         }
         self.introspected.fetch_add(1, Ordering::Relaxed);
-        let answer = self
-            .http
-            .post(format!("{}/token/introspection", self.issuer))
-            .basic_auth("upstream", Some("upstream-secret-0123456789"))
-            .form(&[("token", token)])
-            .send()
-            .await;
-        let Ok(answer) = answer else { return false };
-        let Ok(body) = answer.bytes().await else { return false };
-        let Ok(body) = serde_json::from_slice::<serde_json::Value>(&body) else { return false };
+        // The server's verdict; a request that failed (a busy machine) is asked again.
+        let mut body = serde_json::Value::Null;
+        for _ in 0..5 {
+            if let Some(answer) = self.introspect(token).await {
+                body = answer;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         match (body["active"].as_bool(), body["exp"].as_u64()) {
             (Some(true), Some(exp)) if exp > now => {
                 self.live.lock().unwrap().insert(token.to_owned(), exp);
@@ -136,6 +135,23 @@ impl Shared {
             }
             _ => false,
         }
+    }
+}
+
+impl Shared {
+    async fn introspect(&self, token: &str) -> Option<serde_json::Value> {
+        let answer = self
+            .http
+            .post(format!("{}/token/introspection", self.issuer))
+            .basic_auth("upstream", Some("upstream-secret-0123456789"))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .ok()?;
+        if !answer.status().is_success() {
+            return None;
+        }
+        serde_json::from_slice(&answer.bytes().await.ok()?).ok()
     }
 }
 
@@ -149,13 +165,39 @@ fn reply(status: u16, body: String, challenge: Option<String>) -> Response<Full<
     response
 }
 
+/// Failed calls: how many, and why the first few failed.
+#[derive(Default)]
+pub struct Failures {
+    count: AtomicUsize,
+    first: Mutex<Vec<String>>,
+}
+
+impl Failures {
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Why the first ten failed.
+    pub fn reasons(&self) -> Vec<String> {
+        self.first.lock().unwrap().clone()
+    }
+
+    fn record(&self, why: String) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let mut first = self.first.lock().unwrap();
+        if first.len() < 10 {
+            first.push(why);
+        }
+    }
+}
+
 /// One MCP client: a kept-alive connection to the proxy, `GET /mcp` until `stop`; failed calls
-/// (anything but 200, or a broken connection) counted in `failed`.
+/// (anything but 200, or a broken connection) go in `failed`.
 pub async fn caller(
     proxy: std::net::SocketAddr,
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicUsize>,
-    failed: Arc<AtomicUsize>,
+    failed: Arc<Failures>,
 ) {
     let mut sender = None;
     while !stop.load(Ordering::Relaxed) {
@@ -170,16 +212,25 @@ pub async fn caller(
             .header("host", proxy.to_string())
             .body(http_body_util::Empty::<Bytes>::new())
             .unwrap();
-        let answered = match s.send_request(request).await {
+        let failure = match s.send_request(request).await {
             Ok(response) => {
                 let status = response.status();
-                response.into_body().collect().await.is_ok() && status == 200
+                match response.into_body().collect().await {
+                    Ok(_) if status == 200 => None,
+                    Ok(body) => Some(format!("HTTP {status}: {}", String::from_utf8_lossy(&body.to_bytes()))),
+                    Err(e) => Some(format!("HTTP {status}, body cut: {e}")),
+                }
             }
-            Err(_) => {
+            Err(e) => {
                 sender = None;
-                false
+                Some(format!("no answer: {e}"))
             }
         };
-        if answered { &ok } else { &failed }.fetch_add(1, Ordering::Relaxed);
+        match failure {
+            None => {
+                ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(why) => failed.record(format!("{:?} {why}", SystemTime::now())),
+        }
     }
 }

@@ -158,6 +158,13 @@ impl OAuth2 {
         }
         let locked = self.store.lock().await.map_err(OAuth2Error::from)?;
         let mut stored = locked.read().map_err(OAuth2Error::from)?;
+        if let Some(before) = &stored.refresh_token {
+            let state = if stored.refused { "refused" } else { "held" };
+            tracing::info!(
+                "the login replaces the refresh token {state} before (fingerprint {})",
+                crate::token::Fingerprint::of(before.as_bytes())
+            );
+        }
         self.keep(&locked, &mut stored, &issued)?;
         Ok(())
     }
