@@ -177,3 +177,19 @@ fn a_daemon_refreshes_on_schedule_and_when_the_seed_changes_not_when_it_is_read(
     std::thread::sleep(std::time::Duration::from_secs(2));
     assert_eq!(p.stats()["grants"]["refresh_token"], 2, "{}", d.daemon.output());
 }
+
+/// The store is bound to its server: after the config names another one, the refresh token
+/// held is never sent there; the daemon asks for a login instead.
+#[test]
+fn a_refresh_token_is_never_sent_to_another_server() {
+    let (p, other) = (Provider::start(300), Provider::start(300));
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("seed");
+    std::fs::write(&seed, p.refresh_token(RESOURCE)).unwrap();
+    let keys = format!("client_id = \"host-public\"\nrefresh_token_file = \"{}\"\n", seed.display());
+    let (ok, _, output) = once_in(dir.path(), &p, &keys);
+    assert!(ok, "{output}");
+    let (ok, _, output) = once_in(dir.path(), &other, &keys);
+    assert!(!ok && output.contains("mcp-token-sync login") && output.contains(&p.issuer), "{output}");
+    assert_eq!(other.stats()["refresh_presented"], 0, "{}", other.stats());
+}

@@ -103,7 +103,7 @@ fn method(body: &[u8]) -> Option<Option<Method>> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Some(None);
     }
-    let value: Value = serde_json::from_slice(body).ok()?;
+    let value: Value = serde_json::from_slice(body).ok().filter(Value::is_object)?;
     match value.get("method").map(|m| m.as_str()) {
         None => Some(None),
         Some(Some("device")) => Some(Some(Method::Device)),

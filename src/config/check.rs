@@ -441,7 +441,7 @@ pub(super) fn check_url(url: &Url, allow_http: bool, allow_http_key: &str, key: 
     }
 }
 
-pub(super) fn host_is_loopback(url: &Url) -> bool {
+pub(crate) fn host_is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
         Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),

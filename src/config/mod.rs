@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use check::host_is_loopback;
 pub use schema::{
     AssertionAudience, AuthConfig, AuthKind, ClientAuth, DaemonConfig, ExpiryField, FieldsConfig, Grant,
     LogFormat, ProbeConfig, RefreshConfig, SourceConfig, SourceKind, ValidateConfig,

@@ -190,6 +190,11 @@ impl Daemon {
     pub async fn reload(&mut self, parts: Parts) {
         let state = parts.state_file();
         let Parts { config, source, sinks } = parts;
+        let (from, to) = (self.config.borrow().daemon.state_dir.clone(), config.daemon.state_dir.clone());
+        if from != to {
+            // Before the engine can fetch with the new source from the new place.
+            let _ = tokio::task::spawn_blocking(move || relocate_oauth2(&from, &to)).await;
+        }
         self.handle.reconfigure(config.clone(), source).await;
         let mut wanted: Vec<(Origin, Built)> =
             sinks.into_iter().map(|(config, built)| (Origin::Sink(Box::new(config)), built)).collect();
@@ -255,5 +260,23 @@ impl Daemon {
             }
         };
         let _ = tokio::time::timeout(STOP_GRACE, all).await;
+    }
+}
+
+/// An oauth2 source's refresh token moves with a new `state_dir` (DESIGN §13): left behind, the
+/// new place would seed again from a refresh_token_file spent long ago, or need a new login.
+fn relocate_oauth2(from: &std::path::Path, to: &std::path::Path) {
+    use std::os::unix::fs::DirBuilderExt;
+    if !from.join("oauth2.json").exists() {
+        return;
+    }
+    if let Err(e) = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(to) {
+        warn!("reload: the oauth2 store was not moved to {}: {e}", to.display());
+        return;
+    }
+    match crate::source::oauth2::store::Store::new(from).relocate(to) {
+        Ok(true) => info!("oauth2 store moved from {} to {}", from.display(), to.display()),
+        Ok(false) => {}
+        Err(e) => warn!("reload: the oauth2 store was not moved: {e}"),
     }
 }

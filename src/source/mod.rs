@@ -118,8 +118,9 @@ impl Source {
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(MAX_CONNECT_TIMEOUT));
         // Plain http to loopback is checked for who listens (DESIGN §12); TLS proves it by the
-        // certificate. One client serves both URLs, so a plain-http one has both checked.
-        if urls.iter().any(|url| url.scheme() == "http") {
+        // certificate. One client serves both URLs, so a plain-http one has both checked. An
+        // oauth2 source goes where metadata says too, which no config names: always checked.
+        if config.url.is_none() || urls.iter().any(|url| url.scheme() == "http") {
             builder =
                 builder.connector_layer(TrustLayer::new(Trust::new(&config.trust_uids, "source.trust_uids")));
         }

@@ -44,6 +44,25 @@ pub(crate) struct ServerMetadata {
     pub registration_endpoint: Option<Url>,
 }
 
+impl ServerMetadata {
+    /// The first endpoint that is neither https nor allowed plain http.
+    fn insecure_endpoint(&self, allow_http: bool) -> Option<&Url> {
+        [
+            Some(&self.token_endpoint),
+            self.authorization_endpoint.as_ref(),
+            self.device_authorization_endpoint.as_ref(),
+            self.registration_endpoint.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|url| match url.scheme() {
+            "https" => false,
+            "http" => !(allow_http || crate::config::host_is_loopback(url)),
+            _ => true,
+        })
+    }
+}
+
 /// RFC 9728 §2, the fields the daemon uses.
 #[derive(Deserialize)]
 struct ResourceMetadata {
@@ -53,11 +72,14 @@ struct ResourceMetadata {
 }
 
 /// The metadata of `issuer`, or of the first authorization server `resource` names.
+/// Every endpoint it names must be https, or plain http to loopback (whose listener the
+/// client's trust check vets) or with `allow_http`: the checks a configured URL gets.
 pub(crate) async fn discover(
     http: &reqwest::Client,
     issuer: Option<&Url>,
     resource: Option<&Url>,
     timeout: Duration,
+    allow_http: bool,
 ) -> Result<ServerMetadata, DiscoveryError> {
     let issuer = match (issuer, resource) {
         (Some(issuer), _) => issuer.clone(),
@@ -78,7 +100,12 @@ pub(crate) async fn discover(
     for url in [rfc8414, oidc] {
         match document::<ServerMetadata>(http, &url, timeout).await {
             Ok(found) if found.issuer.trim_end_matches('/') == issuer.as_str().trim_end_matches('/') => {
-                return Ok(found);
+                match found.insecure_endpoint(allow_http) {
+                    None => return Ok(found),
+                    Some(endpoint) => reasons.push(format!(
+                        "{url} names {endpoint}, plain http off loopback (use https, or set source.allow_http = true)"
+                    )),
+                }
             }
             Ok(found) => reasons.push(format!("{url} names another issuer, {:?}", found.issuer)),
             Err(reason) => reasons.push(format!("{url}: {reason}")),
@@ -211,6 +238,23 @@ mod tests {
         assert_eq!(parameter(r#"Bearer x_resource_metadata="https://evil""#, "resource_metadata"), None);
         assert_eq!(parameter(r#"Bearer realm="a\"b""#, "realm").as_deref(), Some("a\"b"));
         assert_eq!(parameter("Bearer", "resource_metadata"), None);
+    }
+
+    #[test]
+    fn metadata_naming_plain_http_off_loopback_is_refused() {
+        let metadata = |token: &str, device: &str| ServerMetadata {
+            issuer: "https://a.example".into(),
+            token_endpoint: Url::parse(token).unwrap(),
+            authorization_endpoint: None,
+            device_authorization_endpoint: Some(Url::parse(device).unwrap()),
+            registration_endpoint: None,
+        };
+        let good = metadata("https://a.example/token", "http://127.0.0.1:9/device");
+        assert!(good.insecure_endpoint(false).is_none());
+        let bad = metadata("http://192.0.2.1/token", "https://a.example/device");
+        assert_eq!(bad.insecure_endpoint(false).map(Url::as_str), Some("http://192.0.2.1/token"));
+        assert!(bad.insecure_endpoint(true).is_none(), "allow_http allows it");
+        assert!(metadata("https://a.example/t", "ftp://a.example/d").insecure_endpoint(true).is_some());
     }
 
     #[test]

@@ -88,6 +88,11 @@ pub enum OAuth2Error {
     /// No refresh token to present (DESIGN §13 `needs_login`).
     #[error("{}; run `mcp-token-sync login`", if *refused { "the stored refresh token was refused" } else { "no refresh token is held" })]
     NeedsLogin { refused: bool },
+    /// The store holds tokens from another server (the config changed): not sent anywhere.
+    #[error(
+        "the stored refresh token is from {stored}, not from this source's {ours}: run `mcp-token-sync login` (or set a new source.refresh_token_file)"
+    )]
+    OtherServer { stored: String, ours: String },
     /// The server refused the refresh token (`invalid_grant`): it is kept, marked refused.
     #[error("{0}; the refresh token is kept, marked refused: run `mcp-token-sync login`")]
     Refused(TokenError),
@@ -96,7 +101,10 @@ pub enum OAuth2Error {
 impl OAuth2Error {
     /// Only a login (or a new `refresh_token_file`) helps.
     pub fn needs_login(&self) -> bool {
-        matches!(self, OAuth2Error::NeedsLogin { .. } | OAuth2Error::Refused(_))
+        matches!(
+            self,
+            OAuth2Error::NeedsLogin { .. } | OAuth2Error::Refused(_) | OAuth2Error::OtherServer { .. }
+        )
     }
 }
 
@@ -167,8 +175,10 @@ impl OAuth2 {
             return Ok(found.clone());
         }
         let c = &self.config;
-        let found =
-            Arc::new(discovery::discover(http, c.issuer.as_ref(), c.resource.as_ref(), c.timeout).await?);
+        let found = Arc::new(
+            discovery::discover(http, c.issuer.as_ref(), c.resource.as_ref(), c.timeout, c.allow_http)
+                .await?,
+        );
         if c.token_endpoint.is_none() {
             lock(&self.status).token_endpoint = Some(found.token_endpoint.clone());
         }

@@ -8,11 +8,12 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
+use url::Url;
 use zeroize::Zeroizing;
 
 use super::client_auth::ClientAuthentication;
 use super::store::{Locked, Stored};
-use super::token::{self, Issued, Target};
+use super::token::{self, Issued, Target, TokenError};
 use super::{OAuth2, OAuth2Error};
 
 impl OAuth2 {
@@ -28,6 +29,11 @@ impl OAuth2 {
         let mut stored = locked.read()?;
         self.seed(&locked, &mut stored)?;
         self.show(&stored);
+        let ours = self.server();
+        if let Some(theirs) = stored.server.as_ref().filter(|theirs| **theirs != ours) {
+            // Never present one server's refresh token to another (a changed issuer or endpoint).
+            return Err(OAuth2Error::OtherServer { stored: theirs.clone(), ours });
+        }
         if let Some(adopted) = self.adopt(&stored) {
             return Ok(adopted);
         }
@@ -42,6 +48,15 @@ impl OAuth2 {
             Ok(issued) => {
                 self.keep(&locked, &mut stored, &issued)?;
                 Ok(issued)
+            }
+            Err(TokenError::Rejected { error, successor }) => {
+                // The answer is refused, but the token presented is spent: keep its successor.
+                stored.refresh_token = Some(successor.0.to_string());
+                stored.refused = false;
+                stored.rotated_at = Some(unix(SystemTime::now()));
+                locked.write(&stored)?;
+                self.show(&stored);
+                Err((*error).into())
             }
             Err(refused) if refused.is_invalid_grant() => {
                 // Kept, marked: a refused token is evidence, and never presented again.
@@ -71,6 +86,7 @@ impl OAuth2 {
             .expires_in
             .or(self.config.default_lifetime)
             .and_then(|lifetime| issued.received_at.checked_add(lifetime));
+        stored.server = Some(self.server());
         stored.access_token = Some(issued.access_token.to_string());
         stored.access_expires_at = expires_at.map(unix);
         locked.write(stored)?;
@@ -85,15 +101,17 @@ impl OAuth2 {
         let Some(path) = &self.config.refresh_token_file else { return Ok(()) };
         let text = match std::fs::read_to_string(path) {
             Ok(text) => Zeroizing::new(text),
-            // Gone (a credential directory not mounted this time): the stored token carries on.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && stored.refresh_token.is_some() => {
-                return Ok(());
-            }
+            // Gone or unreadable (a credential directory not mounted this time): a token stored
+            // carries on; the file only ever seeds.
+            Err(_) if stored.refresh_token.is_some() => return Ok(()),
             Err(e) => {
                 return Err(OAuth2Error::Seed(format!("source.refresh_token_file {}: {e}", path.display())));
             }
         };
         let seed = text.trim();
+        if seed.is_empty() && stored.refresh_token.is_some() {
+            return Ok(());
+        }
         if seed.is_empty() {
             return Err(OAuth2Error::Seed(format!("source.refresh_token_file {} is empty", path.display())));
         }
@@ -102,11 +120,24 @@ impl OAuth2 {
             return Ok(());
         }
         stored.refresh_token = Some(seed.to_owned());
+        stored.server = Some(self.server());
         stored.refused = false;
         stored.seed = Some(digest);
         stored.rotated_at = Some(unix(SystemTime::now()));
         locked.write(stored)?;
         Ok(())
+    }
+
+    /// What the store is bound to: the token endpoint as configured, else the issuer, else the
+    /// resource (where the server is found from).
+    fn server(&self) -> String {
+        let c = &self.config;
+        [&c.token_endpoint, &c.issuer, &c.resource]
+            .into_iter()
+            .flatten()
+            .next()
+            .map(Url::to_string)
+            .unwrap_or_default()
     }
 
     /// The access token another holder stored, if it is newer than this process's last one

@@ -42,6 +42,9 @@ pub(crate) struct Stored {
     /// seeds again, an unchanged one does not override a rotated token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<String>,
+    /// The server the tokens are from (`OAuth2::server`): another one is never sent them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
     /// The client `login` registered (RFC 7591), when none is configured: reused by every
     /// later login and refresh.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -93,6 +96,29 @@ impl Store {
 
     /// Waits for the exclusive lock (on a blocking thread: flock(2) blocks).
     pub async fn lock(&self) -> Result<Locked, StoreError> {
+        let store = Store { dir: self.dir.clone() };
+        tokio::task::spawn_blocking(move || store.lock_blocking())
+            .await
+            .map_err(|e| StoreError::Lock { path: self.dir.join(LOCK), reason: e.to_string() })?
+    }
+
+    /// Moves what is stored to `to` (a reloaded config's new state_dir) unless `to` holds a
+    /// store already: otherwise the new place would seed again from a refresh_token_file that
+    /// was spent long ago, or lose the login. `true` when something moved. Blocking.
+    pub fn relocate(&self, to: &Path) -> Result<bool, StoreError> {
+        let (old, new) = (self.lock_blocking()?, Store::new(to).lock_blocking()?);
+        if old.path == new.path || new.path.exists() || !old.path.exists() {
+            return Ok(false);
+        }
+        new.write(&old.read()?)?;
+        std::fs::remove_file(&old.path).map_err(|e| StoreError::Read {
+            path: old.path.clone(),
+            reason: format!("moved, but not removed: {e}"),
+        })?;
+        Ok(true)
+    }
+
+    fn lock_blocking(&self) -> Result<Locked, StoreError> {
         let lock_path = self.dir.join(LOCK);
         let path = self.dir.join(STORE);
         let fail = |reason: String| StoreError::Lock { path: lock_path.clone(), reason };
@@ -104,10 +130,8 @@ impl Store {
             .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&lock_path)
             .map_err(|e| fail(e.to_string()))?;
-        let lock = tokio::task::spawn_blocking(move || Flock::lock(file, FlockArg::LockExclusive))
-            .await
-            .map_err(|e| fail(e.to_string()))?
-            .map_err(|(_, errno)| fail(errno.to_string()))?;
+        let lock =
+            Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| fail(errno.to_string()))?;
         Ok(Locked { _lock: lock, path })
     }
 }
@@ -153,6 +177,22 @@ mod tests {
         assert_eq!((back.refresh_token.as_deref(), back.rotated_at), (Some("rt-1"), Some(7)));
         let mode = std::fs::metadata(dir.path().join(STORE)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn a_store_moves_to_a_new_state_dir_unless_one_is_there() {
+        let (from, to) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let store = Store::new(from.path());
+        let mut stored = Stored::default();
+        stored.refresh_token = Some("rt-9".into());
+        store.lock_blocking().unwrap().write(&stored).unwrap();
+        assert!(store.relocate(to.path()).unwrap());
+        assert!(!from.path().join(STORE).exists(), "two copies would diverge");
+        let moved = Store::new(to.path()).lock_blocking().unwrap().read().unwrap();
+        assert_eq!(moved.refresh_token.as_deref(), Some("rt-9"));
+        // Back again onto a place that now holds one: nothing is overwritten.
+        store.lock_blocking().unwrap().write(&Stored::default()).unwrap();
+        assert!(!Store::new(to.path()).relocate(from.path()).unwrap());
     }
 
     #[tokio::test]

@@ -21,6 +21,8 @@ use super::client_auth::{ClientAuthError, ClientAuthentication, Presented};
 const MAX_ANSWER: usize = 64 * 1024;
 /// An RFC 6749 error description is shown cut to this many characters (DESIGN §13).
 const DESCRIPTION_CHARS: usize = 200;
+/// An error code is a short ASCII word (RFC 6749 §5.2); a longer one is cut.
+const CODE_CHARS: usize = 64;
 
 /// What a token request asks for.
 pub(crate) enum Grant<'a> {
@@ -69,6 +71,9 @@ pub enum TokenError {
     NotBearer { endpoint: Url, kind: String },
     #[error(transparent)]
     Client(#[from] ClientAuthError),
+    /// A 200 answer refused for `error` that carried a new refresh token (`successor`).
+    #[error("{error}")]
+    Rejected { error: Box<TokenError>, successor: Secret },
 }
 
 impl TokenError {
@@ -135,12 +140,32 @@ pub(crate) async fn request(
     if !status.is_success() {
         return Err(refusal(endpoint, status, &body));
     }
+    checked(endpoint, &body, received_at)
+}
+
+/// A 200 answer's token, or why not; a refused answer's successor refresh token kept in the error.
+fn checked(endpoint: &Url, body: &[u8], received_at: SystemTime) -> Result<Issued, TokenError> {
+    answer(endpoint, body, received_at).map_err(|error| {
+        // The server has spent the refresh token presented, whatever else is wrong with its
+        // answer: a successor in it must still be kept.
+        match serde_json::from_slice::<Successor>(body).ok().and_then(|s| s.refresh_token) {
+            Some(successor) if !successor.trim().is_empty() => TokenError::Rejected {
+                error: Box::new(error),
+                successor: Secret(Zeroizing::new(successor.into_owned())),
+            },
+            _ => error,
+        }
+    })
+}
+
+/// A 200 answer checked: a Bearer access token and its lifetime (RFC 6749 §5.1).
+fn answer(endpoint: &Url, body: &[u8], received_at: SystemTime) -> Result<Issued, TokenError> {
     let malformed = |reason: String| TokenError::Malformed { endpoint: endpoint.clone(), reason };
-    let answer: Answer = serde_json::from_slice(&body).map_err(|e| malformed(e.to_string()))?;
+    let answer: Answer = serde_json::from_slice(body).map_err(|e| malformed(e.to_string()))?;
     if !answer.token_type.eq_ignore_ascii_case("bearer") {
         return Err(TokenError::NotBearer {
             endpoint: endpoint.clone(),
-            kind: answer.token_type.into_owned(),
+            kind: printable(&answer.token_type, 40),
         });
     }
     let expires_in = match &answer.expires_in {
@@ -153,9 +178,35 @@ pub(crate) async fn request(
     Ok(Issued {
         access_token: Zeroizing::new(answer.access_token.into_owned()),
         expires_in,
-        refresh_token: answer.refresh_token.map(|t| Zeroizing::new(t.into_owned())),
+        // An empty one is none: it must not replace the token held.
+        refresh_token: answer
+            .refresh_token
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| Zeroizing::new(t.into_owned())),
         received_at,
     })
+}
+
+/// The `refresh_token` of an answer otherwise refused.
+#[derive(Deserialize)]
+struct Successor<'a> {
+    #[serde(borrow, default)]
+    refresh_token: Option<Cow<'a, str>>,
+}
+
+/// A secret that `Debug` does not show.
+pub struct Secret(pub Zeroizing<String>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// `text` as a log line or a terminal may show it: control characters (a server's ANSI
+/// escapes, line breaks that would forge log lines) replaced, cut to `chars` characters.
+pub(crate) fn printable(text: &str, chars: usize) -> String {
+    text.chars().take(chars).map(|c| if c.is_control() { '\u{fffd}' } else { c }).collect()
 }
 
 /// Posts `form` and the client's authentication to `endpoint`; the status, the body (in
@@ -196,8 +247,8 @@ pub(crate) async fn post_form(
 pub(crate) fn refusal(endpoint: &Url, status: reqwest::StatusCode, body: &[u8]) -> TokenError {
     match serde_json::from_slice::<Refusal>(body) {
         Ok(refusal) if matches!(status.as_u16(), 400 | 401) => TokenError::Refused {
-            code: refusal.error.into_owned(),
-            description: refusal.error_description.map(|d| d.chars().take(DESCRIPTION_CHARS).collect()),
+            code: printable(&refusal.error, CODE_CHARS),
+            description: refusal.error_description.map(|d| printable(&d, DESCRIPTION_CHARS)),
         },
         _ => TokenError::Status { endpoint: endpoint.clone(), status: status.as_u16() },
     }
@@ -224,4 +275,46 @@ struct Refusal<'a> {
     error: Cow<'a, str>,
     #[serde(borrow, default)]
     error_description: Option<Cow<'a, str>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(body: &str) -> Result<Issued, TokenError> {
+        checked(&Url::parse("https://a.example/token").unwrap(), body.as_bytes(), SystemTime::now())
+    }
+
+    #[test]
+    fn a_refused_answer_keeps_its_successor_refresh_token() {
+        for body in [
+            r#"{"access_token":"a","token_type":"MAC","refresh_token":"rt-2"}"#,
+            r#"{"access_token":"a","token_type":"Bearer","expires_in":"12abc","refresh_token":"rt-2"}"#,
+            r#"{"token_type":"Bearer","refresh_token":"rt-2"}"#,
+        ] {
+            match check(body) {
+                Err(TokenError::Rejected { successor, error }) => {
+                    assert_eq!(successor.0.as_str(), "rt-2", "{body}");
+                    assert!(!error.to_string().contains("rt-2"), "{body}: {error}");
+                }
+                other => panic!("{body}: {:?}", other.map(|i| i.expires_in)),
+            }
+        }
+        // Without a successor the error is the plain one.
+        assert!(matches!(
+            check(r#"{"access_token":"a","token_type":"MAC"}"#),
+            Err(TokenError::NotBearer { .. })
+        ));
+    }
+
+    #[test]
+    fn an_empty_refresh_token_is_none_and_server_text_is_made_printable() {
+        let issued = check(r#"{"access_token":"a","token_type":"bearer","refresh_token":"  "}"#).unwrap();
+        assert!(issued.refresh_token.is_none());
+        assert_eq!(
+            printable("ok\u{1b}]0;owned\u{7}\r\nFAKE", 200),
+            "ok\u{fffd}]0;owned\u{fffd}\u{fffd}\u{fffd}FAKE"
+        );
+        assert_eq!(printable(&"x".repeat(500), 64).len(), 64);
+    }
 }

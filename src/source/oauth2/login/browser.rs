@@ -117,8 +117,8 @@ fn callback<B>(request: &Request<B>, state: &str, found: &mpsc::Sender<Redirect>
         );
     }
     if let Some(error) = param("error") {
-        let description = param("error_description").map(|d| d.chars().take(200).collect());
-        let _ = found.try_send(Err(TokenError::Refused { code: error.into_owned(), description }));
+        let description = param("error_description").map(|d| token::printable(&d, 200));
+        let _ = found.try_send(Err(TokenError::Refused { code: token::printable(&error, 64), description }));
         return page(
             StatusCode::OK,
             "The authorization server refused the login; `mcp-token-sync login` says why.",

@@ -14,6 +14,8 @@ use crate::source::oauth2::token::{self, Grant, Issued, Target, TokenError};
 
 /// RFC 8628 §3.2: without `interval`, 5 s.
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+/// The shortest poll interval taken from a server.
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// RFC 8628 §3.5: `slow_down` adds this to the interval for good.
 const SLOW_DOWN: Duration = Duration::from_secs(5);
 
@@ -71,13 +73,16 @@ pub(super) async fn login(flow: &Flow<'_>) -> Result<Issued, LoginError> {
     let _ = open
         .send(Open {
             url: authorization.verification_uri.clone(),
-            user_code: Some(authorization.user_code.clone()),
+            // Printed on the person's terminal: no escape sequences from the server.
+            user_code: Some(token::printable(&authorization.user_code, 64)),
             url_complete: authorization.verification_uri_complete.clone(),
             callback_port: None,
         })
         .await;
     let device_code = Zeroizing::new(authorization.device_code.clone());
-    let interval = authorization.interval.map(Duration::from_secs).unwrap_or(DEFAULT_INTERVAL);
+    // RFC 8628 §3.2: the client waits at least this; a server's 0 would be a busy loop.
+    let interval =
+        authorization.interval.map(Duration::from_secs).unwrap_or(DEFAULT_INTERVAL).max(MIN_INTERVAL);
     tokio::time::timeout(wait, poll(http, target, client, &device_code, interval))
         .await
         .map_err(|_| LoginError::TimedOut(wait))?
