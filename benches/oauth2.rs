@@ -144,30 +144,9 @@ async fn rotation() {
 
 async fn client_authentication() {
     let p = Provider::start(300);
-    let basic = p.secret_file("basic", "basic-secret-0123456789");
-    let methods = [
-        (
-            "client_secret_basic",
-            format!(
-                "client_id = \"service-basic\"\nclient_auth = \"client_secret_basic\"\nclient_secret_file = \"{}\"",
-                basic.display()
-            ),
-        ),
-        (
-            "private_key_jwt RSA 2048",
-            format!(
-                "client_id = \"service-rsa\"\nclient_auth = \"private_key_jwt\"\nprivate_key_file = \"{}\"\nkey_id = \"rsa-1\"",
-                p.key_file("rsa").display()
-            ),
-        ),
-        (
-            "private_key_jwt P-256",
-            format!(
-                "client_id = \"service-ec\"\nclient_auth = \"private_key_jwt\"\nprivate_key_file = \"{}\"\nkey_id = \"ec-1\"",
-                p.key_file("ec").display()
-            ),
-        ),
-    ];
+    let [basic, _, rsa, ec] = p.service_clients();
+    let methods =
+        [("client_secret_basic", basic), ("private_key_jwt RSA 2048", rsa), ("private_key_jwt P-256", ec)];
     let mut medians = Vec::new();
     for (name, keys) in methods {
         let source = format!(

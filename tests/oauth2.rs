@@ -33,26 +33,7 @@ fn once_in(dir: &std::path::Path, p: &Provider, keys: &str) -> (bool, Option<Str
 #[test]
 fn client_credentials_with_every_client_authentication_publishes_a_token() {
     let p = Provider::start(300);
-    let basic = p.secret_file("basic", "basic-secret-0123456789\n");
-    let post = p.secret_file("post", "post-secret-0123456789");
-    let clients = [
-        format!(
-            "client_id = \"service-basic\"\nclient_auth = \"client_secret_basic\"\nclient_secret_file = \"{}\"",
-            basic.display()
-        ),
-        format!(
-            "client_id = \"service-post\"\nclient_auth = \"client_secret_post\"\nclient_secret_file = \"{}\"",
-            post.display()
-        ),
-        format!(
-            "client_id = \"service-rsa\"\nclient_auth = \"private_key_jwt\"\nprivate_key_file = \"{}\"\nkey_id = \"rsa-1\"",
-            p.key_file("rsa").display()
-        ),
-        format!(
-            "client_id = \"service-ec\"\nclient_auth = \"private_key_jwt\"\nprivate_key_file = \"{}\"\nkey_id = \"ec-1\"",
-            p.key_file("ec").display()
-        ),
-    ];
+    let clients = p.service_clients();
     for client in clients {
         let keys = format!("grant = \"client_credentials\"\n{client}\n");
         let (ok, token, output) = once(&p, &keys);

@@ -16,6 +16,10 @@ use support::oauth::{OAuthDaemon, Provider, seeded_source};
 use support::resource::{Failures, Resource, caller};
 
 const CLIENTS: usize = 64;
+
+/// The tests here run one at a time: a second one's daemons beside the 64 clients would add
+/// stalls on 2 cores, and a stall of a second is a 2 s token's whole margin.
+static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const ROTATIONS: u64 = 30;
 
 fn version(d: &OAuthDaemon) -> u64 {
@@ -24,6 +28,7 @@ fn version(d: &OAuthDaemon) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_under_load_loses_no_request_and_spends_each_refresh_token_once() {
+    let _alone = ALONE.lock().await;
     let p = Provider::start(2);
     let resource = Resource::start(&p.issuer).await;
     let dir = tempfile::tempdir().unwrap();
@@ -116,28 +121,10 @@ async fn rotation_under_load_loses_no_request_and_spends_each_refresh_token_once
 /// live tokens; the secret and the key are nowhere they should not be.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_credentials_reach_an_introspecting_resource_through_the_proxy_and_no_secret_leaks() {
+    let _alone = ALONE.lock().await;
     let p = Provider::start(300);
     let resource = Resource::start(&p.issuer).await;
-    let basic = p.secret_file("basic", "basic-secret-0123456789\n");
-    let post = p.secret_file("post", "post-secret-0123456789");
-    let clients = [
-        format!(
-            "client_id = \"service-basic\"\nclient_auth = \"client_secret_basic\"\nclient_secret_file = \"{}\"",
-            basic.display()
-        ),
-        format!(
-            "client_id = \"service-post\"\nclient_auth = \"client_secret_post\"\nclient_secret_file = \"{}\"",
-            post.display()
-        ),
-        format!(
-            "client_id = \"service-rsa\"\nclient_auth = \"private_key_jwt\"\nprivate_key_file = \"{}\"\nkey_id = \"rsa-1\"",
-            p.key_file("rsa").display()
-        ),
-        format!(
-            "client_id = \"service-ec\"\nclient_auth = \"private_key_jwt\"\nprivate_key_file = \"{}\"\nkey_id = \"ec-1\"",
-            p.key_file("ec").display()
-        ),
-    ];
+    let clients = p.service_clients();
     // A line from the middle of each key: PEM's base64, which no output may carry.
     let key_lines: Vec<String> = ["rsa", "ec"]
         .iter()

@@ -76,6 +76,32 @@ impl Provider {
         answer["refresh_token"].as_str().expect("a refresh token").to_owned()
     }
 
+    /// The source keys of the four `client_credentials` clients, one per client authentication:
+    /// client_secret_basic, client_secret_post (secret files written), private_key_jwt RSA, P-256.
+    pub fn service_clients(&self) -> [String; 4] {
+        let basic = self.secret_file("basic", "basic-secret-0123456789\n");
+        let post = self.secret_file("post", "post-secret-0123456789");
+        let jwt = |id: &str, kind: &str, kid: &str| {
+            let key = self.key_file(kind);
+            format!(
+                "client_id = \"{id}\"\nclient_auth = \"private_key_jwt\"\nprivate_key_file = \"{}\"\nkey_id = \"{kid}\"",
+                key.display()
+            )
+        };
+        let secret = |id: &str, auth: &str, file: &Path| {
+            format!(
+                "client_id = \"{id}\"\nclient_auth = \"{auth}\"\nclient_secret_file = \"{}\"",
+                file.display()
+            )
+        };
+        [
+            secret("service-basic", "client_secret_basic", &basic),
+            secret("service-post", "client_secret_post", &post),
+            jwt("service-rsa", "rsa", "rsa-1"),
+            jwt("service-ec", "ec", "ec-1"),
+        ]
+    }
+
     /// The PEM private key of the `service-rsa` (`"rsa"`) or `service-ec` (`"ec"`) client.
     pub fn key_file(&self, kind: &str) -> PathBuf {
         self.dir.path().join(format!("{kind}.pem"))
