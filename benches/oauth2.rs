@@ -50,18 +50,9 @@ async fn rotation() {
     let resource = Resource::start(&p.issuer).await;
     let dir = tempfile::tempdir().unwrap();
     let (source, _) = seeded_source(&p, dir.path(), &resource.url(), false);
-    let listen = support::mcp::free_port();
-    let upstream = resource.url().trim_end_matches("/mcp").to_owned();
-    let sinks =
-        format!("[[sink]]\ntype = \"proxy\"\nlisten = \"127.0.0.1:{listen}\"\nupstream = \"{upstream}\"\n");
-    let d = tokio::task::block_in_place(|| {
-        let d = OAuthDaemon::start_in(dir, &source, &sinks);
-        d.wait_status("a first token", |s| s["version"].as_u64() >= Some(1));
-        d
-    });
+    let (d, proxy) = tokio::task::block_in_place(|| resource.behind_a_daemon(dir, &source));
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_started = support::procfs::rss_kib(d.daemon.pid());
-    let proxy = format!("127.0.0.1:{listen}").parse().unwrap();
     let (stop, ok, failed) = (Arc::new(AtomicBool::new(false)), Arc::default(), Arc::<Failures>::default());
     let clients: Vec<_> = (0..CLIENTS)
         .map(|_| tokio::spawn(caller(proxy, stop.clone(), Arc::clone(&ok), failed.clone())))

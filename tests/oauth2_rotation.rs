@@ -38,17 +38,8 @@ async fn rotation_under_load_loses_no_request_and_spends_each_refresh_token_once
     // the proxy's refresh-and-replay covers the gap, unless a stall over a second makes the
     // fresh token look expired too (the proxy then answers 503: that it does is tested elsewhere).
     let source = source.replace("[refresh]\n", "[refresh]\nlifetime_fraction = 0.4\n");
-    let listen = support::mcp::free_port();
-    let upstream = resource.url().trim_end_matches("/mcp").to_owned();
-    let sinks =
-        format!("[[sink]]\ntype = \"proxy\"\nlisten = \"127.0.0.1:{listen}\"\nupstream = \"{upstream}\"\n");
-    let d = tokio::task::block_in_place(|| {
-        let d = OAuthDaemon::start_in(dir, &source, &sinks);
-        d.wait_status("a first token", |status| status["version"].as_u64() >= Some(1));
-        d
-    });
+    let (d, proxy) = tokio::task::block_in_place(|| resource.behind_a_daemon(dir, &source));
 
-    let proxy: std::net::SocketAddr = format!("127.0.0.1:{listen}").parse().unwrap();
     let (stop, ok, failed) = (Arc::new(AtomicBool::new(false)), Arc::default(), Arc::<Failures>::default());
     let clients: Vec<_> = (0..CLIENTS)
         .map(|_| tokio::spawn(caller(proxy, stop.clone(), Arc::clone(&ok), failed.clone())))
@@ -90,7 +81,7 @@ async fn rotation_under_load_loses_no_request_and_spends_each_refresh_token_once
         .unwrap()
         .replace(&format!("{state_dir}/api.sock"), &format!("{second}/api.sock"))
         .replace(&format!("{state_dir}/token"), &format!("{second}/token"))
-        .replace(&format!("127.0.0.1:{listen}"), &format!("127.0.0.1:{}", support::mcp::free_port()));
+        .replace(&proxy.to_string(), &format!("127.0.0.1:{}", support::mcp::free_port()));
     let second_config = second_dir.path().join("config.toml");
     std::fs::write(&second_config, config).unwrap();
     let before = p.stats()["grants"]["refresh_token"].as_u64().unwrap();
@@ -131,22 +122,14 @@ async fn client_credentials_reach_an_introspecting_resource_through_the_proxy_an
         .map(|k| std::fs::read_to_string(p.key_file(k)).unwrap().lines().nth(2).unwrap().to_owned())
         .collect();
     for client in clients {
-        let listen = support::mcp::free_port();
-        let upstream = resource.url().trim_end_matches("/mcp").to_owned();
         let source = format!(
             "issuer = \"{}\"\nresource = \"{}\"\ngrant = \"client_credentials\"\n{client}\n",
             p.issuer,
             resource.url()
         );
-        let sinks = format!(
-            "[[sink]]\ntype = \"proxy\"\nlisten = \"127.0.0.1:{listen}\"\nupstream = \"{upstream}\"\n"
-        );
-        let d = tokio::task::block_in_place(|| {
-            let d = OAuthDaemon::start_in(tempfile::tempdir().unwrap(), &source, &sinks);
-            d.wait_state("fresh");
-            d
-        });
-        let proxy = support::http::Target::Tcp(format!("127.0.0.1:{listen}").parse().unwrap());
+        let (d, listen) =
+            tokio::task::block_in_place(|| resource.behind_a_daemon(tempfile::tempdir().unwrap(), &source));
+        let proxy = support::http::Target::Tcp(listen);
         let reply = support::http::send(&proxy, support::http::get(&proxy, "/mcp")).await;
         assert_eq!(reply.status, 200, "{client}: {}", reply.body);
         let token = std::fs::read_to_string(&d.file).unwrap();

@@ -234,3 +234,20 @@ pub async fn caller(
         }
     }
 }
+
+impl Resource {
+    /// A daemon with `source`'s keys in `dir` and a proxy sink to this resource, holding its
+    /// first token: the daemon and the proxy's address. Blocking.
+    pub fn behind_a_daemon(
+        &self,
+        dir: tempfile::TempDir,
+        source: &str,
+    ) -> (super::oauth::OAuthDaemon, SocketAddr) {
+        let listen: SocketAddr = format!("127.0.0.1:{}", super::mcp::free_port()).parse().unwrap();
+        let upstream = format!("http://{}", self.addr);
+        let sinks = format!("[[sink]]\ntype = \"proxy\"\nlisten = \"{listen}\"\nupstream = \"{upstream}\"\n");
+        let d = super::oauth::OAuthDaemon::start_in(dir, source, &sinks);
+        d.wait_status("a first token", |status| status["version"].as_u64() >= Some(1));
+        (d, listen)
+    }
+}
