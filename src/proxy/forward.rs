@@ -2,12 +2,13 @@
 //! headers go, the token header is set, `Host` becomes the upstream's. Nothing else is added.
 
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::PathAndQuery;
 use hyper::http::{request, response};
 use hyper::{Method, Request, StatusCode, Uri};
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), besides those the
-/// `Connection` header names and every `Proxy-*`.
-const HOP_BY_HOP: [HeaderName; 6] = [
+/// `Connection` header names and every `Proxy-*`. `Connection` first.
+static HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::TE,
@@ -16,22 +17,53 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::UPGRADE,
 ];
 
-/// Removes the hop-by-hop headers of `headers`.
-pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|list| list.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
+/// `name`'s place in [`HOP_BY_HOP`]: a match on the text, which a message's every header goes
+/// through, is a length switch and one comparison.
+fn hop_by_hop(name: &HeaderName) -> Option<usize> {
+    match name.as_str() {
+        "connection" => Some(0),
+        "keep-alive" => Some(1),
+        "te" => Some(2),
+        "trailer" => Some(3),
+        "transfer-encoding" => Some(4),
+        "upgrade" => Some(5),
+        _ => None,
     }
-    let proxy: Vec<HeaderName> =
-        headers.keys().filter(|name| name.as_str().starts_with("proxy-")).cloned().collect();
-    for name in proxy {
-        headers.remove(name);
+}
+
+/// Removes the hop-by-hop headers of `headers`. One pass over the names finds which are
+/// there, so a message pays a lookup only for each it has: an answer with `Connection:
+/// keep-alive`, the most common case, costs two and allocates nothing.
+pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let mut present = [false; 6];
+    let mut proxy = false;
+    for name in headers.keys() {
+        match hop_by_hop(name) {
+            Some(i) => present[i] = true,
+            None => proxy |= name.as_str().starts_with("proxy-"),
+        }
+    }
+    if present[0] {
+        // What `Connection` names, read before it goes; a second `Connection` header is rare.
+        let mut values = headers.get_all(header::CONNECTION).iter();
+        let first = values.next().cloned();
+        let rest: Vec<HeaderValue> = values.cloned().collect();
+        for value in first.iter().chain(&rest) {
+            let names = value.to_str().unwrap_or_default().split(',');
+            for name in names.map(str::trim).filter(|name| !name.is_empty()) {
+                headers.remove(name);
+            }
+        }
+    }
+    for (hop, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, there)| *there) {
+        headers.remove(hop);
+    }
+    if proxy {
+        let named: Vec<HeaderName> =
+            headers.keys().filter(|name| name.as_str().starts_with("proxy-")).cloned().collect();
+        for name in named {
+            headers.remove(name);
+        }
     }
 }
 
@@ -52,22 +84,23 @@ pub(super) fn reframe(parts: &mut response::Parts, method: &Method, body_length:
     }
 }
 
-/// The request the upstream gets for the client's `parts`: its method and end-to-end headers,
-/// with `token` (name, value) in place of whatever the client sent under that name.
+/// The request the upstream gets for the client's `parts`, whose hop-by-hop headers are gone
+/// already ([`strip_hop_by_hop`]): its method and headers, `target` as the request line's
+/// (origin-form, RFC 9112 §3.2.1), with `token` (name, value) in place of whatever the client
+/// sent under that name.
 pub(super) fn upstream_request<B>(
     parts: &request::Parts,
-    uri: Uri,
+    target: &PathAndQuery,
     host: &HeaderValue,
     token: (&HeaderName, &HeaderValue),
     body: B,
 ) -> Request<B> {
     let mut headers = parts.headers.clone();
-    strip_hop_by_hop(&mut headers);
     headers.insert(header::HOST, host.clone());
     headers.insert(token.0.clone(), token.1.clone());
     let mut request = Request::new(body);
     *request.method_mut() = parts.method.clone();
-    *request.uri_mut() = uri;
+    *request.uri_mut() = Uri::from(target.clone());
     *request.version_mut() = hyper::Version::HTTP_11;
     *request.headers_mut() = headers;
     request
@@ -107,6 +140,21 @@ mod tests {
     }
 
     #[test]
+    fn one_hop_by_hop_header_alone_is_found_and_a_message_without_any_is_kept_whole() {
+        for hop in ["connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade", "proxy-x"] {
+            let mut h = headers(&[(hop, "x-named"), ("x-named", "1"), ("accept", "*/*")]);
+            strip_hop_by_hop(&mut h);
+            let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+            left.sort_unstable();
+            let expected: &[&str] = if hop == "connection" { &["accept"] } else { &["accept", "x-named"] };
+            assert_eq!(left, expected, "{hop}");
+        }
+        let mut clean = headers(&[("x-named", "1"), ("accept", "*/*"), ("mcp-session-id", "abc")]);
+        strip_hop_by_hop(&mut clean);
+        assert_eq!(clean.len(), 3);
+    }
+
+    #[test]
     fn an_answer_is_framed_by_its_decoded_body_not_a_stale_length() {
         let parts = |length: &[&str]| {
             let mut builder = hyper::Response::builder();
@@ -137,7 +185,7 @@ mod tests {
 
     #[test]
     fn the_token_header_replaces_the_clients_and_host_is_the_upstreams() {
-        let (parts, ()) = Request::post("/mcp?x=1")
+        let (mut parts, ()) = Request::post("/mcp?x=1")
             .header("host", "127.0.0.1:8787")
             .header("authorization", "Bearer client-sent")
             .header("Authorization", "Bearer another")
@@ -145,17 +193,13 @@ mod tests {
             .body(())
             .unwrap()
             .into_parts();
+        strip_hop_by_hop(&mut parts.headers);
         let token = (&header::AUTHORIZATION, &HeaderValue::from_static("Bearer fresh"));
-        let uri: Uri = "https://backend.example.com/base/mcp?x=1".parse().unwrap();
-        let request = upstream_request(
-            &parts,
-            uri.clone(),
-            &HeaderValue::from_static("backend.example.com"),
-            token,
-            (),
-        );
+        let target = PathAndQuery::from_static("/base/mcp?x=1");
+        let request =
+            upstream_request(&parts, &target, &HeaderValue::from_static("backend.example.com"), token, ());
         assert_eq!(request.method(), "POST");
-        assert_eq!(request.uri(), &uri);
+        assert_eq!(request.uri(), "/base/mcp?x=1");
         let auth: Vec<_> = request.headers().get_all("authorization").iter().collect();
         assert_eq!(auth, ["Bearer fresh"]);
         assert_eq!(request.headers()["host"], "backend.example.com");

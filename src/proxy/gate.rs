@@ -65,18 +65,33 @@ impl Gate {
             refused.headers_mut().insert(header::ALLOW, HeaderValue::from_static(FORWARDED_METHODS));
             return Some(refused);
         }
-        let headers = request.headers();
+        // One pass over the headers rather than a lookup for each name: every request pays it.
+        let (mut hosts, mut host) = (0, None);
+        let (mut has_origin, mut allowed, mut other_site) = (false, true, false);
+        for (name, value) in request.headers() {
+            if name == header::HOST {
+                hosts += 1;
+                host = host.or(Some(value));
+            } else if name == header::ORIGIN {
+                // Every value counts, not the first: an upstream may read another.
+                has_origin = true;
+                allowed &= self.origin_allowed(value.as_bytes());
+            } else if name.as_str() == "sec-fetch-site" {
+                // A page's <img>, link or form GET sends no Origin, but every current browser
+                // sends Sec-Fetch-Site (Fetch Metadata): another site's page is refused unless
+                // allowed.
+                let site = value.as_bytes();
+                other_site |=
+                    site.eq_ignore_ascii_case(b"cross-site") || site.eq_ignore_ascii_case(b"same-site");
+            }
+        }
         if !self.hosts.is_empty() {
-            let host = request
-                .uri()
-                .authority()
-                .map(|a| a.as_str())
-                .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()));
+            let host =
+                request.uri().authority().map(|a| a.as_str()).or_else(|| host.and_then(|h| h.to_str().ok()));
             // Two Host headers make the request invalid (RFC 9112 §3.2), and the upstream
             // might read the other one.
-            let single = headers.get_all(header::HOST).iter().count() <= 1;
-            let ours =
-                single && host.is_some_and(|host| self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)));
+            let ours = hosts <= 1
+                && host.is_some_and(|host| self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)));
             if !ours {
                 return Some(error(
                     StatusCode::MISDIRECTED_REQUEST,
@@ -85,10 +100,7 @@ impl Gate {
                 ));
             }
         }
-        // Every value counts, not the first: an upstream may read another.
-        let mut origins = headers.get_all(header::ORIGIN).iter().peekable();
-        let has_origin = origins.peek().is_some();
-        let allowed = has_origin && origins.all(|origin| self.origin_allowed(origin.as_bytes()));
+        let allowed = has_origin && allowed;
         if has_origin && !allowed {
             return Some(error(
                 StatusCode::FORBIDDEN,
@@ -96,12 +108,6 @@ impl Gate {
                 "requests from this web origin are refused; see the proxy's allow_origins",
             ));
         }
-        // A page's <img>, link or form GET sends no Origin, but every current browser sends
-        // Sec-Fetch-Site (Fetch Metadata): another site's page is refused unless allowed.
-        let other_site = headers.get_all("sec-fetch-site").iter().any(|site| {
-            let site = site.as_bytes();
-            site.eq_ignore_ascii_case(b"cross-site") || site.eq_ignore_ascii_case(b"same-site")
-        });
         if other_site && !allowed {
             return Some(error(
                 StatusCode::FORBIDDEN,

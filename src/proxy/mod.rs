@@ -30,7 +30,8 @@ use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::http::request;
-use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper::http::uri::PathAndQuery;
+use hyper::{Request, Response, StatusCode};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 use zeroize::Zeroizing;
@@ -137,7 +138,9 @@ impl Handler for Proxy {
     async fn handle(&self, request: Request<Incoming>, _peer: Peer) -> Response<Body> {
         // Cheap to keep: a method and a URI share the request's bytes.
         let (method, uri) = (request.method().clone(), request.uri().clone());
-        let response = self.forward(request).await;
+        // On the heap, where it is built once: hyper moves the future that holds it, twice a
+        // request, and 1.5 KiB copies cost more than an allocation.
+        let response = Box::pin(self.forward(request)).await;
         let status = response.status().as_u16();
         self.requests.count(status);
         debug!("proxy {}: {method} {} -> {status}", self.name, uri.path());
@@ -170,13 +173,9 @@ impl Proxy {
         if let Some(refusal) = self.gate.refusal(&request) {
             return refusal;
         }
-        let proxy_origin = match request.headers().get(header::HOST).and_then(|h| h.to_str().ok()) {
-            Some(host) if self.gate.is_tcp() => format!("http://{host}"),
-            _ => String::new(),
-        };
-        let (parts, body) = request.into_parts();
-        let uri = match parts.uri.path_and_query().map(|pq| self.upstream.uri(pq.as_str())) {
-            Some(Ok(uri)) => uri,
+        let (mut parts, body) = request.into_parts();
+        let target = match parts.uri.path_and_query().map(|pq| self.upstream.target(pq)) {
+            Some(Ok(target)) => target,
             _ => {
                 return error(
                     StatusCode::BAD_REQUEST,
@@ -188,14 +187,15 @@ impl Proxy {
         let Some((version, credential)) = self.credential() else {
             return self.unavailable(Unavailable::NoValidToken);
         };
+        forward::strip_hop_by_hop(&mut parts.headers);
         let (kept, body) = replay::keep(body, self.replay_limit);
-        let response = match self.send(&parts, &uri, &credential, &kept, body.boxed()).await {
+        let response = match self.send(&parts, &target, &credential, &kept, body.boxed()).await {
             Ok(response) => response,
             Err(refusal) => return refusal,
         };
         if !challenge::refuses_token(response.status(), response.headers()) {
             kept.release();
-            return self.answer(response, &parts.method, &uri, &proxy_origin);
+            return self.answer(response, &parts, &target);
         }
         drop(response);
 
@@ -217,7 +217,7 @@ impl Proxy {
             )));
         };
         self.metrics.proxy_replay(&self.name);
-        let response = match self.send(&parts, &uri, &credential, &kept, body.boxed()).await {
+        let response = match self.send(&parts, &target, &credential, &kept, body.boxed()).await {
             Ok(response) => response,
             Err(refusal) => return refusal,
         };
@@ -227,7 +227,7 @@ impl Proxy {
             )));
         }
         kept.release();
-        self.answer(response, &parts.method, &uri, &proxy_origin)
+        self.answer(response, &parts, &target)
     }
 
     /// The version held and the header value that carries it; `None` without a valid token.
@@ -268,22 +268,20 @@ impl Proxy {
     async fn send(
         &self,
         parts: &request::Parts,
-        uri: &Uri,
+        target: &PathAndQuery,
         credential: &HeaderValue,
         kept: &Kept<Incoming>,
         body: upstream::RequestBody,
     ) -> Result<Response<UpstreamBody>, Response<Body>> {
         let build = |body| {
-            forward::upstream_request(
-                parts,
-                uri.clone(),
-                &self.upstream.host,
-                (&self.header, credential),
-                body,
-            )
+            forward::upstream_request(parts, target, &self.upstream.host, (&self.header, credential), body)
         };
         let again = || kept.replay().map(|body| build(body.boxed()));
-        let outcome = tokio::time::timeout(self.timeout, self.upstream.send(build(body), again)).await;
+        // On the heap: the exchange's state is 3 KiB, which every future holding it would
+        // otherwise copy each time it moves (into the timeout, and on up to hyper's
+        // dispatcher), more than the allocation costs.
+        let exchange = Box::pin(self.upstream.send(build(body), again));
+        let outcome = tokio::time::timeout(self.timeout, exchange).await;
         let (status, code, kind, detail) = match outcome {
             Ok(Ok(response)) => {
                 self.set_health(None);
@@ -327,28 +325,37 @@ impl Proxy {
         Err(error(status, code, &detail))
     }
 
-    /// The upstream's answer, as the client gets it: hop-by-hop headers gone, a redirect to the
-    /// upstream pointed back at the proxy, the body streamed as it comes.
+    /// The upstream's answer to the client's `request`, as the client gets it: hop-by-hop
+    /// headers gone, a redirect to the upstream pointed back at the proxy, the body streamed as
+    /// it comes.
     fn answer(
         &self,
         response: Response<UpstreamBody>,
-        method: &Method,
-        uri: &Uri,
-        proxy_origin: &str,
+        request: &request::Parts,
+        target: &PathAndQuery,
     ) -> Response<Body> {
         let (mut parts, body) = response.into_parts();
         forward::strip_hop_by_hop(&mut parts.headers);
-        forward::reframe(&mut parts, method, body.size_hint().exact());
+        forward::reframe(&mut parts, &request.method, body.size_hint().exact());
         // A challenge invites a host to start OAuth discovery; the proxy holds the token.
         parts.headers.remove(header::WWW_AUTHENTICATE);
         if parts.status.is_redirection()
             && let Some(location) = parts.headers.get(header::LOCATION).and_then(|l| l.to_str().ok())
-            && let Some(rewritten) = self.upstream.rewrite_location(location, uri, proxy_origin)
+            && let Some(rewritten) =
+                self.upstream.rewrite_location(location, target, &self.proxy_origin(request))
             && let Ok(value) = HeaderValue::from_str(&rewritten)
         {
             parts.headers.insert(header::LOCATION, value);
         }
         Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+    }
+
+    /// `http://host:port` as the client reached a TCP listener; empty for a Unix one.
+    fn proxy_origin(&self, request: &request::Parts) -> String {
+        match request.headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+            Some(host) if self.gate.is_tcp() => format!("http://{host}"),
+            _ => String::new(),
+        }
     }
 
     fn unavailable(&self, why: Unavailable) -> Response<Body> {

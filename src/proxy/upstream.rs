@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use hyper::header::HeaderValue;
+use hyper::http::uri::{InvalidUri, PathAndQuery};
 use hyper::{Method, Request, Response, Uri};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -121,7 +122,6 @@ impl Upstream {
         request: Request<RequestBody>,
         again: impl FnOnce() -> Option<Request<RequestBody>>,
     ) -> Result<Response<UpstreamBody>, SendError> {
-        let request = origin_form(request);
         let conn = match self.pool.take() {
             Some(conn) => conn,
             None => self.connect().await?,
@@ -140,7 +140,7 @@ impl Upstream {
                 if reused && (idempotent || reset || never_written(&error)) =>
             {
                 match again() {
-                    Some(request) => origin_form(request),
+                    Some(request) => request,
                     None => return Err(SendError::Exchange(error)),
                 }
             }
@@ -185,44 +185,40 @@ impl Upstream {
         Conn::open(io, shared).await.map_err(SendError::Exchange)
     }
 
-    /// The upstream URI for a request's path and query.
-    pub fn uri(&self, path_and_query: &str) -> Result<Uri, hyper::http::Error> {
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(format!("{}{path_and_query}", self.prefix))
-            .build()
+    /// The upstream's request target for a client's path and query: the prefix before it. A
+    /// request line has no room for an authority (RFC 9112 §3.2.1: origin-form; it is in `Host`).
+    pub fn target(&self, path_and_query: &PathAndQuery) -> Result<PathAndQuery, InvalidUri> {
+        if self.prefix.is_empty() {
+            return Ok(path_and_query.clone());
+        }
+        PathAndQuery::try_from(format!("{}{path_and_query}", self.prefix))
     }
 
     /// A redirect's `Location` as the client should follow it: back through the proxy when it
-    /// points at the upstream under its prefix (relative to `base`, the request's upstream URI),
-    /// as it is otherwise. `proxy_origin` is `http://host:port` for a TCP listener, empty for a
-    /// Unix one (a path-absolute reference, resolved against whatever the client used).
-    pub fn rewrite_location(&self, location: &str, base: &Uri, proxy_origin: &str) -> Option<String> {
-        let base = Url::parse(&base.to_string()).ok()?;
-        let target = base.join(location).ok()?;
-        if target.origin() != self.origin {
+    /// points at the upstream under its prefix (relative to `target`, the request's upstream
+    /// target), as it is otherwise. `proxy_origin` is `http://host:port` for a TCP listener,
+    /// empty for a Unix one (a path-absolute reference, resolved against whatever the client
+    /// used).
+    pub fn rewrite_location(
+        &self,
+        location: &str,
+        target: &PathAndQuery,
+        proxy_origin: &str,
+    ) -> Option<String> {
+        let base = Url::parse(&format!("{}://{}{target}", self.scheme, self.authority)).ok()?;
+        let to = base.join(location).ok()?;
+        if to.origin() != self.origin {
             return None;
         }
-        let path = target.path().strip_prefix(self.prefix.as_str())?;
+        let path = to.path().strip_prefix(self.prefix.as_str())?;
         if !(path.is_empty() || path.starts_with('/')) {
             return None;
         }
         let path = if path.is_empty() { "/" } else { path };
-        let query = target.query().map(|q| format!("?{q}")).unwrap_or_default();
-        let fragment = target.fragment().map(|f| format!("#{f}")).unwrap_or_default();
+        let query = to.query().map(|q| format!("?{q}")).unwrap_or_default();
+        let fragment = to.fragment().map(|f| format!("#{f}")).unwrap_or_default();
         Some(format!("{proxy_origin}{path}{query}{fragment}"))
     }
-}
-
-/// The request line as a server expects it from a client (RFC 9112 §3.2.1): the path and
-/// query alone; the authority is in `Host`.
-fn origin_form(mut request: Request<RequestBody>) -> Request<RequestBody> {
-    let path = request.uri().path_and_query().cloned();
-    if let Some(path) = path {
-        *request.uri_mut() = Uri::from(path);
-    }
-    request
 }
 
 /// The upstream cannot have read a request that failed this way: the connection was closed

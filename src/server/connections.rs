@@ -16,12 +16,12 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
+use tokio::task::AbortHandle;
 
 pub(super) struct Connections {
     capacity: usize,
@@ -43,12 +43,24 @@ struct Entry {
     stalled: AtomicBool,
     /// When the daemon last did something for this connection.
     stamp: AtomicU64,
-    close: CancellationToken,
+    /// Closed to make room, or because the listener stops.
+    closed: AtomicBool,
+    /// The task serving the connection. Aborting it rather than having it wait on a signal as
+    /// well as its IO: such a wait is polled again at every wake-up of a busy connection.
+    task: OnceLock<AbortHandle>,
 }
 
 impl Entry {
     fn gives_way(&self) -> bool {
         !self.answering.load(Ordering::Relaxed) || self.stalled.load(Ordering::Relaxed)
+    }
+
+    fn close(&self) {
+        // SeqCst here and in `Slot::served_by`: whichever of the two comes second sees the other.
+        self.closed.store(true, Ordering::SeqCst);
+        if let Some(task) = self.task.get() {
+            task.abort();
+        }
     }
 }
 
@@ -108,7 +120,7 @@ impl Connections {
                 .filter(|(_, entry)| entry.gives_way())
                 .min_by_key(|(_, entry)| entry.stamp.load(Ordering::Relaxed))?;
             let evicted = live.remove(&idlest).expect("just found");
-            evicted.close.cancel();
+            evicted.close();
         }
         self.busy.store(true, Ordering::Relaxed);
         let id = self.tick();
@@ -116,7 +128,8 @@ impl Connections {
             answering: AtomicBool::new(false),
             stalled: AtomicBool::new(false),
             stamp: AtomicU64::new(id),
-            close: CancellationToken::new(),
+            closed: AtomicBool::new(false),
+            task: OnceLock::new(),
         });
         live.insert(id, entry.clone());
         Some(Admitted { slot: Slot { id, entry, connections: self.clone() }, made_room })
@@ -148,6 +161,17 @@ impl Connections {
     }
 }
 
+/// Closes every connection when dropped: the listener stops.
+pub(super) struct CloseAll(pub Arc<Connections>);
+
+impl Drop for CloseAll {
+    fn drop(&mut self) {
+        for entry in self.0.live.lock().expect("never poisoned").values() {
+            entry.close();
+        }
+    }
+}
+
 impl Slot {
     /// A request has come: not to be closed until it is answered.
     pub(super) fn answering(&self) {
@@ -170,9 +194,13 @@ impl Slot {
         }
     }
 
-    /// Resolves when this connection has been closed to make room for another.
-    pub(super) async fn evicted(&self) {
-        self.entry.close.cancelled().await
+    /// `task` serves this slot's connection: closing the connection aborts it (at once if it
+    /// was closed already).
+    pub(super) fn served_by(&self, task: AbortHandle) {
+        let task = self.entry.task.get_or_init(|| task);
+        if self.entry.closed.load(Ordering::SeqCst) {
+            task.abort();
+        }
     }
 }
 
@@ -238,7 +266,7 @@ mod tests {
     use super::*;
 
     fn is_evicted(slot: &Slot) -> bool {
-        slot.entry.close.is_cancelled()
+        slot.entry.closed.load(Ordering::SeqCst)
     }
 
     fn is_answering(slot: &Slot) -> bool {
@@ -385,5 +413,34 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(1)).await;
         drop(busy);
         assert!(!waiting.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn closing_a_connection_aborts_the_task_serving_it_known_before_or_after() {
+        let serving = || tokio::spawn(std::future::pending::<()>());
+        let aborted = async |task: tokio::task::JoinHandle<()>| {
+            let ended = tokio::time::timeout(Duration::from_secs(5), task).await;
+            ended.expect("the task ended").unwrap_err().is_cancelled()
+        };
+        let connections = Connections::new(1);
+        let idle = connections.admit().await.slot;
+        let task = serving();
+        idle.served_by(task.abort_handle());
+        let newcomer = connections.admit().await;
+        assert!(newcomer.made_room);
+        assert!(aborted(task).await, "closed for room");
+
+        // Closed for room before its task was known: the task is aborted as it is handed over.
+        let newer = connections.admit().await.slot;
+        let late = serving();
+        newcomer.slot.served_by(late.abort_handle());
+        assert!(aborted(late).await);
+
+        // The listener stops: every connection ends.
+        let stopping = CloseAll(connections.clone());
+        let task = serving();
+        newer.served_by(task.abort_handle());
+        drop(stopping);
+        assert!(aborted(task).await, "closed as the listener stopped");
     }
 }

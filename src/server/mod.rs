@@ -103,6 +103,8 @@ impl<H: Handler> Server<H> {
         let name = listener.name();
         let acl = Arc::new(acl);
         let connections = Connections::new(max_connections);
+        // However serving ends (stopped, or this future dropped), its connections end with it.
+        let _close_all = connections::CloseAll(connections.clone());
         let refusals = Refusals::new(&name);
         let mut accept_errors = 0u32;
         let mut warned_full: Option<Instant> = None;
@@ -168,11 +170,11 @@ impl<H: Handler> Server<H> {
                     );
                 }
             }
+            let slot = Arc::new(slot);
             let context =
-                Context { handler: handler.clone(), slot: Arc::new(slot), streams_give_way, half_close };
-            let (acl, metrics, cancel, refusals) =
-                (acl.clone(), metrics.clone(), cancel.clone(), refusals.clone());
-            tokio::spawn(async move {
+                Context { handler: handler.clone(), slot: slot.clone(), streams_give_way, half_close };
+            let (acl, metrics, refusals) = (acl.clone(), metrics.clone(), refusals.clone());
+            let task = tokio::spawn(async move {
                 let (peer, io) = match newcomer {
                     Newcomer::Allowed(peer, io) => (Some(peer), io),
                     Newcomer::Unknown(stream) => match identify(stream) {
@@ -184,10 +186,11 @@ impl<H: Handler> Server<H> {
                     },
                 };
                 match io {
-                    Io::Unix(stream) => connection(stream, peer, context, cancel).await,
-                    Io::Tcp(stream) => connection(stream, peer, context, cancel).await,
+                    Io::Unix(stream) => connection(stream, peer, context).await,
+                    Io::Tcp(stream) => connection(stream, peer, context).await,
                 }
             });
+            slot.served_by(task.abort_handle());
         }
         drop(listener);
     }
@@ -240,14 +243,10 @@ async fn accept(listener: &Listener) -> std::io::Result<Accepted> {
     }
 }
 
-/// Serves one connection until it ends, is closed for room, or the server stops. `peer` is
-/// `None` for a peer the ACL refused.
-async fn connection<H: Handler, S>(
-    stream: S,
-    peer: Option<Peer>,
-    context: Context<H>,
-    cancel: CancellationToken,
-) where
+/// Serves one connection until it ends, or its task is aborted (closed for room, or the server
+/// stops: `Connections`). `peer` is `None` for a peer the ACL refused.
+async fn connection<H: Handler, S>(stream: S, peer: Option<Peer>, context: Context<H>)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let Context { handler, slot, streams_give_way, half_close } = context;
@@ -273,9 +272,7 @@ async fn connection<H: Handler, S>(
         .half_close(half_close)
         .max_buf_size(MAX_HEAD)
         .serve_connection(TokioIo::new(io), service);
-    tokio::select! {
-        result = connection => if let Err(e) = result { debug!("connection closed: {e}") },
-        _ = slot.evicted() => debug!("connection closed to make room"),
-        _ = cancel.cancelled() => {}
+    if let Err(e) = connection.await {
+        debug!("connection closed: {e}");
     }
 }
