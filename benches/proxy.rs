@@ -8,7 +8,9 @@
 //!    another process keeping one core busy (the tail is what an MCP host feels);
 //! 2. server-sent events: from the upstream sending an event to the client reading it;
 //! 3. a 401 storm: 1,000 requests at once just after the token rotated;
-//! 4. the daemon's memory with its proxies idle.
+//! 4. the daemon's memory with its proxies idle;
+//! 5. instructions per request, ours and nginx's, counted by callgrind: what requests per second
+//!    on a shared two-core host only estimates.
 //!
 //!     scripts/bench proxy                    # BENCH_SECONDS=5 by default
 //!
@@ -44,11 +46,23 @@ fn main() {
         throughput(&backend, Duration::from_secs(seconds)).await;
         events(&backend).await;
         storm().await;
+        instructions(&backend).await;
     });
 }
 
 fn free_port() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// nginx as an operator would put it in front of `upstream`: keep-alive to it, the token header
+/// set, listening on `listen`.
+fn nginx_in_front(upstream: SocketAddr, listen: SocketAddr, token: &str) -> String {
+    format!(
+        "upstream backend {{ server {upstream}; keepalive 32; }}\n\
+         server {{\n listen {listen};\n location / {{\n  proxy_pass http://backend;\n\
+           proxy_http_version 1.1;\n  proxy_set_header Connection \"\";\n\
+           proxy_set_header {HEADER} \"{token}\";\n }}\n}}"
+    )
 }
 
 fn proxy_sink(listen: SocketAddr, upstream: &str) -> String {
@@ -65,15 +79,7 @@ async fn throughput(backend: &Backend, duration: Duration) {
         &format!("server {{\n listen {upstream};\n location / {{ return 200 '{ANSWER}'; }}\n}}"),
         &[Ready::Tcp(upstream)],
     );
-    let nginx = Nginx::start(
-        &format!(
-            "upstream backend {{ server {upstream}; keepalive 32; }}\n\
-             server {{\n listen {nginx_proxy};\n location / {{\n  proxy_pass http://backend;\n\
-               proxy_http_version 1.1;\n  proxy_set_header Connection \"\";\n\
-               proxy_set_header {HEADER} \"{token}\";\n }}\n}}"
-        ),
-        &[Ready::Tcp(nginx_proxy)],
-    );
+    let nginx = Nginx::start(&nginx_in_front(upstream, nginx_proxy, &token), &[Ready::Tcp(nginx_proxy)]);
     let daemon = api::start_quiet(backend, &proxy_sink(ours, &format!("http://{upstream}")));
     api::get_until(&daemon.socket, "/v1/token?format=raw", "a token", |r| r.body == token).await;
     let rss_started = support::procfs::rss_kib(daemon.daemon.pid());
@@ -213,6 +219,55 @@ async fn storm() {
         elapsed.as_secs_f64() * 1e3,
         floor.as_secs_f64() * 1e3
     );
+}
+
+/// Section 5. nginx in front and ours in front, each run by callgrind, the same requests to the
+/// same upstream nginx: the user-space instructions each spends per request.
+async fn instructions(backend: &Backend) {
+    const REQUESTS: usize = 20_000;
+    let Some(callgrind) = support::callgrind::Callgrind::new() else { return };
+    let (upstream, nginx_proxy, ours) = (free_port(), free_port(), free_port());
+    let _upstream = Nginx::start(
+        &format!("server {{\n listen {upstream};\n location / {{ return 200 '{ANSWER}'; }}\n}}"),
+        &[Ready::Tcp(upstream)],
+    );
+    let wrapper = callgrind.wrapper("nginx");
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let nginx = Nginx::start_under(&wrapper, &nginx_in_front(upstream, nginx_proxy, &backend.token()), &[]);
+    let config = tempfile::NamedTempFile::new().unwrap();
+    let text =
+        support::TestConfig::new(backend).sinks(&proxy_sink(ours, &format!("http://{upstream}"))).text();
+    std::fs::write(config.path(), text).unwrap();
+    let wrapper = callgrind.wrapper("ours");
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let daemon = support::DaemonProcess::spawn_under(
+        &wrapper,
+        &["run", "--config", config.path().to_str().unwrap()],
+        &[("MCP_TOKEN_SYNC_LOG", "warn")],
+    );
+    // Both start slowly under valgrind.
+    for address in [nginx_proxy, ours] {
+        let target = Target::Tcp(address);
+        let serves = async {
+            loop {
+                let listening = tokio::net::TcpStream::connect(address).await.is_ok();
+                if listening && http::send(&target, http::get(&target, "/mcp")).await.status == 200 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(60), serves).await.is_err() {
+            panic!("{address} never served under callgrind:\n{}", daemon.output());
+        }
+    }
+    let url = |address: SocketAddr| format!("http://{address}/mcp");
+    let theirs = blocking(|| callgrind.per_request("nginx", nginx.pid(), &url(nginx_proxy), REQUESTS));
+    let mine = blocking(|| callgrind.per_request("ours", daemon.pid(), &url(ours), REQUESTS));
+    println!("## 5. Instructions per request (callgrind, {REQUESTS} requests, 16 clients)\n");
+    println!("| proxy | instructions per request |\n|---|---:|");
+    println!("| nginx in front | {theirs:.0} |\n| mcp-token-sync in front | {mine:.0} |");
+    println!("\n- ours / nginx's: {:.2}\n", mine / theirs);
 }
 
 /// `n` clients each open a connection and send one request at the same moment; the time until

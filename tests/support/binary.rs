@@ -38,6 +38,14 @@ impl DaemonProcess {
         DaemonProcess::start(Command::new(daemon_binary()), args, env)
     }
 
+    /// Run by `wrapper` (a command and its arguments, the daemon's path and `args` after them):
+    /// a profiler, say.
+    pub fn spawn_under(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> DaemonProcess {
+        let mut command = Command::new(wrapper[0]);
+        command.args(&wrapper[1..]).arg(daemon_binary());
+        DaemonProcess::start(command, args, env)
+    }
+
     /// As another user (and group of the same number, no other groups): needs root.
     pub fn spawn_as(uid: u32, args: &[&str]) -> DaemonProcess {
         let mut setpriv = Command::new("setpriv");

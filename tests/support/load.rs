@@ -24,9 +24,18 @@ pub enum To<'a> {
 
 /// `clients` keep-alive connections asking `to` one request at a time each, for `duration`.
 pub fn oha(to: To<'_>, clients: usize, duration: Duration) -> Measured {
+    oha_with(to, clients, &["-z", &format!("{}ms", duration.as_millis())])
+}
+
+/// `clients` keep-alive connections sending `requests` requests to `to` in all.
+pub fn oha_requests(to: To<'_>, clients: usize, requests: usize) -> Measured {
+    oha_with(to, clients, &["-n", &requests.to_string()])
+}
+
+fn oha_with(to: To<'_>, clients: usize, stop: &[&str]) -> Measured {
     let mut command = Command::new("oha");
     command.args(["--no-tui", "--output-format", "json", "-c", &clients.to_string()]);
-    command.args(["-z", &format!("{}ms", duration.as_millis())]);
+    command.args(stop);
     match to {
         To::Url(url) => command.arg(url),
         To::Unix(socket, path) => {

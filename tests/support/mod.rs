@@ -6,6 +6,7 @@ pub mod api;
 pub mod backend;
 pub mod binary;
 pub mod bridge;
+pub mod callgrind;
 pub mod fake_mcp;
 pub mod http;
 pub mod load;

@@ -14,12 +14,19 @@ impl Nginx {
     /// nginx serving `servers` (its `server { … }` blocks; `{DIR}` is its own directory), once
     /// each of `ready` accepts connections.
     pub fn start(servers: &str, ready: &[Ready]) -> Nginx {
+        Nginx::start_under(&[], servers, ready)
+    }
+
+    /// Run by `wrapper` (a command and its arguments; nginx's own after them), as one process:
+    /// the worker's work done by the master, so a profiler that follows one process sees it.
+    pub fn start_under(wrapper: &[&str], servers: &str, ready: &[Ready]) -> Nginx {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display().to_string();
         // As root, nginx would switch its worker to `nobody`, who cannot reach our temp dir.
         let user = if nix::unistd::geteuid().is_root() { "user root root;" } else { "" };
+        let single = if wrapper.is_empty() { "" } else { "master_process off;" };
         let conf = format!(
-            "worker_processes 1;\ndaemon off;\n{user}\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+            "worker_processes 1;\n{single}\ndaemon off;\n{user}\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
              events {{ worker_connections 4096; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
              fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
@@ -28,7 +35,15 @@ impl Nginx {
         );
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf).unwrap();
-        let child = Command::new(nginx_binary())
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(nginx_binary());
+                command
+            }
+            None => Command::new(nginx_binary()),
+        };
+        let child = command
             .args(["-p", &d, "-c"])
             .arg(&conf_path)
             .stderr(Stdio::inherit())
