@@ -28,7 +28,7 @@ use support::http::{self, Target};
 use support::load::{Measured, To, oha, quantiles};
 use support::nginx::{Nginx, Ready};
 use support::upstream::Upstream;
-use support::{Backend, api};
+use support::{Backend, api, free_port};
 
 const HEADER: &str = "X-Google-MCP-Token";
 /// What the upstream answers: the size of a small MCP answer.
@@ -50,10 +50,6 @@ fn main() {
     });
 }
 
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
 /// nginx as an operator would put it in front of `upstream`: keep-alive to it, the token header
 /// set, listening on `listen`.
 fn nginx_in_front(upstream: SocketAddr, listen: SocketAddr, token: &str) -> String {
@@ -73,7 +69,8 @@ fn proxy_sink(listen: SocketAddr, upstream: &str) -> String {
 
 /// Sections 1 and 4.
 async fn throughput(backend: &Backend, duration: Duration) {
-    let (upstream, nginx_proxy, ours) = (free_port(), free_port(), free_port());
+    let (upstream, nginx_proxy, ours) =
+        (free_port("127.0.0.1"), free_port("127.0.0.1"), free_port("127.0.0.1"));
     let token = backend.token();
     let _upstream = Nginx::start(
         &format!("server {{\n listen {upstream};\n location / {{ return 200 '{ANSWER}'; }}\n}}"),
@@ -160,7 +157,7 @@ async fn events(backend: &Backend) {
     for through_proxy in [false, true] {
         // An upstream of its own per path, so each counts only its own stream.
         let upstream = Upstream::start(backend, HEADER, None).await;
-        let ours = free_port();
+        let ours = free_port("127.0.0.1");
         let daemon = api::start_quiet(backend, &proxy_sink(ours, &upstream.url()));
         api::get_until(&daemon.socket, "/v1/token?format=raw", "a token", |r| r.status == 200).await;
         let (name, target) = if through_proxy {
@@ -198,7 +195,7 @@ async fn storm() {
     const REQUESTS: usize = 1000;
     let backend = Backend::start().await;
     let upstream = Upstream::start(&backend, HEADER, None).await;
-    let ours = free_port();
+    let ours = free_port("127.0.0.1");
     let daemon = api::start_quiet(&backend, &proxy_sink(ours, &upstream.url()));
     api::get_until(&daemon.socket, "/v1/token?format=raw", "a token", |r| r.status == 200).await;
     let target = Target::Tcp(ours);
@@ -226,7 +223,8 @@ async fn storm() {
 async fn instructions(backend: &Backend) {
     const REQUESTS: usize = 20_000;
     let Some(callgrind) = support::callgrind::Callgrind::new() else { return };
-    let (upstream, nginx_proxy, ours) = (free_port(), free_port(), free_port());
+    let (upstream, nginx_proxy, ours) =
+        (free_port("127.0.0.1"), free_port("127.0.0.1"), free_port("127.0.0.1"));
     let _upstream = Nginx::start(
         &format!("server {{\n listen {upstream};\n location / {{ return 200 '{ANSWER}'; }}\n}}"),
         &[Ready::Tcp(upstream)],

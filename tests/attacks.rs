@@ -14,15 +14,11 @@ use support::api::{self, get, metric};
 use support::http::{self, Target};
 use support::squatter::Squatter;
 use support::upstream::Upstream;
-use support::{Backend, TestConfig, wait_for, wait_for_async};
+use support::{Backend, TestConfig, free_port, wait_for, wait_for_async};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 const HEADER: &str = "X-Google-MCP-Token";
 const NOBODY: u32 = 65534;
-
-fn free_port(host: &str) -> SocketAddr {
-    std::net::TcpListener::bind((host, 0)).unwrap().local_addr().unwrap()
-}
 
 fn proxy_sink(listen: SocketAddr, upstream: &str, extra: &str) -> String {
     format!(

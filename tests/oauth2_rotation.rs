@@ -81,7 +81,7 @@ async fn rotation_under_load_loses_no_request_and_spends_each_refresh_token_once
         .unwrap()
         .replace(&format!("{state_dir}/api.sock"), &format!("{second}/api.sock"))
         .replace(&format!("{state_dir}/token"), &format!("{second}/token"))
-        .replace(&proxy.to_string(), &format!("127.0.0.1:{}", support::mcp::free_port()));
+        .replace(&proxy.to_string(), &format!("127.0.0.1:{}", support::free_port("127.0.0.1").port()));
     let second_config = second_dir.path().join("config.toml");
     std::fs::write(&second_config, config).unwrap();
     let before = p.stats()["grants"]["refresh_token"].as_u64().unwrap();

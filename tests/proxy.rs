@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,7 +12,7 @@ use support::api::Reply;
 use support::api::{self, get};
 use support::http::{self, Target};
 use support::upstream::{Admit, Upstream};
-use support::{Backend, wait_for_async};
+use support::{Backend, free_port, wait_for_async};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 const HEADER: &str = "X-Google-MCP-Token";
@@ -23,11 +22,6 @@ struct Proxied {
     upstream: Upstream,
     proxy: Target,
     d: api::WithSocket,
-}
-
-/// A port on loopback that nothing listens on (bound, then freed for the daemon).
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
 /// A `[[sink]]` table for a proxy to `upstream`, plus `extra` keys.
@@ -42,7 +36,7 @@ fn proxy_sink(listen: &str, upstream: &Upstream, extra: &str) -> String {
 async fn start(extra: &str) -> Proxied {
     let backend = Backend::start().await;
     let upstream = Upstream::start(&backend, HEADER, None).await;
-    let address = free_port();
+    let address = free_port("127.0.0.1");
     let d = api::start(&backend, &proxy_sink(&address.to_string(), &upstream, extra));
     let proxy = Target::Tcp(address);
     let p = Proxied { backend, upstream, proxy, d };
@@ -235,7 +229,7 @@ async fn without_a_valid_token_the_upstream_is_not_contacted() {
     let backend = Backend::start().await;
     backend.set_reply(support::Reply::Raw { status: 500, body: b"down".to_vec() });
     let upstream = Upstream::start(&backend, HEADER, None).await;
-    let address = free_port();
+    let address = free_port("127.0.0.1");
     let d = api::start(&backend, &proxy_sink(&address.to_string(), &upstream, ""));
     let proxy = Target::Tcp(address);
     let reply = answer_when(&proxy, "/ping", &d, |_| true).await;
@@ -308,7 +302,7 @@ async fn a_foreign_host_gets_421_and_a_foreign_origin_403_and_neither_is_forward
 async fn an_unreachable_upstream_is_502_and_a_silent_one_504() {
     let backend = Backend::start().await;
     let silent = Upstream::start(&backend, HEADER, None).await;
-    let (gone, quiet) = (free_port(), free_port());
+    let (gone, quiet) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
     let sinks = format!(
         "[[sink]]\ntype = \"proxy\"\nlisten = \"{gone}\"\nupstream = \"http://127.0.0.1:1\"\nheader = \"{HEADER}\"\n\n{}",
         proxy_sink(&quiet.to_string(), &silent, "timeout = \"1s\"")
@@ -345,7 +339,7 @@ async fn other_uids_are_refused_over_tcp_and_over_a_unix_socket_unless_allowed()
     }
     let backend = Backend::start().await;
     let upstream = Upstream::start(&backend, HEADER, None).await;
-    let address = free_port();
+    let address = free_port("127.0.0.1");
     let dir = tempfile::tempdir().unwrap();
     let unix = dir.path().join("proxy.sock");
     let sinks = format!(
@@ -401,7 +395,7 @@ async fn status_metrics_and_logs_name_the_proxy_never_the_token() {
 async fn a_reload_adds_changes_and_removes_proxies() {
     let p = start("").await;
     let Target::Tcp(first) = p.proxy else { unreachable!() };
-    let second = free_port();
+    let second = free_port("127.0.0.1");
     let config = p.d.dir.path().join("config.toml");
     let text = std::fs::read_to_string(&config).unwrap();
     let both = format!("{text}\n{}", proxy_sink(&second.to_string(), &p.upstream, ""));
@@ -412,7 +406,7 @@ async fn a_reload_adds_changes_and_removes_proxies() {
     assert_eq!(http::send(&added, http::get(&added, "/ping")).await.status, 200);
 
     // Changed: the first proxy moves; its old address refuses connections, the other carries on.
-    let moved = free_port();
+    let moved = free_port("127.0.0.1");
     let changed =
         support::replaced(&both, &format!("listen = \"{first}\""), &format!("listen = \"{moved}\""));
     std::fs::write(&config, changed).unwrap();
@@ -448,7 +442,7 @@ async fn a_daemon_without_privileges_still_knows_who_connects_over_tcp() {
     let home = dir.path().join("daemon");
     std::fs::create_dir(&home).unwrap();
     std::os::unix::fs::chown(&home, Some(DAEMON_UID), Some(DAEMON_UID)).unwrap();
-    let address = free_port();
+    let address = free_port("127.0.0.1");
     let config = dir.path().join("config.toml");
     let text = support::TestConfig::new(&backend)
         .set("daemon", "state_dir", &format!("{:?}", home.join("state").display().to_string()))

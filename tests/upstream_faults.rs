@@ -87,7 +87,7 @@ where
 
 /// A daemon with a proxy in front of `upstream`.
 async fn proxy_to(backend: &Backend, upstream: SocketAddr) -> (Target, api::WithSocket) {
-    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let listen = support::free_port("127.0.0.1");
     let sink = format!(
         "[[sink]]\ntype = \"proxy\"\nlisten = \"{listen}\"\nupstream = \"http://{upstream}\"\nheader = \"{HEADER}\"\n"
     );

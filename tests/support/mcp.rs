@@ -45,10 +45,6 @@ pub fn script_path(script: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp").join(script)
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// The next JSON line a child prints (an empty line: it exited; its stderr is the test's).
 pub fn next_line(lines: &mut BufReader<ChildStdout>) -> Value {
     let mut line = String::new();
@@ -88,8 +84,8 @@ impl McpBehindProxy {
         let dir = tempfile::tempdir().unwrap();
         let token_file = dir.path().join("current-token");
         std::fs::write(&token_file, backend.token()).unwrap();
-        let server_port = free_port();
-        let proxy_port = free_port();
+        let server_port = super::free_port("127.0.0.1").port();
+        let proxy_port = super::free_port("127.0.0.1").port();
         let d = api::start(
             &backend,
             &format!(

@@ -27,6 +27,25 @@ pub use backend::{Backend, Reply};
 #[allow(unused_imports)]
 pub use binary::DaemonProcess;
 
+/// A port on `host` (an IP address) that nothing uses now, for a process the test starts to
+/// listen on it. Taken below the kernel's ephemeral range (32768–60999 on Linux): a port that
+/// `bind(0)` hands out is one the next outgoing connection of any test may take as its own
+/// before the process binds it ("Address already in use"). No two calls in one test binary get
+/// the same port (cargo runs the binaries one after another).
+pub fn free_port(host: &str) -> std::net::SocketAddr {
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 32_768 - FIRST;
+    static NEXT: std::sync::OnceLock<std::sync::atomic::AtomicU32> = std::sync::OnceLock::new();
+    let next = NEXT.get_or_init(|| std::sync::atomic::AtomicU32::new(rand::random_range(0..SPAN)));
+    for _ in 0..SPAN {
+        let port = FIRST + next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % SPAN;
+        if let Ok(listener) = std::net::TcpListener::bind((host, port as u16)) {
+            return listener.local_addr().unwrap();
+        }
+    }
+    panic!("no free port on {host} from {FIRST} to 32767")
+}
+
 /// Polls `check` until it returns `Some`, failing the test after `limit`.
 pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;

@@ -37,7 +37,7 @@ impl Provider {
             modules.join("oidc-provider").exists() && node.exists(),
             "oidc-provider and Node 22 are missing from target/test-node: run ./scripts/test, which installs them"
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = super::free_port("127.0.0.1").port();
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(node)
             .arg(root.join("tests/oauth/provider.mjs"))

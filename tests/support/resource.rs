@@ -243,7 +243,8 @@ impl Resource {
         dir: tempfile::TempDir,
         source: &str,
     ) -> (super::oauth::OAuthDaemon, SocketAddr) {
-        let listen: SocketAddr = format!("127.0.0.1:{}", super::mcp::free_port()).parse().unwrap();
+        let listen: SocketAddr =
+            format!("127.0.0.1:{}", super::free_port("127.0.0.1").port()).parse().unwrap();
         let upstream = format!("http://{}", self.addr);
         let sinks = format!("[[sink]]\ntype = \"proxy\"\nlisten = \"{listen}\"\nupstream = \"{upstream}\"\n");
         let d = super::oauth::OAuthDaemon::start_in(dir, source, &sinks);
