@@ -267,7 +267,22 @@ async fn redirects_are_passed_back_and_those_to_the_upstream_come_back_through_t
     assert_eq!(relative.headers["location"], format!("http://{address}/other"));
     let outside = http::send(&p.proxy, http::get(&p.proxy, "/redirect?to=https://elsewhere.example/x")).await;
     assert_eq!(outside.headers["location"], "https://elsewhere.example/x");
-    assert_eq!(p.upstream.received().len(), 4, "one request each, nothing followed");
+    // The proxy's own origin is the one the client reached, even when its Connection names Host,
+    // and by the host the gate checked: an absolute target's, not another Host beside it.
+    let mut named = http::get(&p.proxy, "/redirect?to=/api/other");
+    named.headers_mut().insert("connection", "host".parse().unwrap());
+    assert_eq!(http::send(&p.proxy, named).await.headers["location"], format!("http://{address}/other"));
+    let mut raw = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!(
+        "GET http://{address}/redirect?to=/api/other HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n"
+    );
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    raw.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).await.unwrap();
+    let location = answer.lines().find_map(|line| line.strip_prefix("location: "));
+    assert_eq!(location, Some(format!("http://{address}/other").as_str()), "{answer}");
+    assert_eq!(p.upstream.received().len(), 6, "one request each, nothing followed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -49,8 +49,11 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         let first = values.next().cloned();
         let rest: Vec<HeaderValue> = values.cloned().collect();
         for value in first.iter().chain(&rest) {
-            let names = value.to_str().unwrap_or_default().split(',');
-            for name in names.map(str::trim).filter(|name| !name.is_empty()) {
+            // Token by token: one that is not text (no header's name) must not hide the others.
+            let names = value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii);
+            for name in
+                names.filter_map(|name| std::str::from_utf8(name).ok()).filter(|name| !name.is_empty())
+            {
                 headers.remove(name);
             }
         }
@@ -149,6 +152,12 @@ mod tests {
             let expected: &[&str] = if hop == "connection" { &["accept"] } else { &["accept", "x-named"] };
             assert_eq!(left, expected, "{hop}");
         }
+        // A token that is not text does not hide the others.
+        let mut odd = HeaderMap::new();
+        odd.insert(header::CONNECTION, HeaderValue::from_bytes(b"close, X-B, X-\xe9").unwrap());
+        odd.insert("x-b", HeaderValue::from_static("leak"));
+        strip_hop_by_hop(&mut odd);
+        assert!(odd.is_empty(), "{odd:?}");
         let mut clean = headers(&[("x-named", "1"), ("accept", "*/*"), ("mcp-session-id", "abc")]);
         strip_hop_by_hop(&mut clean);
         assert_eq!(clean.len(), 3);

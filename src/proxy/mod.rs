@@ -176,7 +176,8 @@ impl Proxy {
         let (mut parts, body) = request.into_parts();
         let target = match parts.uri.path_and_query().map(|pq| self.upstream.target(pq)) {
             Some(Ok(target)) => target,
-            _ => {
+            Some(Err(why)) => return error(StatusCode::BAD_REQUEST, "bad_request", why),
+            None => {
                 return error(
                     StatusCode::BAD_REQUEST,
                     "bad_request",
@@ -187,6 +188,8 @@ impl Proxy {
         let Some((version, credential)) = self.credential() else {
             return self.unavailable(Unavailable::NoValidToken);
         };
+        // The host the client reached, as the gate checked it, before `Connection` may name it.
+        let host = parts.headers.get(header::HOST).cloned();
         forward::strip_hop_by_hop(&mut parts.headers);
         let (kept, body) = replay::keep(body, self.replay_limit);
         let response = match self.send(&parts, &target, &credential, &kept, body.boxed()).await {
@@ -195,7 +198,7 @@ impl Proxy {
         };
         if !challenge::refuses_token(response.status(), response.headers()) {
             kept.release();
-            return self.answer(response, &parts, &target);
+            return self.answer(response, &parts, &target, host.as_ref());
         }
         drop(response);
 
@@ -227,7 +230,7 @@ impl Proxy {
             )));
         }
         kept.release();
-        self.answer(response, &parts, &target)
+        self.answer(response, &parts, &target, host.as_ref())
     }
 
     /// The version held and the header value that carries it; `None` without a valid token.
@@ -325,14 +328,15 @@ impl Proxy {
         Err(error(status, code, &detail))
     }
 
-    /// The upstream's answer to the client's `request`, as the client gets it: hop-by-hop
-    /// headers gone, a redirect to the upstream pointed back at the proxy, the body streamed as
-    /// it comes.
+    /// The upstream's answer to the client's `request` (whose `Host` was `host`), as the client
+    /// gets it: hop-by-hop headers gone, a redirect to the upstream pointed back at the proxy,
+    /// the body streamed as it comes.
     fn answer(
         &self,
         response: Response<UpstreamBody>,
         request: &request::Parts,
         target: &PathAndQuery,
+        host: Option<&HeaderValue>,
     ) -> Response<Body> {
         let (mut parts, body) = response.into_parts();
         forward::strip_hop_by_hop(&mut parts.headers);
@@ -342,7 +346,7 @@ impl Proxy {
         if parts.status.is_redirection()
             && let Some(location) = parts.headers.get(header::LOCATION).and_then(|l| l.to_str().ok())
             && let Some(rewritten) =
-                self.upstream.rewrite_location(location, target, &self.proxy_origin(request))
+                self.upstream.rewrite_location(location, target, &self.proxy_origin(request, host))
             && let Ok(value) = HeaderValue::from_str(&rewritten)
         {
             parts.headers.insert(header::LOCATION, value);
@@ -350,9 +354,11 @@ impl Proxy {
         Response::from_parts(parts, body.map_err(BoxError::from).boxed())
     }
 
-    /// `http://host:port` as the client reached a TCP listener; empty for a Unix one.
-    fn proxy_origin(&self, request: &request::Parts) -> String {
-        match request.headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+    /// `http://host:port` as the client reached a TCP listener, by the host the gate checked
+    /// (an absolute request target's, else `Host`); empty for a Unix one.
+    fn proxy_origin(&self, request: &request::Parts, host: Option<&HeaderValue>) -> String {
+        let host = request.uri.authority().map(|a| a.as_str()).or_else(|| host.and_then(|h| h.to_str().ok()));
+        match host {
             Some(host) if self.gate.is_tcp() => format!("http://{host}"),
             _ => String::new(),
         }

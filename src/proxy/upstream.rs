@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use hyper::header::HeaderValue;
-use hyper::http::uri::{InvalidUri, PathAndQuery};
+use hyper::http::uri::PathAndQuery;
 use hyper::{Method, Request, Response, Uri};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -186,19 +186,30 @@ impl Upstream {
     }
 
     /// The upstream's request target for a client's path and query: the prefix before it. A
-    /// request line has no room for an authority (RFC 9112 §3.2.1: origin-form; it is in `Host`).
-    pub fn target(&self, path_and_query: &PathAndQuery) -> Result<PathAndQuery, InvalidUri> {
-        if self.prefix.is_empty() {
+    /// request line has no room for an authority (RFC 9112 §3.2.1: origin-form; it is in `Host`);
+    /// `OPTIONS *` stays `*` (§3.2.4). Refused, with why: a target that is not a path, and under
+    /// a prefix one with a `.` or `..` segment, however encoded, which an upstream that resolves
+    /// them would take outside the prefix (RFC 3986 §5.2.4).
+    pub fn target(&self, path_and_query: &PathAndQuery) -> Result<PathAndQuery, &'static str> {
+        if self.prefix.is_empty() || path_and_query.as_str() == "*" {
             return Ok(path_and_query.clone());
         }
+        let decoded = percent_encoding::percent_decode_str(path_and_query.path()).decode_utf8_lossy();
+        if decoded.split(['/', '\\']).any(|segment| segment == "." || segment == "..") {
+            return Err(
+                "a path with . or .. segments could leave the upstream's path prefix: send it resolved",
+            );
+        }
         PathAndQuery::try_from(format!("{}{path_and_query}", self.prefix))
+            .map_err(|_| "the proxy forwards requests for a path")
     }
 
     /// A redirect's `Location` as the client should follow it: back through the proxy when it
     /// points at the upstream under its prefix (relative to `target`, the request's upstream
-    /// target), as it is otherwise. `proxy_origin` is `http://host:port` for a TCP listener,
-    /// empty for a Unix one (a path-absolute reference, resolved against whatever the client
-    /// used).
+    /// target); to the upstream itself, made absolute, when it points at its origin outside the
+    /// prefix (the proxy cannot reach that path); as it is otherwise. `proxy_origin` is
+    /// `http://host:port` for a TCP listener, empty for a Unix one (a path-absolute reference,
+    /// resolved against whatever the client used). `None`: leave it as it is.
     pub fn rewrite_location(
         &self,
         location: &str,
@@ -210,11 +221,17 @@ impl Upstream {
         if to.origin() != self.origin {
             return None;
         }
-        let path = to.path().strip_prefix(self.prefix.as_str())?;
-        if !(path.is_empty() || path.starts_with('/')) {
-            return None;
-        }
-        let path = if path.is_empty() { "/" } else { path };
+        let path = match to.path().strip_prefix(self.prefix.as_str()) {
+            Some(path) if path.is_empty() || path.starts_with('/') => path,
+            _ => return Some(to.into()),
+        };
+        let path = match path {
+            "" => "/",
+            // Alone, `//host/…` would be a network-path reference (RFC 3986 §4.2) to another
+            // host; `/.` before it keeps it a path on the proxy, as the WHATWG URL standard does.
+            path if path.starts_with("//") && proxy_origin.is_empty() => &format!("/.{path}"),
+            path => path,
+        };
         let query = to.query().map(|q| format!("?{q}")).unwrap_or_default();
         let fragment = to.fragment().map(|f| format!("#{f}")).unwrap_or_default();
         Some(format!("{proxy_origin}{path}{query}{fragment}"))
@@ -252,4 +269,64 @@ fn roots(ca_file: Option<&Path>) -> Result<RootCertStore, SetupError> {
         }
     }
     Ok(roots)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{Config, Environment, SinkConfig};
+
+    fn upstream(url: &str) -> Upstream {
+        let text = format!(
+            "[source]\nurl = \"https://backend.example.com/token\"\n\
+             [[sink]]\ntype = \"proxy\"\nlisten = \"/run/x/proxy.sock\"\nupstream = \"{url}\"\n"
+        );
+        let config = Config::parse(&text, Path::new("test.toml"), &Environment::default()).unwrap();
+        let SinkConfig::Proxy(proxy) = &config.sinks[0] else { panic!("a proxy sink") };
+        Upstream::new(proxy).unwrap()
+    }
+
+    #[test]
+    fn a_redirect_stays_where_the_upstream_meant_it() {
+        let up = upstream("https://mcp.example.com/base/");
+        let target = PathAndQuery::from_static("/base/a/b?x=1");
+        let tcp = "http://127.0.0.1:8787";
+        let rewrite = |location, origin| up.rewrite_location(location, &target, origin);
+        // Under the prefix: back through the proxy, relative or absolute.
+        assert_eq!(rewrite("next?p=2", tcp).as_deref(), Some("http://127.0.0.1:8787/a/next?p=2"));
+        assert_eq!(rewrite("https://mcp.example.com/base/c", "").as_deref(), Some("/c"));
+        // A path that would read as another host on a Unix listener stays a path on the proxy,
+        // however the upstream spelled it.
+        for location in [
+            "/base//evil.example/x",
+            "https://mcp.example.com/base//evil.example/x",
+            "/base/\\evil.example/x",
+        ] {
+            assert_eq!(rewrite(location, "").as_deref(), Some("/.//evil.example/x"), "{location}");
+            assert_eq!(rewrite(location, tcp).as_deref(), Some("http://127.0.0.1:8787//evil.example/x"));
+        }
+        // The upstream's origin outside the prefix: the proxy cannot reach it, the client must
+        // be sent to the upstream itself, not to a path of the proxy's.
+        assert_eq!(rewrite("/basement", tcp).as_deref(), Some("https://mcp.example.com/basement"));
+        assert_eq!(rewrite("/", "").as_deref(), Some("https://mcp.example.com/"));
+        // Another origin: as it is.
+        assert_eq!(rewrite("https://elsewhere.example/x", tcp), None);
+    }
+
+    #[test]
+    fn a_target_goes_under_the_prefix_and_cannot_climb_out_of_it() {
+        let up = upstream("https://mcp.example.com/base/");
+        let target = |pq: &'static str| up.target(&PathAndQuery::from_static(pq));
+        assert_eq!(target("/mcp?x=%2F..").unwrap(), "/base/mcp?x=%2F..", "a query is not a path");
+        assert_eq!(target("*").unwrap(), "*");
+        for climbing in ["/../secret", "/a/./b", "/a/..", "/%2e%2E/secret", "/a\\..\\secret"] {
+            assert!(target(climbing).unwrap_err().contains(".. segments"), "{climbing}");
+        }
+        assert_eq!(target("/a..b/.c").unwrap(), "/base/a..b/.c", "dots inside a segment are a name");
+        // Without a prefix there is nothing to climb out of: the path goes as the client sent it.
+        let bare = upstream("https://mcp.example.com");
+        assert_eq!(bare.target(&PathAndQuery::from_static("/a/../b")).unwrap(), "/a/../b");
+    }
 }
