@@ -346,3 +346,39 @@ async fn an_answer_framed_two_ways_reaches_the_client_whole() {
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(reply.headers.get("content-length").is_none_or(|l| l == "7"), "{:?}", reply.headers);
 }
+
+/// An HTTP/1.0 upstream (Python's http.server, say) does not make the proxy answer a 1.1 client
+/// in 1.0, which would close its connection after every answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_1_0_upstream_is_answered_in_1_1_on_a_kept_connection() {
+    let backend = Backend::start().await;
+    let upstream = raw_server(|mut stream| async move {
+        if let Some(head) = read_head(&mut stream).await {
+            read_body(&mut stream, &head).await;
+            let _ = stream.write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nold").await;
+        }
+    })
+    .await;
+    let (proxy, _d) = proxy_to(&backend, upstream).await;
+    let Target::Tcp(address) = proxy else { unreachable!() };
+    let mut client = TcpStream::connect(address).await.unwrap();
+    for round in 0..2 {
+        let request = format!("GET /x HTTP/1.1\r\nHost: {address}\r\n\r\n");
+        client.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 4096];
+        // Read until the chunked body's end: the connection stays open.
+        while !answer.ends_with(b"0\r\n\r\n") {
+            let n = tokio::time::timeout(PATIENCE, client.read(&mut chunk)).await.unwrap().unwrap();
+            assert!(
+                n > 0,
+                "round {round}: the proxy closed the connection: {}",
+                String::from_utf8_lossy(&answer)
+            );
+            answer.extend_from_slice(&chunk[..n]);
+        }
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "round {round}: {answer}");
+        assert!(answer.contains("old"), "{answer}");
+    }
+}

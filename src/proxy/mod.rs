@@ -339,6 +339,9 @@ impl Proxy {
         host: Option<&HeaderValue>,
     ) -> Response<Body> {
         let (mut parts, body) = response.into_parts();
+        // The version is the connection's, not the message's (RFC 9110 §6.2): an HTTP/1.0
+        // upstream's would close a 1.1 client's connection. hyper answers a 1.0 client in 1.0.
+        parts.version = hyper::Version::HTTP_11;
         forward::strip_hop_by_hop(&mut parts.headers);
         forward::reframe(&mut parts, &request.method, body.size_hint().exact());
         // A challenge invites a host to start OAuth discovery; the proxy holds the token.
