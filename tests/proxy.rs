@@ -431,6 +431,9 @@ async fn a_reload_adds_changes_and_removes_proxies() {
     })
     .await;
     wait_for_async("the moved proxy", PATIENCE, || std::net::TcpStream::connect(moved).ok().map(drop)).await;
+    // The log says the changed proxy runs again, not only that the old one stopped.
+    p.d.daemon.wait_output(&format!("sink proxy {moved} started"), PATIENCE);
+    assert!(p.d.daemon.output().contains(&format!("sink proxy {first} stopped (removed or changed)")));
     let moved = Target::Tcp(moved);
     assert_eq!(http::send(&moved, http::get(&moved, "/ping")).await.status, 200);
     assert_eq!(

@@ -217,15 +217,21 @@ impl Daemon {
             self.shared.metrics.sink_stopped(&name);
             match running.origin {
                 Origin::State(old) => moved_state = Some(old),
-                Origin::Sink(_) => info!("sink {name} stopped (no longer configured)"),
+                Origin::Sink(_) => info!("sink {name} stopped (removed or changed)"),
             }
         }
         for (origin, built) in to_launch {
             if let (Origin::State(new), Some(old)) = (&origin, &moved_state) {
                 self.move_state(old, new).await;
             }
-            if let Err(e) = self.launch(origin, built) {
-                error!("reload: {e}; that sink is not running");
+            let is_sink = matches!(origin, Origin::Sink(_));
+            match self.launch(origin, built) {
+                // A changed sink was stopped above: say it runs again, with what it is now.
+                Ok(()) if is_sink => {
+                    info!("sink {} started", self.running.last().expect("just launched").name())
+                }
+                Ok(()) => {}
+                Err(e) => error!("reload: {e}; that sink is not running"),
             }
         }
         self.config.send_replace(config);

@@ -223,7 +223,7 @@ impl Engine {
             self.next_cron = schedule::next_cron(&config.refresh.cron, SystemTime::now());
             self.config = config;
             self.source = Arc::new(*source);
-            info!("configuration reloaded: source and schedule apply from the next fetch");
+            info!("configuration reloaded: a changed source or schedule applies from the next fetch");
         }
     }
 
