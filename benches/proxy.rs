@@ -245,19 +245,8 @@ async fn instructions(backend: &Backend) {
     );
     // Both start slowly under valgrind.
     for address in [nginx_proxy, ours] {
-        let target = Target::Tcp(address);
-        let serves = async {
-            loop {
-                let listening = tokio::net::TcpStream::connect(address).await.is_ok();
-                if listening && http::send(&target, http::get(&target, "/mcp")).await.status == 200 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        };
-        if tokio::time::timeout(Duration::from_secs(60), serves).await.is_err() {
-            panic!("{address} never served under callgrind:\n{}", daemon.output());
-        }
+        let serves = http::serves(&Target::Tcp(address), "/mcp", Duration::from_secs(60)).await;
+        assert!(serves, "{address} never served under callgrind:\n{}", daemon.output());
     }
     let url = |address: SocketAddr| format!("http://{address}/mcp");
     let theirs = blocking(|| callgrind.per_request("nginx", nginx.pid(), &url(nginx_proxy), REQUESTS));

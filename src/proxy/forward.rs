@@ -7,35 +7,22 @@ use hyper::http::{request, response};
 use hyper::{Method, Request, StatusCode, Uri};
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), besides those the
-/// `Connection` header names and every `Proxy-*`. `Connection` first.
-static HOP_BY_HOP: [HeaderName; 6] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
+/// `Connection` header names and every `Proxy-*`. `Connection` first. Compared as text: every
+/// header of every message goes through [`hop_by_hop`], and a text comparison checks the length
+/// first.
+const HOP_BY_HOP: [&str; 6] = ["connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade"];
 
-/// `name`'s place in [`HOP_BY_HOP`]: a match on the text, which a message's every header goes
-/// through, is a length switch and one comparison.
+/// `name`'s place in [`HOP_BY_HOP`].
 fn hop_by_hop(name: &HeaderName) -> Option<usize> {
-    match name.as_str() {
-        "connection" => Some(0),
-        "keep-alive" => Some(1),
-        "te" => Some(2),
-        "trailer" => Some(3),
-        "transfer-encoding" => Some(4),
-        "upgrade" => Some(5),
-        _ => None,
-    }
+    let name = name.as_str();
+    HOP_BY_HOP.iter().position(|hop| *hop == name)
 }
 
 /// Removes the hop-by-hop headers of `headers`. One pass over the names finds which are
 /// there, so a message pays a lookup only for each it has: an answer with `Connection:
 /// keep-alive`, the most common case, costs two and allocates nothing.
 pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let mut present = [false; 6];
+    let mut present = [false; HOP_BY_HOP.len()];
     let mut proxy = false;
     for name in headers.keys() {
         match hop_by_hop(name) {
@@ -58,7 +45,7 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
             }
         }
     }
-    for (hop, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, there)| *there) {
+    for (hop, _) in HOP_BY_HOP.into_iter().zip(present).filter(|(_, there)| *there) {
         headers.remove(hop);
     }
     if proxy {

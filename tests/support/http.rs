@@ -61,16 +61,24 @@ pub fn get(target: &Target, path: &str) -> Request<Full<Bytes>> {
 /// Until the proxy at `target` forwards `GET /ping` with a 200 (the listener up, a token held);
 /// fails the test after 10 s with the daemon's output.
 pub async fn until_proxy_serves(target: &Target, daemon: &super::DaemonProcess) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let serves = serves(target, "/ping", std::time::Duration::from_secs(10)).await;
+    assert!(serves, "the proxy never served:\n{}", daemon.output());
+}
+
+/// Whether `target` answers `GET path` with a 200 within `limit`, asked every 10 ms.
+pub async fn serves(target: &Target, path: &str, limit: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
     loop {
         let listening = match target {
             Target::Tcp(address) => tokio::net::TcpStream::connect(address).await.is_ok(),
-            Target::Unix(path) => tokio::net::UnixStream::connect(path).await.is_ok(),
+            Target::Unix(socket) => tokio::net::UnixStream::connect(socket).await.is_ok(),
         };
-        if listening && send(target, get(target, "/ping")).await.status == 200 {
-            return;
+        if listening && send(target, get(target, path)).await.status == 200 {
+            return true;
         }
-        assert!(std::time::Instant::now() < deadline, "the proxy never served:\n{}", daemon.output());
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
