@@ -1,5 +1,11 @@
 //! The client side of the socket API, used by the CLI verbs (`token`, `report-401`, `refresh`,
-//! `status`, `watch`): HTTP/1.1 over the Unix socket with hyper's client.
+//! `status`, `watch`, `login`): HTTP/1.1 over the Unix socket with hyper's client.
+//!
+//! A socket path is only a name: while the daemon is stopped, any local user who can write in
+//! its directory may serve one there, and hand the verbs a token of their choosing, or a login
+//! URL. So the verbs talk only to a server the kernel says is root, the caller's own uid, or the
+//! daemon's service user (`mcp-token-sync`, or the user `MCP_TOKEN_SYNC_DAEMON_USER` names:
+//! DESIGN §13, "The client verbs trust only their daemon").
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,8 +29,17 @@ const BUSY_RETRY: Backoff = Backoff::new(Duration::from_millis(1), Duration::fro
 /// plus slack. The CLI's verbs set their own (`--timeout`).
 const CALL_TIMEOUT: Duration = Duration::from_secs(70);
 
+/// The packaged service's user (debian/, systemd/mcp-token-sync.sysusers).
+const SERVICE_USER: &str = "mcp-token-sync";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    #[error(
+        "the socket {path} is served by uid {uid}, not root, your own uid or the daemon's user ({expected}): \
+         not talking to it (another user may have taken the path while the daemon is down; if uid {uid} \
+         runs the daemon, set MCP_TOKEN_SYNC_DAEMON_USER to its user)"
+    )]
+    Untrusted { path: PathBuf, uid: u32, expected: String },
     #[error(
         "cannot reach the daemon at {path}: {reason} (is it running? --socket or MCP_TOKEN_SYNC_SOCKET name the socket)"
     )]
@@ -38,6 +53,17 @@ pub enum ClientError {
     Silent { path: PathBuf, limit: String },
 }
 
+/// Whether a server running as `server` may be talked to by a client running as `own`, where
+/// the daemon's user is `daemon` (when that user exists).
+fn trusted_server(server: u32, own: u32, daemon: Option<u32>) -> bool {
+    server == 0 || server == own || Some(server) == daemon
+}
+
+/// The uid of `user`, a name or a number.
+fn user_uid(user: &str) -> Option<u32> {
+    user.parse().ok().or_else(|| nix::unistd::User::from_name(user).ok().flatten().map(|u| u.uid.as_raw()))
+}
+
 /// A complete answer. The body may hold the token, so it is zeroed on drop.
 pub struct Answer {
     pub status: StatusCode,
@@ -45,11 +71,17 @@ pub struct Answer {
 }
 
 impl Answer {
-    /// `detail` (or `error`) of an error body, for a one-line message.
+    /// `detail` (or `error`) of an error body, for a one-line message on a terminal: made
+    /// printable.
     pub fn detail(&self) -> String {
         serde_json::from_slice::<serde_json::Value>(&self.body)
             .ok()
-            .and_then(|v| v.get("detail").or(v.get("error")).and_then(|d| d.as_str()).map(str::to_owned))
+            .and_then(|v| {
+                v.get("detail")
+                    .or(v.get("error"))
+                    .and_then(|d| d.as_str())
+                    .map(|d| crate::text::printable(d, 500))
+            })
             .unwrap_or_else(|| format!("HTTP {}", self.status))
     }
 }
@@ -84,14 +116,14 @@ impl Client {
         ClientError::Protocol { path: self.socket.clone(), reason: reason.to_string() }
     }
 
-    /// Connects, waiting out a full accept queue: a daemon under a connection flood is busy, not
-    /// gone.
+    /// Connects, waiting out a full accept queue (a daemon under a connection flood is busy, not
+    /// gone), to a server [`trusted_server`] trusts.
     async fn connect(&self) -> Result<UnixStream, ClientError> {
         let give_up = tokio::time::Instant::now() + BUSY_PATIENCE;
         let mut attempts = 0;
         loop {
             match UnixStream::connect(&self.socket).await {
-                Ok(stream) => return Ok(stream),
+                Ok(stream) => return self.trusted(stream),
                 Err(e)
                     if e.kind() == std::io::ErrorKind::WouldBlock
                         && tokio::time::Instant::now() < give_up =>
@@ -106,6 +138,18 @@ impl Client {
                     });
                 }
             }
+        }
+    }
+
+    fn trusted(&self, stream: UnixStream) -> Result<UnixStream, ClientError> {
+        let uid =
+            stream.peer_cred().map_err(|e| self.protocol(format!("cannot tell who serves it: {e}")))?.uid();
+        let daemon_user = std::env::var("MCP_TOKEN_SYNC_DAEMON_USER").ok().filter(|u| !u.is_empty());
+        let expected = daemon_user.as_deref().unwrap_or(SERVICE_USER);
+        if trusted_server(uid, nix::unistd::geteuid().as_raw(), user_uid(expected)) {
+            Ok(stream)
+        } else {
+            Err(ClientError::Untrusted { path: self.socket.clone(), uid, expected: expected.to_owned() })
         }
     }
 
@@ -151,5 +195,22 @@ impl Client {
             Ok(Answer { status, body: Zeroizing::new(collected.to_bytes().to_vec()) })
         };
         tokio::time::timeout(self.timeout, exchange).await.map_err(|_| self.silent())?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_root_our_own_uid_or_the_daemon_user_is_trusted() {
+        assert!(trusted_server(0, 1000, None));
+        assert!(trusted_server(1000, 1000, None));
+        assert!(trusted_server(990, 1000, Some(990)));
+        assert!(!trusted_server(65534, 1000, Some(990)));
+        assert!(!trusted_server(65534, 1000, None));
+        assert_eq!(user_uid("0"), Some(0));
+        assert_eq!(user_uid("root"), Some(0));
+        assert_eq!(user_uid("no-such-user-here"), None);
     }
 }

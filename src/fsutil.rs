@@ -68,28 +68,97 @@ pub(crate) fn write_atomic(
     sync_dir(dir)
 }
 
-/// The file's bytes, if it is one the daemon could have written: not a symlink, owned by the
-/// daemon's uid, writable by nobody else. Another user who can write in `state_dir` (a
-/// misconfigured directory) must not be able to plant the token the daemon restores and serves.
+/// The file's bytes, if it is one the daemon could have written ([`check_owned`]). Another user
+/// who can write in `state_dir` (a misconfigured directory) must not be able to plant the token
+/// the daemon restores and serves, nor the refresh token it presents. Opened without following
+/// a symlink and without blocking: a FIFO planted at the path is refused, not waited on.
 pub(crate) fn read_own(path: &Path) -> std::io::Result<zeroize::Zeroizing<Vec<u8>>> {
     use std::io::Read;
-    use std::os::unix::fs::MetadataExt;
-    let mut file = OpenOptions::new().read(true).custom_flags(nix::libc::O_NOFOLLOW).open(path)?;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| refused_link(path, e))?;
     let meta = file.metadata()?;
-    let own = nix::unistd::geteuid().as_raw();
-    if meta.uid() != own || meta.mode() & 0o022 != 0 {
-        return Err(std::io::Error::other(format!(
-            "it belongs to uid {} with mode {:04o}, not to the daemon's uid {own} and writable by it alone",
-            meta.uid(),
-            meta.mode() & 0o7777
-        )));
-    }
+    check_owned(&meta, Kind::File)?;
     let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(meta.len() as usize));
     file.read_to_end(&mut bytes)?;
     Ok(bytes)
 }
 
-/// Removes `path` if it exists (a symlink is removed itself, not its target).
+/// What a path the daemon relies on must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    File,
+    Directory,
+}
+
+/// DESIGN §13, "The store and its files are the daemon's": of the expected kind, owned by root
+/// or the daemon's uid, and writable by no one else (no group or other write bit). The error
+/// says what the path is instead; callers name the path.
+pub(crate) fn check_owned(meta: &fs::Metadata, kind: Kind) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let (is, wanted) = match kind {
+        Kind::File => (meta.file_type().is_file(), "a regular file"),
+        Kind::Directory => (meta.file_type().is_dir(), "a directory"),
+    };
+    if !is {
+        return Err(io::Error::other(format!("it is {}, not {wanted}", describe_type(meta))));
+    }
+    let own = nix::unistd::geteuid().as_raw();
+    if (meta.uid() != own && meta.uid() != 0) || meta.mode() & 0o022 != 0 {
+        return Err(io::Error::other(format!(
+            "it belongs to uid {} with mode {:04o}: it must belong to root or the daemon's uid {own} \
+             and be writable by its owner alone",
+            meta.uid(),
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+/// `state_dir`, created (0700, with any missing parents) when it is missing, then checked as
+/// [`check_owned`] says: everything the daemon keeps there is only as safe as the directory.
+pub(crate) fn private_dir(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match fs::metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(path)?;
+        }
+        Err(e) => return Err(e),
+        Ok(_) => {}
+    }
+    check_owned(&fs::metadata(path)?, Kind::Directory)
+}
+
+/// `O_NOFOLLOW` on a symlink fails with ELOOP, whose text ("too many levels of symbolic
+/// links") would mislead.
+fn refused_link(path: &Path, e: io::Error) -> io::Error {
+    if e.raw_os_error() == Some(nix::libc::ELOOP) && path.is_symlink() {
+        io::Error::other("it is a symbolic link, not a regular file")
+    } else {
+        e
+    }
+}
+
+fn describe_type(meta: &fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = meta.file_type();
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_symlink() {
+        "a symbolic link"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "a device"
+    } else {
+        "a regular file"
+    }
+}
+
 /// The secret in `path` (a credential, a client secret) in zeroized memory, without its final
 /// line break; read before each use, so a rotated file is picked up without a restart. The
 /// error is the reason alone: callers name the key.
@@ -103,6 +172,7 @@ pub(crate) fn read_secret(path: &Path) -> Result<zeroize::Zeroizing<String>, Str
     Ok(text)
 }
 
+/// Removes `path` if it exists (a symlink is removed itself, not its target).
 pub(crate) fn remove(path: &Path) -> Result<bool, WriteError> {
     match fs::remove_file(path) {
         Ok(()) => sync_dir(parent(path)).map(|()| true),

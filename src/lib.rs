@@ -48,6 +48,7 @@ pub(crate) mod sock_diag;
 pub mod source;
 pub(crate) mod state;
 pub(crate) mod systemd;
+pub(crate) mod text;
 pub mod token;
 pub(crate) mod trust;
 pub mod validate;

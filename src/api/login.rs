@@ -1,7 +1,9 @@
 //! `POST /v1/login` (DESIGN §7, §13): the daemon runs the login flow its oauth2 source needs and
 //! tells the command, one JSON line per event, what the person must open and how it ended.
 //! Only root and the daemon's own user may start one: a login decides whose identity every
-//! program on the host uses. The flow ends when the command's connection closes.
+//! program on the host uses. Their uid (and, for root, the uid it names as `browser_uid`: the
+//! user `sudo` runs for) is the only one whose browser may bring a redirect back. The flow ends
+//! when the command's connection closes.
 
 use bytes::Bytes;
 use futures_util::stream;
@@ -22,7 +24,7 @@ use crate::config::{Grant, SourceKind};
 use crate::engine::EngineHandle;
 use crate::server::Peer;
 use crate::source::Source;
-use crate::source::oauth2::login::{Method, Open};
+use crate::source::oauth2::login::{Method, Open, Requester};
 
 /// How soon a flow ends after its command went away.
 const LIVENESS: std::time::Duration = std::time::Duration::from_millis(200);
@@ -35,19 +37,27 @@ pub(super) async fn login(shared: &Shared, request: Request<Incoming>, peer: Pee
             "only root and the daemon's own user may log it in: a login decides whose identity the host uses",
         );
     }
-    let method = match read_body(request).await {
+    let (method, browser_uid) = match read_body(request).await {
         Err(response) => return response,
-        Ok(body) => match method(&body) {
-            Some(method) => method,
+        Ok(body) => match asked(&body) {
+            Some(asked) => asked,
             None => {
                 return error(
                     StatusCode::BAD_REQUEST,
                     "bad_request",
-                    "the body is {\"method\": \"device\" | \"browser\"} or empty",
+                    "the body is {\"method\": \"device\" | \"browser\", \"browser_uid\": N} or empty",
                 );
             }
         },
     };
+    if browser_uid.is_some() && peer.uid != 0 {
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only root may name another user's browser (browser_uid) for the login's redirect",
+        );
+    }
+    let requester = Requester { uid: peer.uid, browser_uid };
     let config = shared.config.borrow().clone();
     if config.source.kind != SourceKind::Oauth2
         || config.source.grant.unwrap_or_default() != Grant::RefreshToken
@@ -72,7 +82,7 @@ pub(super) async fn login(shared: &Shared, request: Request<Incoming>, peer: Pee
     info!("login started by uid {}", peer.uid);
     let (lines, received) = mpsc::channel::<Bytes>(4);
     let cancel = CancellationToken::new();
-    let flow = run(source, method, shared.engine.clone(), lines, cancel.clone());
+    let flow = run(source, method, requester, shared.engine.clone(), lines, cancel.clone());
     tokio::spawn(async move {
         flow.await;
         drop(running);
@@ -97,31 +107,37 @@ pub(super) async fn login(shared: &Shared, request: Request<Incoming>, peer: Pee
     response
 }
 
-/// `{"method": "device" | "browser"}` or an empty body: the method asked for, if any;
-/// `None` for anything else.
-fn method(body: &[u8]) -> Option<Option<Method>> {
+/// `{"method": "device" | "browser", "browser_uid": N}` (each optional) or an empty body: the
+/// method asked for and the browser's uid, if any; `None` for anything else.
+fn asked(body: &[u8]) -> Option<(Option<Method>, Option<u32>)> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Some(None);
+        return Some((None, None));
     }
     let value: Value = serde_json::from_slice(body).ok().filter(Value::is_object)?;
-    match value.get("method").map(|m| m.as_str()) {
-        None => Some(None),
-        Some(Some("device")) => Some(Some(Method::Device)),
-        Some(Some("browser")) => Some(Some(Method::Browser)),
-        Some(_) => None,
-    }
+    let method = match value.get("method").map(|m| m.as_str()) {
+        None => None,
+        Some(Some("device")) => Some(Method::Device),
+        Some(Some("browser")) => Some(Method::Browser),
+        Some(_) => return None,
+    };
+    let browser_uid = match value.get("browser_uid") {
+        None => None,
+        Some(uid) => Some(u32::try_from(uid.as_u64()?).ok()?),
+    };
+    Some((method, browser_uid))
 }
 
 /// The flow, its events sent as lines, until it ends or `cancel`.
 async fn run(
     source: Source,
     method: Option<Method>,
+    requester: Requester,
     engine: EngineHandle,
     lines: mpsc::Sender<Bytes>,
     cancel: CancellationToken,
 ) {
     let (open, mut opened) = mpsc::channel(1);
-    let flow = source.login(method, open);
+    let flow = source.login(method, requester, open);
     tokio::pin!(flow);
     let result = loop {
         tokio::select! {

@@ -126,7 +126,8 @@ pub(crate) enum Command {
 
 #[derive(Args)]
 pub(crate) struct SocketPath {
-    /// The daemon's socket.
+    /// The daemon's socket. Only one served by root, your own user, or the daemon's user
+    /// (mcp-token-sync, or the one MCP_TOKEN_SYNC_DAEMON_USER names) is talked to.
     #[arg(long, env = "MCP_TOKEN_SYNC_SOCKET", default_value = DEFAULT_SOCKET)]
     pub socket: PathBuf,
     /// Give up after this long without an answer (a stopped or wedged daemon), exit 1: "10s",

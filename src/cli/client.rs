@@ -14,6 +14,7 @@ use super::args::SocketPath;
 use super::{CONFIG_ERROR, Outcome, RUNTIME_FAILURE, fail};
 use crate::client::{Answer, Client};
 use crate::clock;
+use crate::text::printable;
 use crate::token::{Fingerprint, secret_json};
 
 /// Runs a client verb on a small runtime of its own.
@@ -139,6 +140,12 @@ async fn status_verb(client: Client, json: bool) -> Outcome {
     }
 }
 
+/// A string of the status JSON as a terminal may show it (the daemon's words, but a socket
+/// is only as trusted as the check in `client`), or `absent`.
+fn shown(value: &Value, absent: &str) -> String {
+    printable(value.as_str().unwrap_or(absent), 500)
+}
+
 /// `2026-…Z (in 5m)` for a time in the status JSON.
 fn when(value: &Value, now: SystemTime) -> String {
     match value.as_str() {
@@ -146,7 +153,7 @@ fn when(value: &Value, now: SystemTime) -> String {
         Some(text) => match clock::parse_rfc3339(text) {
             Some(t) if t >= now => format!("{text} (in {})", clock::until(now, t)),
             Some(t) => format!("{text} ({} ago)", clock::until(t, now)),
-            None => text.into(),
+            None => printable(text, 100),
         },
     }
 }
@@ -154,46 +161,44 @@ fn when(value: &Value, now: SystemTime) -> String {
 fn status_summary(s: &Value, now: SystemTime) -> String {
     let mut out = format!(
         "state      {} (version {}, fingerprint {})\n",
-        s["state"].as_str().unwrap_or("?"),
+        shown(&s["state"], "?"),
         s["version"],
-        s["fingerprint"].as_str().unwrap_or("-")
+        shown(&s["fingerprint"], "-")
     );
     if s["source"]["type"] == "oauth2" {
         out += &format!(
             "source     oauth2, grant {}, token endpoint {}\n",
-            s["source"]["grant"].as_str().unwrap_or("?"),
-            s["source"]["token_endpoint"].as_str().unwrap_or("not found yet")
+            shown(&s["source"]["grant"], "?"),
+            shown(&s["source"]["token_endpoint"], "not found yet")
         );
     }
     if let Some(held) = s.get("refresh_token") {
-        let state = held["state"].as_str().unwrap_or("?");
+        let state = shown(&held["state"], "?");
         let login = if state == "held" { "" } else { "; run `mcp-token-sync login`" };
         out += &format!(
             "refresh    {state} (fingerprint {}, rotated {}){login}\n",
-            held["fingerprint"].as_str().unwrap_or("-"),
+            shown(&held["fingerprint"], "-"),
             when(&held["rotated_at"], now)
         );
     } else {
-        out += &format!("agent      {}\n", s["agent_name"].as_str().unwrap_or("-"));
+        out += &format!("agent      {}\n", shown(&s["agent_name"], "-"));
     }
     out += &format!("expires    {}\n", when(&s["expires_at"], now));
     out += &format!("fetched    {}\n", when(&s["fetched_at"], now));
     out += &format!("next fetch {}\n", when(&s["next_refresh_at"], now));
     match s["last_error"].as_str() {
-        Some(error) => out += &format!("failing    {} in a row: {error}\n", s["consecutive_failures"]),
+        Some(error) => {
+            out += &format!("failing    {} in a row: {}\n", s["consecutive_failures"], printable(error, 1000))
+        }
         None => out += "failing    no\n",
     }
     for sink in s["sinks"].as_array().into_iter().flatten() {
         let health = match sink["error"].as_str() {
-            Some(error) => format!("FAILING: {error}"),
+            Some(error) => format!("FAILING: {}", printable(error, 1000)),
             None if sink["last_written_at"].is_null() => "ok".into(),
             None => format!("ok, written {}", when(&sink["last_written_at"], now)),
         };
-        out += &format!(
-            "sink       {} {}: {health}\n",
-            sink["type"].as_str().unwrap_or("?"),
-            sink["path"].as_str().unwrap_or("?")
-        );
+        out += &format!("sink       {} {}: {health}\n", shown(&sink["type"], "?"), shown(&sink["path"], "?"));
     }
     out
 }
@@ -230,7 +235,7 @@ fn watch_line(line: &[u8]) -> String {
     format!(
         "version {}: token {fingerprint} for {}, expires {}",
         event["version"],
-        event["agent_name"].as_str().unwrap_or("-"),
+        shown(&event["agent_name"], "-"),
         when(&event["expires_at"], SystemTime::now())
     )
 }

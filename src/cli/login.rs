@@ -1,6 +1,11 @@
 //! `mcp-token-sync login` (DESIGN §8, §13): asks the daemon to log in (`POST /v1/login`),
 //! prints what the person must open (stdout) and the progress (stderr), and waits until the
 //! daemon holds a token. Ctrl-C closes the connection, which ends the daemon's flow too.
+//!
+//! Run through `sudo`, it names the user sudo runs for as the browser's (`browser_uid`): the
+//! daemon lets only the login's own user, or that one, bring the redirect back. Everything the
+//! daemon says is made printable before it reaches the terminal, and only an http(s) URL is
+//! handed to `xdg-open`.
 
 use std::process::Stdio;
 
@@ -11,6 +16,7 @@ use serde_json::{Value, json};
 use super::args::SocketPath;
 use super::{Outcome, RUNTIME_FAILURE, fail};
 use crate::client::{Answer, Client};
+use crate::text::printable;
 
 pub(super) fn login(socket: &SocketPath, method: Option<&'static str>) -> Outcome {
     let rt =
@@ -25,7 +31,14 @@ pub(super) fn login(socket: &SocketPath, method: Option<&'static str>) -> Outcom
 }
 
 async fn login_verb(client: Client, method: Option<&'static str>) -> Outcome {
-    let body = method.map(|m| json!({"method": m}).to_string().into_bytes()).unwrap_or_default();
+    let mut asked = serde_json::Map::new();
+    if let Some(method) = method {
+        asked.insert("method".into(), json!(method));
+    }
+    if let Some(uid) = sudo_user() {
+        asked.insert("browser_uid".into(), json!(uid));
+    }
+    let body = if asked.is_empty() { Vec::new() } else { Value::Object(asked).to_string().into_bytes() };
     let response =
         client.open(Method::POST, "/v1/login", body).await.map_err(|e| fail(RUNTIME_FAILURE, e))?;
     let status = response.status();
@@ -58,14 +71,23 @@ async fn login_verb(client: Client, method: Option<&'static str>) -> Outcome {
     Err(fail(RUNTIME_FAILURE, "the daemon closed the login without an answer; see its log"))
 }
 
+/// The user `sudo` runs this command for, when root runs it through sudo: their browser
+/// brings the redirect back.
+fn sudo_user() -> Option<u32> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    std::env::var("SUDO_UID").ok()?.parse().ok().filter(|&uid| uid != 0)
+}
+
 /// Shows one event; `Some` when the login is over.
 fn show(event: &Value) -> Option<Outcome> {
-    let text = |key: &str| event[key].as_str().unwrap_or_default().to_owned();
+    let text = |key: &str| printable(event[key].as_str().unwrap_or_default(), 2000);
     match event["event"].as_str() {
         Some("open") if event["method"] == "device" => {
             println!("Open {} and enter the code {}", text("url"), text("user_code"));
             if let Some(complete) = event["url_complete"].as_str() {
-                println!("or open {complete}");
+                println!("or open {}", printable(complete, 2000));
             }
             eprintln!("waiting for the login to be approved (Ctrl-C cancels)…");
             None
@@ -102,9 +124,14 @@ fn show(event: &Value) -> Option<Outcome> {
     }
 }
 
-/// `xdg-open` when there is a display to open it on; the URL is printed anyway.
+/// `xdg-open` when there is a display to open it on, and the URL is one a browser should open;
+/// the URL is printed anyway.
 fn open_in_browser(url: &str) {
     if std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none() {
+        return;
+    }
+    let opens = url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "https" | "http"));
+    if !opens || url.starts_with('-') {
         return;
     }
     let _ = std::process::Command::new("xdg-open")

@@ -193,7 +193,7 @@ impl Daemon {
         let (from, to) = (self.config.borrow().daemon.state_dir.clone(), config.daemon.state_dir.clone());
         if from != to {
             // Before the engine can fetch with the new source from the new place.
-            let _ = tokio::task::spawn_blocking(move || relocate_oauth2(&from, &to)).await;
+            relocate_oauth2(&from, &to, config.source.timeout).await;
         }
         self.handle.reconfigure(config.clone(), source).await;
         let mut wanted: Vec<(Origin, Built)> =
@@ -271,16 +271,11 @@ impl Daemon {
 
 /// An oauth2 source's refresh token moves with a new `state_dir` (DESIGN §13): left behind, the
 /// new place would seed again from a refresh_token_file spent long ago, or need a new login.
-fn relocate_oauth2(from: &std::path::Path, to: &std::path::Path) {
-    use std::os::unix::fs::DirBuilderExt;
+async fn relocate_oauth2(from: &std::path::Path, to: &std::path::Path, wait: Duration) {
     if !from.join("oauth2.json").exists() {
         return;
     }
-    if let Err(e) = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(to) {
-        warn!("reload: the oauth2 store was not moved to {}: {e}", to.display());
-        return;
-    }
-    match crate::source::oauth2::store::Store::new(from).relocate(to) {
+    match crate::source::oauth2::store::Store::new(from).relocate(to, wait).await {
         Ok(true) => info!("oauth2 store moved from {} to {}", from.display(), to.display()),
         Ok(false) => {}
         Err(e) => warn!("reload: the oauth2 store was not moved: {e}"),

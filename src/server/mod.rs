@@ -18,7 +18,7 @@
 mod connections;
 mod listener;
 pub(crate) mod peer;
-mod refusals;
+pub(crate) mod refusals;
 mod stall;
 
 use std::convert::Infallible;

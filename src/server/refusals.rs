@@ -12,11 +12,11 @@ use tokio::time::Instant;
 use tracing::warn;
 
 /// At most one line about refusals per listener this often, after the first.
-pub(super) const EVERY: Duration = Duration::from_secs(60);
+pub(crate) const EVERY: Duration = Duration::from_secs(60);
 
 /// Who was refused: a uid the ACL does not admit, or a peer whose uid cannot be known.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Refused {
+pub(crate) enum Refused {
     Uid { uid: u32, pid: Option<i32> },
     Unknown(String),
 }
@@ -83,7 +83,7 @@ impl Log {
 
 /// One listener's refusal log, shared by its connections' tasks.
 #[derive(Clone)]
-pub(super) struct Refusals {
+pub(crate) struct Refusals {
     name: Arc<str>,
     log: Arc<Mutex<Log>>,
 }

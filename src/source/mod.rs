@@ -167,11 +167,12 @@ impl Source {
     pub async fn login(
         &self,
         method: Option<oauth2::login::Method>,
+        requester: oauth2::login::Requester,
         open: tokio::sync::mpsc::Sender<oauth2::login::Open>,
     ) -> Option<Result<(), oauth2::login::LoginError>> {
         match &self.kind {
             Kind::OAuth2(oauth2) if oauth2.status().grant == crate::config::Grant::RefreshToken => {
-                Some(oauth2.login(&self.client, method, open).await)
+                Some(oauth2.login(&self.client, method, requester, open).await)
             }
             _ => None,
         }

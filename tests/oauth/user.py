@@ -3,12 +3,13 @@ pages (any login, any password), approves what is asked, and follows every redir
 one to the daemon's loopback callback for an authorization code login. Cookies are kept as a
 browser keeps them.
 
-    python user.py URL [--login NAME] [--wrong-state] [--abort]
+    python user.py URL [--login NAME] [--wrong-state] [--abort] [--stop-at-callback]
 
 --wrong-state first delivers the callback redirect with its state altered and prints that
 answer's status as "wrong-state STATUS", then delivers the real one. --abort refuses instead of
-approving. Prints "final STATUS URL-WITHOUT-QUERY" at the end; exits 1 if a page is not one
-these pages would show.
+approving. --stop-at-callback prints "callback URL" instead of following the redirect to the
+daemon (another user, who approved as themselves, delivers it). Prints "final STATUS
+URL-WITHOUT-QUERY" at the end; exits 1 if a page is not one these pages would show.
 """
 
 import argparse
@@ -71,6 +72,7 @@ def main():
     args.add_argument("--login", default="alice")
     args.add_argument("--wrong-state", action="store_true")
     args.add_argument("--abort", action="store_true")
+    args.add_argument("--stop-at-callback", action="store_true")
     opts = args.parse_args()
     issuer = urlsplit(opts.url).netloc
     with httpx.Client(follow_redirects=False, timeout=20, trust_env=False) as client:
@@ -78,6 +80,9 @@ def main():
         for _ in range(30):
             if response.is_redirect:
                 target = urljoin(str(response.url), response.headers["location"])
+                if urlsplit(target).netloc != issuer and opts.stop_at_callback:
+                    print("callback", target, flush=True)
+                    return
                 if urlsplit(target).netloc != issuer and opts.wrong_state:
                     parts = urlsplit(target)
                     query = [(k, "x" + v if k == "state" else v) for k, v in parse_qsl(parts.query)]

@@ -7,6 +7,7 @@ pub mod backend;
 pub mod binary;
 pub mod bridge;
 pub mod callgrind;
+pub mod fake_http;
 pub mod fake_mcp;
 pub mod http;
 pub mod load;

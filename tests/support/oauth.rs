@@ -212,10 +212,16 @@ pub struct Login {
 
 impl Login {
     pub fn start(socket: &Path, flags: &[&str]) -> Login {
+        Login::start_with_env(socket, flags, &[])
+    }
+
+    /// With more environment variables (`SUDO_UID`).
+    pub fn start_with_env(socket: &Path, flags: &[&str], env: &[(&str, &str)]) -> Login {
         let mut child = Command::new(super::binary::daemon_binary())
             .arg("login")
             .args(flags)
             .args(["--socket", socket.to_str().unwrap()])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

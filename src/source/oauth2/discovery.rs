@@ -12,6 +12,11 @@
 //! else at that path on its own (§3.1). The document's `resource` must be ours or a prefix of
 //! it on the same origin (§3.3 asks for identity; servers that protect a whole origin publish
 //! the origin).
+//!
+//! Every URL found on the way (the 401's `resource_metadata`, the authorization server a
+//! resource names, the endpoints its metadata names) gets the checks a configured URL gets
+//! ([`refused_url`], DESIGN §13 "Every endpoint, however found"): a document cannot send the
+//! daemon, or its refresh token, somewhere plain http would expose.
 
 use std::time::Duration;
 
@@ -45,8 +50,8 @@ pub(crate) struct ServerMetadata {
 }
 
 impl ServerMetadata {
-    /// The first endpoint that is neither https nor allowed plain http.
-    fn insecure_endpoint(&self, allow_http: bool) -> Option<&Url> {
+    /// The first endpoint that [`refused_url`] refuses, and why.
+    fn insecure_endpoint(&self, allow_http: bool) -> Option<(&Url, String)> {
         [
             Some(&self.token_endpoint),
             self.authorization_endpoint.as_ref(),
@@ -55,11 +60,20 @@ impl ServerMetadata {
         ]
         .into_iter()
         .flatten()
-        .find(|url| match url.scheme() {
-            "https" => false,
-            "http" => !(allow_http || crate::config::host_is_loopback(url)),
-            _ => true,
-        })
+        .find_map(|url| refused_url(url, allow_http).map(|why| (url, why)))
+    }
+}
+
+/// Why `url` may not be used, if it may not: it must be https, or plain http to loopback
+/// (whose listener the client's trust check vets before sending anything, DESIGN §12), or
+/// plain http anywhere with `source.allow_http`. Any other scheme (`file:`, `javascript:`) is
+/// refused whatever the config says.
+pub(crate) fn refused_url(url: &Url, allow_http: bool) -> Option<String> {
+    match url.scheme() {
+        "https" => None,
+        "http" if allow_http || crate::config::host_is_loopback(url) => None,
+        "http" => Some("plain http off loopback (use https, or set source.allow_http = true)".into()),
+        other => Some(format!("its scheme is {other:?}, not https")),
     }
 }
 
@@ -83,7 +97,7 @@ pub(crate) async fn discover(
 ) -> Result<ServerMetadata, DiscoveryError> {
     let issuer = match (issuer, resource) {
         (Some(issuer), _) => issuer.clone(),
-        (None, Some(resource)) => authorization_server(http, resource, timeout).await?,
+        (None, Some(resource)) => authorization_server(http, resource, timeout, allow_http).await?,
         (None, None) => {
             return Err(DiscoveryError {
                 origin: "the source".into(),
@@ -102,9 +116,7 @@ pub(crate) async fn discover(
             Ok(found) if found.issuer.trim_end_matches('/') == issuer.as_str().trim_end_matches('/') => {
                 match found.insecure_endpoint(allow_http) {
                     None => return Ok(found),
-                    Some(endpoint) => reasons.push(format!(
-                        "{url} names {endpoint}, plain http off loopback (use https, or set source.allow_http = true)"
-                    )),
+                    Some((endpoint, why)) => reasons.push(format!("{url} names {endpoint}, refused: {why}")),
                 }
             }
             Ok(found) => reasons.push(format!("{url} names another issuer, {:?}", found.issuer)),
@@ -119,11 +131,15 @@ async fn authorization_server(
     http: &reqwest::Client,
     resource: &Url,
     timeout: Duration,
+    allow_http: bool,
 ) -> Result<Url, DiscoveryError> {
     let mut reasons = Vec::new();
     let mut candidates = Vec::new();
     match challenge(http, resource, timeout).await {
-        Ok(Some(url)) => candidates.push(url),
+        Ok(Some(url)) => match refused_url(&url, allow_http) {
+            None => candidates.push(url),
+            Some(why) => reasons.push(format!("the 401 of {resource} names {url}, refused: {why}")),
+        },
         Ok(None) => {}
         Err(reason) => reasons.push(format!("{resource}: {reason}")),
     }
@@ -143,7 +159,12 @@ async fn authorization_server(
                 reasons.push(format!("{url} describes another resource, {}", found.resource));
             }
             Ok(found) => match found.authorization_servers.into_iter().next() {
-                Some(issuer) => return Ok(issuer),
+                Some(issuer) => match refused_url(&issuer, allow_http) {
+                    None => return Ok(issuer),
+                    Some(why) => {
+                        reasons.push(format!("{url} names the authorization server {issuer}, refused: {why}"))
+                    }
+                },
                 None => reasons.push(format!("{url} names no authorization_servers")),
             },
             Err(reason) => reasons.push(format!("{url}: {reason}")),
@@ -252,9 +273,13 @@ mod tests {
         let good = metadata("https://a.example/token", "http://127.0.0.1:9/device");
         assert!(good.insecure_endpoint(false).is_none());
         let bad = metadata("http://192.0.2.1/token", "https://a.example/device");
-        assert_eq!(bad.insecure_endpoint(false).map(Url::as_str), Some("http://192.0.2.1/token"));
+        assert_eq!(bad.insecure_endpoint(false).map(|(url, _)| url.as_str()), Some("http://192.0.2.1/token"));
         assert!(bad.insecure_endpoint(true).is_none(), "allow_http allows it");
         assert!(metadata("https://a.example/t", "ftp://a.example/d").insecure_endpoint(true).is_some());
+        for url in ["file:///etc/passwd", "javascript:alert(1)", "data:text/html,x"] {
+            let why = refused_url(&Url::parse(url).unwrap(), true).expect("refused whatever allow_http says");
+            assert!(why.contains("scheme"), "{url}: {why}");
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ impl OAuth2 {
         target: &Target<'_>,
         issuer: Option<&str>,
     ) -> Result<Issued, OAuth2Error> {
-        let locked = self.store.lock().await?;
+        let locked = self.store.lock(self.config.timeout).await?;
         let mut stored = locked.read()?;
         self.seed(&locked, &mut stored)?;
         self.show(&stored);
@@ -96,17 +96,34 @@ impl OAuth2 {
     }
 
     /// `refresh_token_file` seeds the store when it holds no refresh token, or when the file
-    /// changed since it last did; otherwise the stored (maybe rotated) token wins.
+    /// changed since it last did; otherwise the stored (maybe rotated) token wins. Only a file
+    /// that is the daemon's is read (DESIGN §13): one another user can rewrite would let them
+    /// choose whose identity the host uses.
     fn seed(&self, locked: &Locked, stored: &mut Stored) -> Result<(), OAuth2Error> {
         let Some(path) = &self.config.refresh_token_file else { return Ok(()) };
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => Zeroizing::new(text),
-            // Gone or unreadable (a credential directory not mounted this time): a token stored
-            // carries on; the file only ever seeds.
-            Err(_) if stored.refresh_token.is_some() => return Ok(()),
+        let bytes = match crate::fsutil::read_own(path) {
+            Ok(bytes) => bytes,
+            // Gone (a credential directory not mounted this time): a token stored carries on;
+            // the file only ever seeds.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && stored.refresh_token.is_some() => {
+                return Ok(());
+            }
+            Err(e) if stored.refresh_token.is_some() => {
+                tracing::warn!(
+                    "source.refresh_token_file {} is not read ({e}); the stored refresh token carries on",
+                    path.display()
+                );
+                return Ok(());
+            }
             Err(e) => {
                 return Err(OAuth2Error::Seed(format!("source.refresh_token_file {}: {e}", path.display())));
             }
+        };
+        let Ok(text) = std::str::from_utf8(&bytes) else {
+            return Err(OAuth2Error::Seed(format!(
+                "source.refresh_token_file {} is not text",
+                path.display()
+            )));
         };
         let seed = text.trim();
         if seed.is_empty() && stored.refresh_token.is_some() {

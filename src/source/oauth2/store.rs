@@ -4,20 +4,30 @@
 //! server answered. A second daemon on the same directory, `once` and `login` take the same
 //! lock, so a rotating refresh token is presented once and its successor is on disk before
 //! anyone can present the next one.
+//!
+//! Both files, and `state_dir` itself, must be the daemon's (DESIGN §13, "The store and its
+//! files are the daemon's", `fsutil::check_owned`): anything else is refused naming the path,
+//! never opened for waiting. The lock is waited for at most the source's `timeout`, and a
+//! failure names the process that holds it when the kernel says (`/proc/locks`).
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
+use crate::backoff::Backoff;
 use crate::config::{Mode, Ownership};
 use crate::fsutil;
 
 const STORE: &str = "oauth2.json";
 const LOCK: &str = "oauth2.lock";
+/// How often a held lock is tried again: soon at first (a refresh takes a second or so).
+const RETRY: Backoff = Backoff::new(Duration::from_millis(2), Duration::from_millis(100));
 
 /// What is stored. The tokens are zeroed when it is dropped.
 #[derive(Default, Serialize, Deserialize)]
@@ -72,6 +82,14 @@ impl Drop for Stored {
 pub(crate) enum StoreError {
     #[error("cannot lock {path}: {reason}")]
     Lock { path: PathBuf, reason: String },
+    #[error(
+        "{path} is locked by {holder} and was not released within {} (source.timeout): is another \
+         mcp-token-sync (a daemon on the same state_dir, `once`) stuck?",
+        crate::config::duration_display(*.waited)
+    )]
+    Held { path: PathBuf, holder: String, waited: Duration },
+    #[error("refusing {path}: {reason}")]
+    Unsafe { path: PathBuf, reason: String },
     #[error("cannot read {path}: {reason}")]
     Read { path: PathBuf, reason: String },
     #[error(transparent)]
@@ -94,19 +112,33 @@ impl Store {
         Store { dir: state_dir.to_owned() }
     }
 
-    /// Waits for the exclusive lock (on a blocking thread: flock(2) blocks).
-    pub async fn lock(&self) -> Result<Locked, StoreError> {
-        let store = Store { dir: self.dir.clone() };
-        tokio::task::spawn_blocking(move || store.lock_blocking())
-            .await
-            .map_err(|e| StoreError::Lock { path: self.dir.join(LOCK), reason: e.to_string() })?
+    /// `state_dir`, created when missing and checked: a login asks this before the person
+    /// approves anything, so a store that cannot be written fails it before tokens are issued.
+    pub fn prepare(&self) -> Result<(), StoreError> {
+        fsutil::private_dir(&self.dir)
+            .map_err(|e| StoreError::Unsafe { path: self.dir.clone(), reason: e.to_string() })
+    }
+
+    /// Waits for the exclusive lock, at most `wait`.
+    pub async fn lock(&self, wait: Duration) -> Result<Locked, StoreError> {
+        let give_up = Instant::now() + wait;
+        let mut file = self.open_lock()?;
+        for attempt in 1.. {
+            file = match self.try_lock(file, give_up, wait)? {
+                Ok(locked) => return Ok(locked),
+                Err(file) => file,
+            };
+            tokio::time::sleep(RETRY.after(attempt)).await;
+        }
+        unreachable!("the loop returns")
     }
 
     /// Moves what is stored to `to` (a reloaded config's new state_dir) unless `to` holds a
     /// store already: otherwise the new place would seed again from a refresh_token_file that
-    /// was spent long ago, or lose the login. `true` when something moved. Blocking.
-    pub fn relocate(&self, to: &Path) -> Result<bool, StoreError> {
-        let (old, new) = (self.lock_blocking()?, Store::new(to).lock_blocking()?);
+    /// was spent long ago, or lose the login. `true` when something moved. Waits at most
+    /// `wait` for each lock.
+    pub async fn relocate(&self, to: &Path, wait: Duration) -> Result<bool, StoreError> {
+        let (old, new) = (self.lock(wait).await?, Store::new(to).lock(wait).await?);
         if old.path == new.path || new.path.exists() || !old.path.exists() {
             return Ok(false);
         }
@@ -118,27 +150,76 @@ impl Store {
         Ok(true)
     }
 
-    fn lock_blocking(&self) -> Result<Locked, StoreError> {
-        let lock_path = self.dir.join(LOCK);
-        let path = self.dir.join(STORE);
-        let fail = |reason: String| StoreError::Lock { path: lock_path.clone(), reason };
+    /// The lock file, in a checked `state_dir`, itself checked; never a FIFO waited on.
+    fn open_lock(&self) -> Result<File, StoreError> {
+        self.prepare()?;
+        let path = self.dir.join(LOCK);
+        let unsafe_path =
+            |e: std::io::Error| StoreError::Unsafe { path: path.clone(), reason: e.to_string() };
+        // Looked at before opening, so a FIFO is named as one (opening it fails with ENXIO).
+        if let Ok(meta) = std::fs::symlink_metadata(&path) {
+            fsutil::check_owned(&meta, fsutil::Kind::File).map_err(unsafe_path)?;
+        }
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&lock_path)
-            .map_err(|e| fail(e.to_string()))?;
-        let lock =
-            Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| fail(errno.to_string()))?;
-        Ok(Locked { _lock: lock, path })
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+            .open(&path)
+            .map_err(|e| StoreError::Lock { path: path.clone(), reason: e.to_string() })?;
+        let meta =
+            file.metadata().map_err(|e| StoreError::Lock { path: path.clone(), reason: e.to_string() })?;
+        fsutil::check_owned(&meta, fsutil::Kind::File)
+            .map_err(|e| StoreError::Unsafe { path, reason: e.to_string() })?;
+        Ok(file)
+    }
+
+    /// One try: the lock, or the file back to try again; an error once `give_up` has passed.
+    fn try_lock(
+        &self,
+        file: File,
+        give_up: Instant,
+        wait: Duration,
+    ) -> Result<Result<Locked, File>, StoreError> {
+        let lock_path = self.dir.join(LOCK);
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(Ok(Locked { _lock: lock, path: self.dir.join(STORE) })),
+            Err((file, Errno::EWOULDBLOCK)) if Instant::now() < give_up => Ok(Err(file)),
+            Err((file, Errno::EWOULDBLOCK)) => {
+                let holder = holder(&file).map_or("another process".into(), |pid| format!("pid {pid}"));
+                Err(StoreError::Held { path: lock_path, holder, waited: wait })
+            }
+            Err((_, errno)) => Err(StoreError::Lock { path: lock_path, reason: errno.to_string() }),
+        }
     }
 }
 
+/// The pid holding a flock(2) on `file`, from `/proc/locks` (`1: FLOCK ADVISORY WRITE PID
+/// MAJ:MIN:INODE 0 EOF`, device numbers in hex); `None` when the kernel does not say. A pid in
+/// another pid namespace is shown as the kernel gives it.
+fn holder(file: &File) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata().ok()?;
+    let dev = meta.dev();
+    // glibc's major()/minor() of a Linux dev_t.
+    let (major, minor) =
+        (((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff), (dev & 0xff) | ((dev >> 12) & !0xff));
+    let wanted = format!("{major:02x}:{minor:02x}:{}", meta.ino());
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // A waiter's line reads "N: -> FLOCK …": it does not hold the lock.
+        match fields.as_slice() {
+            [_, "FLOCK", _, _, pid, id, ..] if *id == wanted => pid.parse().ok(),
+            _ => None,
+        }
+    })
+}
+
 impl Locked {
-    /// What is stored; nothing yet is the default. Only a file the daemon's uid alone can
-    /// write is read (`fsutil::read_own`).
+    /// What is stored; nothing yet is the default. Only a file that is the daemon's is read
+    /// (`fsutil::read_own`).
     pub fn read(&self) -> Result<Stored, StoreError> {
         let fail = |reason: String| StoreError::Read { path: self.path.clone(), reason };
         match fsutil::read_own(&self.path) {
@@ -163,11 +244,13 @@ mod tests {
 
     use super::*;
 
+    const WAIT: Duration = Duration::from_secs(10);
+
     #[tokio::test]
     async fn what_is_written_is_read_back_owner_only() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::new(dir.path());
-        let locked = store.lock().await.unwrap();
+        let locked = store.lock(WAIT).await.unwrap();
         assert!(locked.read().unwrap().refresh_token.is_none());
         let mut stored = Stored::default();
         stored.refresh_token = Some("rt-1".into());
@@ -179,31 +262,93 @@ mod tests {
         assert_eq!(mode, 0o600);
     }
 
-    #[test]
-    fn a_store_moves_to_a_new_state_dir_unless_one_is_there() {
+    #[tokio::test]
+    async fn a_store_moves_to_a_new_state_dir_unless_one_is_there() {
         let (from, to) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let store = Store::new(from.path());
         let mut stored = Stored::default();
         stored.refresh_token = Some("rt-9".into());
-        store.lock_blocking().unwrap().write(&stored).unwrap();
-        assert!(store.relocate(to.path()).unwrap());
+        store.lock(WAIT).await.unwrap().write(&stored).unwrap();
+        assert!(store.relocate(to.path(), WAIT).await.unwrap());
         assert!(!from.path().join(STORE).exists(), "two copies would diverge");
-        let moved = Store::new(to.path()).lock_blocking().unwrap().read().unwrap();
+        let moved = Store::new(to.path()).lock(WAIT).await.unwrap().read().unwrap();
         assert_eq!(moved.refresh_token.as_deref(), Some("rt-9"));
         // Back again onto a place that now holds one: nothing is overwritten.
-        store.lock_blocking().unwrap().write(&Stored::default()).unwrap();
-        assert!(!Store::new(to.path()).relocate(from.path()).unwrap());
+        store.lock(WAIT).await.unwrap().write(&Stored::default()).unwrap();
+        assert!(!Store::new(to.path()).relocate(from.path(), WAIT).await.unwrap());
     }
 
     #[tokio::test]
     async fn one_holder_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let (first, second) = (Store::new(dir.path()), Store::new(dir.path()));
-        let held = first.lock().await.unwrap();
-        let waiting = tokio::spawn(async move { second.lock().await.map(drop) });
+        let held = first.lock(WAIT).await.unwrap();
+        let waiting = tokio::spawn(async move { second.lock(WAIT).await.map(drop) });
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!waiting.is_finished(), "two holders at once");
         drop(held);
         tokio::time::timeout(Duration::from_secs(10), waiting).await.unwrap().unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_held_lock_is_waited_for_at_most_the_timeout_and_its_holder_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = Store::new(dir.path()).lock(WAIT).await.unwrap();
+        let started = Instant::now();
+        let error = Store::new(dir.path()).lock(Duration::from_millis(300)).await.err().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(5), "waited {:?}", started.elapsed());
+        let text = error.to_string();
+        assert!(matches!(error, StoreError::Held { .. }), "{text}");
+        // Two opens of one file in one process are two holders to flock(2); the kernel names us.
+        assert!(text.contains(&format!("pid {}", std::process::id())), "{text}");
+        assert!(text.contains("oauth2.lock") && text.contains("300ms"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_fifo_planted_at_the_lock_or_the_store_is_refused_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        nix::unistd::mkfifo(&dir.path().join(LOCK), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let refused = Store::new(dir.path()).lock(WAIT).await.err().unwrap().to_string();
+        assert!(refused.contains("oauth2.lock") && refused.contains("FIFO"), "{refused}");
+
+        let dir = tempfile::tempdir().unwrap();
+        nix::unistd::mkfifo(&dir.path().join(STORE), nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .unwrap();
+        let locked = tokio::time::timeout(WAIT, Store::new(dir.path()).lock(WAIT)).await.unwrap().unwrap();
+        let refused = tokio::task::spawn_blocking(move || locked.read().err().unwrap().to_string());
+        let refused = tokio::time::timeout(WAIT, refused).await.expect("not waited on").unwrap();
+        assert!(refused.contains("oauth2.json") && refused.contains("FIFO"), "{refused}");
+    }
+
+    #[tokio::test]
+    async fn a_missing_state_dir_is_made_private_and_a_loose_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("a/b");
+        Store::new(&state_dir).prepare().unwrap();
+        let mode = std::fs::metadata(&state_dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let refused = Store::new(&state_dir).lock(WAIT).await.err().unwrap().to_string();
+        assert!(refused.contains("a/b") && refused.contains("mode 0777"), "{refused}");
+        assert!(!state_dir.join(LOCK).exists(), "nothing is made in a loose directory");
+    }
+
+    #[tokio::test]
+    async fn a_store_another_user_owns_is_refused() {
+        if !nix::unistd::geteuid().is_root() {
+            return; // only root can give a file away (CI runs as root)
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let mut stored = Stored::default();
+        stored.refresh_token = Some("planted".into());
+        store.lock(WAIT).await.unwrap().write(&stored).unwrap();
+        let nobody = Some(nix::unistd::Uid::from_raw(65534));
+        nix::unistd::chown(&dir.path().join(STORE), nobody, None).unwrap();
+        let refused = store.lock(WAIT).await.unwrap().read().err().unwrap().to_string();
+        assert!(refused.contains("uid 65534"), "{refused}");
+        nix::unistd::chown(&dir.path().join(LOCK), nobody, None).unwrap();
+        let refused = store.lock(WAIT).await.err().unwrap().to_string();
+        assert!(refused.contains("oauth2.lock") && refused.contains("uid 65534"), "{refused}");
     }
 }

@@ -1,8 +1,15 @@
 //! The authorization code grant with PKCE (RFC 6749 §4.1, RFC 7636 S256) and a loopback
 //! redirect (RFC 8252 §7.3): the daemon listens on an ephemeral port of 127.0.0.1 for the one
 //! redirect to `/callback`, takes the code only with the `state` it sent (RFC 6749 §10.12), and
-//! exchanges it with its verifier. Other local users can reach the port; without the state
-//! their redirect is refused, and a code alone is worth nothing without the verifier.
+//! exchanges it with its verifier.
+//!
+//! Other local users can reach the port, and can read the authorization URL (with its `state`
+//! and PKCE challenge) from the browser's command line: one could approve it with their own
+//! account and race their redirect to the port, and the daemon would redeem a code for their
+//! identity. So each connection's peer is looked up through the kernel (`server::peer`, as the
+//! proxy's TCP clients are) before it takes a slot, and only the [`Requester`]'s uids are
+//! served; any other is closed at once, counted and logged as refused, so no number of them
+//! keeps the real redirect out.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,8 +24,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use zeroize::Zeroizing;
 
-use super::{DEFAULT_WAIT, Flow, LoginError, Open, random_value};
+use super::{DEFAULT_WAIT, Flow, LoginError, Open, Requester, random_value};
+use crate::server::peer;
+use crate::server::refusals::{Refusals, Refused};
 use crate::source::oauth2::token::{self, Grant, Issued, TokenError};
+use crate::text::printable;
 
 /// Connections served at once on the callback port, and how long each may take: a stalled
 /// local connection cannot keep the browser's redirect out.
@@ -29,7 +39,7 @@ const CONNECTION_TIME: Duration = Duration::from_secs(10);
 type Redirect = Result<Zeroizing<String>, TokenError>;
 
 pub(super) async fn login(flow: &Flow<'_>) -> Result<Issued, LoginError> {
-    let Flow { http, metadata, target, client, open } = *flow;
+    let Flow { http, metadata, target, client, open, requester, .. } = *flow;
     let Some(authorization_endpoint) = &metadata.authorization_endpoint else {
         return Err(LoginError::NotOffered(format!(
             "{} names no authorization_endpoint; log in with --device",
@@ -64,7 +74,7 @@ pub(super) async fn login(flow: &Flow<'_>) -> Result<Issued, LoginError> {
         query.append_pair("code_challenge_method", "S256");
     }
     let _ = open.send(Open { url, user_code: None, url_complete: None, callback_port: Some(port) }).await;
-    let code = tokio::time::timeout(DEFAULT_WAIT, redirect(listener, Arc::from(state)))
+    let code = tokio::time::timeout(DEFAULT_WAIT, redirect(listener, Arc::from(state), requester))
         .await
         .map_err(|_| LoginError::TimedOut(DEFAULT_WAIT))?
         .map_err(LoginError::Refused)?;
@@ -73,15 +83,35 @@ pub(super) async fn login(flow: &Flow<'_>) -> Result<Issued, LoginError> {
     token::request(http, target, client, grant).await.map_err(LoginError::Refused)
 }
 
-/// Serves the callback port until a redirect with our `state` arrives.
-async fn redirect(listener: TcpListener, state: Arc<str>) -> Redirect {
+/// Serves the callback port to `requester`'s connections until a redirect with our `state`
+/// arrives.
+async fn redirect(listener: TcpListener, state: Arc<str>, requester: Requester) -> Redirect {
     let (found, mut arrived) = mpsc::channel::<Redirect>(1);
     let slots = Arc::new(Semaphore::new(CONNECTIONS));
+    let local = listener.local_addr().expect("a bound listener has an address");
+    let refusals = Refusals::new(&format!("login callback {local}"));
+    let mut refused = RefusedSoFar::default();
     loop {
         tokio::select! {
-            Some(redirect) = arrived.recv() => return redirect,
+            Some(redirect) = arrived.recv() => {
+                refused.report();
+                return redirect;
+            }
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let Ok((stream, remote)) = accepted else { continue };
+                // Looked up while the client's socket is surely held: it just connected.
+                match peer::of_tcp(local, remote) {
+                    Ok(peer) if requester.may_deliver(peer.uid) => {}
+                    other => {
+                        drop(stream);
+                        refused.count(other.as_ref().ok().map(|peer| peer.uid));
+                        refusals.refused(match other {
+                            Ok(peer) => Refused::Uid { uid: peer.uid, pid: None },
+                            Err(e) => Refused::Unknown(e.to_string()),
+                        });
+                        continue;
+                    }
+                }
                 let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
                 let (state, found) = (state.clone(), found.clone());
                 tokio::spawn(async move {
@@ -95,6 +125,32 @@ async fn redirect(listener: TcpListener, state: Arc<str>) -> Redirect {
                     drop(slot);
                 });
             }
+        }
+    }
+}
+
+/// The connections the callback refused during one login, for the line that ends it.
+#[derive(Default)]
+struct RefusedSoFar {
+    count: u64,
+    uids: std::collections::BTreeSet<u32>,
+}
+
+impl RefusedSoFar {
+    fn count(&mut self, uid: Option<u32>) {
+        self.count += 1;
+        self.uids.extend(uid);
+    }
+
+    fn report(&self) {
+        if self.count > 0 {
+            let uids: Vec<String> = self.uids.iter().map(u32::to_string).collect();
+            tracing::warn!(
+                "the login's callback refused {} connection(s) from other users (uids {}): only the \
+                 user who asked for the login may bring its redirect",
+                self.count,
+                if uids.is_empty() { "unknown".into() } else { uids.join(", ") }
+            );
         }
     }
 }
@@ -117,8 +173,8 @@ fn callback<B>(request: &Request<B>, state: &str, found: &mpsc::Sender<Redirect>
         );
     }
     if let Some(error) = param("error") {
-        let description = param("error_description").map(|d| token::printable(&d, 200));
-        let _ = found.try_send(Err(TokenError::Refused { code: token::printable(&error, 64), description }));
+        let description = param("error_description").map(|d| printable(&d, 200));
+        let _ = found.try_send(Err(TokenError::Refused { code: printable(&error, 64), description }));
         return page(
             StatusCode::OK,
             "The authorization server refused the login; `mcp-token-sync login` says why.",

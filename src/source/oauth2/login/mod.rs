@@ -42,15 +42,35 @@ pub struct Open {
     pub callback_port: Option<u16>,
 }
 
-/// What a flow works with: the server, where and for what tokens are asked, the client, and
-/// whom to tell what the person must open.
+/// Who asked for a login, and so whose browser may bring its redirect back (DESIGN §13, "A
+/// login on a shared host"): root, the uid that asked (the `login` command's peer on the API
+/// socket), and a uid that a root caller named for its browser (`sudo mcp-token-sync login`
+/// names the user it runs for). Every other local user can read the authorization URL from the
+/// browser's command line, and reach the loopback port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Requester {
+    pub uid: u32,
+    pub browser_uid: Option<u32>,
+}
+
+impl Requester {
+    /// Whether a connection from `uid` may deliver the redirect.
+    pub fn may_deliver(&self, uid: u32) -> bool {
+        uid == 0 || uid == self.uid || self.browser_uid == Some(uid)
+    }
+}
+
+/// What a flow works with: the server, where and for what tokens are asked, the client, whom
+/// to tell what the person must open, and who that person is.
 #[derive(Clone, Copy)]
 struct Flow<'a> {
     http: &'a reqwest::Client,
+    config: &'a crate::config::SourceConfig,
     metadata: &'a ServerMetadata,
     target: &'a Target<'a>,
     client: &'a ClientAuthentication,
     open: &'a mpsc::Sender<Open>,
+    requester: Requester,
 }
 
 /// Why a login ended without a token. `code()` is the `error` of the `failed` event.
@@ -76,6 +96,9 @@ pub enum LoginError {
     TimedOut(Duration),
     #[error("{0}")]
     Callback(String),
+    /// A URL the server handed out for the person to open is not one to send them to.
+    #[error("{0}")]
+    UnsafeUrl(String),
     #[error(
         "the server issued no refresh token; the daemon could not keep the login (ask for a scope such as offline_access in source.scope)"
     )]
@@ -91,23 +114,37 @@ impl LoginError {
             LoginError::NoMetadata | LoginError::NotOffered(_) => "login_unavailable",
             LoginError::Registration { .. } => "registration_failed",
             LoginError::NoRefreshToken => "no_refresh_token",
+            LoginError::UnsafeUrl(_) => "unsafe_url",
             _ => "login_failed",
         }
     }
 }
 
 impl OAuth2 {
-    /// Logs in by `method` (or what the server offers), telling `open` what the person must
-    /// do; stores the refresh token and access token the server issues. Cancelled by dropping.
+    /// Logs in by `method` (or what the server offers) for `requester`, telling `open` what
+    /// the person must do; stores the refresh token and access token the server issues.
+    /// Cancelled by dropping.
     pub async fn login(
         &self,
         http: &reqwest::Client,
         method: Option<Method>,
+        requester: Requester,
         open: mpsc::Sender<Open>,
     ) -> Result<(), LoginError> {
         if self.config.issuer.is_none() && self.config.resource.is_none() {
             return Err(LoginError::NoMetadata);
         }
+        // Before the person approves anything: a store that cannot be kept would lose the
+        // tokens the server issues for it.
+        self.store.prepare().map_err(OAuth2Error::from)?;
+        drop(
+            self.store
+                .lock(self.config.timeout)
+                .await
+                .map_err(OAuth2Error::from)?
+                .read()
+                .map_err(OAuth2Error::from)?,
+        );
         let metadata = self.metadata(http).await?;
         let registered = match &self.config.client_id {
             Some(_) => None,
@@ -122,7 +159,15 @@ impl OAuth2 {
             None if metadata.device_authorization_endpoint.is_some() => Method::Device,
             None => Method::Browser,
         };
-        let flow = Flow { http, metadata: &metadata, target: &target, client: &client, open: &open };
+        let flow = Flow {
+            http,
+            config: &self.config,
+            metadata: &metadata,
+            target: &target,
+            client: &client,
+            open: &open,
+            requester,
+        };
         let issued = match method {
             Method::Device => device::login(&flow).await?,
             Method::Browser => browser::login(&flow).await?,
@@ -136,14 +181,20 @@ impl OAuth2 {
         http: &reqwest::Client,
         metadata: &ServerMetadata,
     ) -> Result<String, LoginError> {
-        let stored = self.store.lock().await.map_err(OAuth2Error::from)?.read().map_err(OAuth2Error::from)?;
+        let stored = self
+            .store
+            .lock(self.config.timeout)
+            .await
+            .map_err(OAuth2Error::from)?
+            .read()
+            .map_err(OAuth2Error::from)?;
         if let Some(client) = stored.client.as_ref().filter(|c| c.issuer == metadata.issuer) {
             return Ok(client.client_id.clone());
         }
         drop(stored);
         let client =
             registration::register(http, metadata, self.config.scope.as_deref(), self.config.timeout).await?;
-        let locked = self.store.lock().await.map_err(OAuth2Error::from)?;
+        let locked = self.store.lock(self.config.timeout).await.map_err(OAuth2Error::from)?;
         let mut stored = locked.read().map_err(OAuth2Error::from)?;
         stored.client = Some(client.clone());
         locked.write(&stored).map_err(OAuth2Error::from)?;
@@ -156,7 +207,7 @@ impl OAuth2 {
         if issued.refresh_token.is_none() {
             return Err(LoginError::NoRefreshToken);
         }
-        let locked = self.store.lock().await.map_err(OAuth2Error::from)?;
+        let locked = self.store.lock(self.config.timeout).await.map_err(OAuth2Error::from)?;
         let mut stored = locked.read().map_err(OAuth2Error::from)?;
         if let Some(before) = &stored.refresh_token {
             let state = if stored.refused { "refused" } else { "held" };
@@ -175,4 +226,18 @@ impl OAuth2 {
 fn random_value() -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_root_the_requester_and_the_browser_it_named_may_deliver_the_redirect() {
+        let asked = Requester { uid: 990, browser_uid: None };
+        assert!(asked.may_deliver(0) && asked.may_deliver(990));
+        assert!(!asked.may_deliver(1000) && !asked.may_deliver(65534));
+        let through_sudo = Requester { uid: 0, browser_uid: Some(1000) };
+        assert!(through_sudo.may_deliver(1000) && !through_sudo.may_deliver(65534));
+    }
 }

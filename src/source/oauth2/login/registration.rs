@@ -74,7 +74,7 @@ pub(super) async fn register(
         let explained = serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| {
             let code = v.get("error")?.as_str()?.to_owned();
             let description = v.get("error_description").and_then(|d| d.as_str()).unwrap_or_default();
-            Some(crate::source::oauth2::token::printable(format!("{code} {description}").trim_end(), 200))
+            Some(crate::text::printable(format!("{code} {description}").trim_end(), 200))
         });
         return Err(fail(format!(
             "HTTP {status}{}",
