@@ -118,17 +118,32 @@ pub(crate) fn check_owned(meta: &fs::Metadata, kind: Kind) -> io::Result<()> {
 }
 
 /// `state_dir`, created (0700, with any missing parents) when it is missing, then checked as
-/// [`check_owned`] says: everything the daemon keeps there is only as safe as the directory.
+/// [`check_owned`] says, and not a symbolic link: everything the daemon keeps there is only as
+/// safe as the directory. Nor may any directory above it be writable by others unless sticky
+/// (as `/tmp` is): whoever can rename entries there can put another directory in its place.
 pub(crate) fn private_dir(path: &Path) -> io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    match fs::metadata(path) {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    match fs::symlink_metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             fs::DirBuilder::new().recursive(true).mode(0o700).create(path)?;
         }
         Err(e) => return Err(e),
         Ok(_) => {}
     }
-    check_owned(&fs::metadata(path)?, Kind::Directory)
+    check_owned(&fs::symlink_metadata(path)?, Kind::Directory)?;
+    let absolute = std::path::absolute(path)?;
+    for above in absolute.ancestors().skip(1) {
+        let meta = fs::metadata(above)?;
+        if meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0 {
+            return Err(io::Error::other(format!(
+                "{} above it is writable by others (mode {:04o}) and not sticky: they could put another \
+                 directory in its place",
+                above.display(),
+                meta.mode() & 0o7777
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `O_NOFOLLOW` on a symlink fails with ELOOP, whose text ("too many levels of symbolic

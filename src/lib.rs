@@ -3,14 +3,17 @@
 //!
 //! The data path, left to right:
 //!
-//! - [`source`] fetches the backend's current-token answer over HTTP(S) (and runs the live
-//!   probe);
+//! - [`source`] gets a token from where its kind says: a current-token endpoint over HTTP(S)
+//!   (the seed's backend), or an OAuth 2.0 authorization server ([`source::oauth2`]: discovery,
+//!   grants, client authentication, the refresh-token store and the login flows); and runs the
+//!   live probe;
 //! - [`validate`] applies the rules a token must pass before anyone sees it (pure);
 //! - [`engine`] runs one fetch at a time, when [`schedule`] (pure) says or a trigger asks, and
 //!   publishes the current [`token`] (versioned) on a watch channel;
 //! - `sinks` subscribe to that channel and write the token where consumers read it (files
 //!   through `fsutil`'s atomic writes, keyrings, hooks, the `state` file), each on its own;
-//! - [`api`] serves it over Unix sockets and turns clients' 401 reports into engine triggers;
+//! - [`api`] serves it over Unix sockets and turns clients' 401 reports (and reads that want a
+//!   fresher token, `max_age`) into engine triggers;
 //!   [`proxy`] adds it to any local client's requests to an upstream, and turns the upstream's
 //!   401s into the same triggers. Both are served by `server` (accept loop, connection limits,
 //!   the peer's uid from the kernel, `sock_diag`); `trust` checks who listens behind a

@@ -9,7 +9,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use netlink_packet_core::{NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
 use netlink_packet_sock_diag::SockDiagMessage;
-use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP, TCP_TIME_WAIT};
+use netlink_packet_sock_diag::constants::{
+    AF_INET, AF_INET6, IPPROTO_TCP, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_TIME_WAIT,
+};
 use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
 use netlink_sys::protocols::NETLINK_SOCK_DIAG;
 use netlink_sys::{Socket, SocketAddr as NetlinkAddr};
@@ -40,6 +42,13 @@ impl TcpSocket {
     /// Whether a process holds the socket now: it has an owner and an inode.
     pub fn is_held(&self) -> bool {
         self.has_owner() && self.inode != 0
+    }
+
+    /// Whether it is one end of a connection that has carried data both ways: established, or
+    /// closing its own side after sending. Not a listener, whose address an exact lookup may
+    /// answer with when no connection has the pair.
+    pub fn is_connected(&self) -> bool {
+        matches!(self.state, TCP_ESTABLISHED | TCP_FIN_WAIT1 | TCP_FIN_WAIT2)
     }
 }
 

@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::api::{self, get, metric};
+use support::forge::{FORGE, TAKE_PORT, python_ready};
 use support::http::{self, Target};
 use support::squatter::Squatter;
 use support::upstream::Upstream;
@@ -111,6 +112,56 @@ async fn a_request_from_a_socket_already_closed_is_refused_not_served_as_roots()
 }
 
 /// One request on `stream`, kept alive: the status, or `None` if the connection was closed.
+/// The helpers' attack on issue 26's fix: a refused user's request, sent and reset while it
+/// waited in the accept queue, with the client's port then taken by root (a connection from
+/// it, or a listener on it). The lookup by address pair found root's socket, and the request
+/// went upstream with the token as root's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_client_reset_is_not_served_as_whoever_takes_its_port() {
+    let test = "a_request_whose_client_reset_is_not_served_as_whoever_takes_its_port";
+    if !support::skip::as_root(test, "act as another uid") {
+        return;
+    }
+    let backend = Backend::start().await;
+    let upstream = Upstream::start(&backend, HEADER, None).await;
+    let listen = free_port("127.0.0.1");
+    let d =
+        api::start(&backend, &proxy_sink(listen, &format!("{}/api", upstream.url()), "max_connections = 1"));
+    until_serving(listen, &d).await;
+    let target = Target::Tcp(listen);
+    let mut held = Vec::new();
+    for taker in ["connection", "listener"] {
+        // Root holds the only slot with a stream and a second connection waits for it: the
+        // attacker's connection waits in the kernel's queue behind them.
+        let stream = http::open(&target, http::get(&target, "/sse")).await;
+        let _next_in_line = std::net::TcpStream::connect(listen).unwrap();
+        let refused_before = metric(&d.socket, "mcp_token_sync_refused_peers_total").await;
+        let (from, path) = (free_port("127.0.0.1").port().to_string(), format!("/attack-{taker}"));
+        let url = format!("http://{listen}{path}");
+        let forged = tokio::task::block_in_place(|| {
+            Command::new("setpriv")
+                .args([&format!("--reuid={NOBODY}"), &format!("--regid={NOBODY}"), "--clear-groups"])
+                .args(["/usr/bin/python3", "-c", FORGE, &url, &from])
+                .status()
+                .unwrap()
+        });
+        assert!(forged.success());
+        held.push(tokio::task::block_in_place(|| {
+            python_ready(TAKE_PORT, &[taker, &from, &listen.port().to_string()])
+        }));
+        drop(stream); // the slot is free: the queue is worked through
+        let deadline = Instant::now() + PATIENCE;
+        while metric(&d.socket, "mcp_token_sync_refused_peers_total").await <= refused_before {
+            assert!(Instant::now() < deadline, "{taker}: never refused:\n{}", d.daemon.output());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let forwarded: Vec<_> =
+            upstream.received().into_iter().filter(|r| r.path_and_query.contains(&path)).collect();
+        assert!(forwarded.is_empty(), "{taker}: a reset client's request went upstream as root's");
+    }
+    drop(held);
+}
+
 fn request_on(stream: &mut std::net::TcpStream, address: SocketAddr, path: &str) -> Option<u16> {
     let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\n\r\n");
     stream.write_all(request.as_bytes()).ok()?;

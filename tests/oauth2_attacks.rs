@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Value, json};
 use support::binary::{Killed, curl_as, daemon_binary};
 use support::fake_http::{Answer, FakeHttp};
+use support::forge::{FORGE, TAKE_PORT, python_ready};
 use support::oauth::{Login, OAuthDaemon, PATIENCE, Provider, RESOURCE, person, seeded_source};
 use support::squatter::Squatter;
 
@@ -105,6 +106,49 @@ fn through_sudo_the_browser_of_the_user_sudo_runs_for_brings_the_redirect() {
     assert!(code == 400 && body.contains("browser_uid"), "{code} {body}");
 }
 
+/// The port of the loopback `redirect_uri` in an authorization URL.
+fn callback_port(url: &str) -> u16 {
+    url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "redirect_uri")
+        .map(|(_, v)| url::Url::parse(&v).unwrap().port().unwrap())
+        .expect("a loopback redirect_uri")
+}
+
+#[test]
+fn a_redirect_whose_client_reset_is_not_taken_as_whoever_holds_its_port_next() {
+    if !as_root("a_redirect_whose_client_reset_is_not_taken_as_whoever_holds_its_port_next") {
+        return;
+    }
+    let (p, d, login, url) = browser_login(&[]);
+    let port = callback_port(&url);
+    let theirs = approved_callback(&url, "mallory");
+    let mut held = Vec::new();
+    for taker in ["connection", "listener"] {
+        let from = support::free_port("127.0.0.1").port().to_string();
+        // Stopped, the daemon stands for one slow to accept: the request waits in the queue.
+        d.daemon.signal(nix::sys::signal::Signal::SIGSTOP);
+        let forged = python_as(NOBODY, FORGE, &[&theirs, &from]).wait_with_output().unwrap();
+        assert!(forged.status.success());
+        // Root (the victim's browser, or any root service) now holds that port.
+        held.push(python_ready(TAKE_PORT, &[taker, &from, &port.to_string()]));
+        d.daemon.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+    // The person's redirect is accepted after the forged ones (the queue is first in, first out).
+    let seen = person(&url, &["--login", "alice"]);
+    assert!(seen.contains("final 200"), "{seen}");
+    let (ok, printed) = login.finish();
+    assert!(ok, "{printed}\n{}", d.daemon.output());
+    let token = std::fs::read_to_string(&d.file).unwrap();
+    assert_eq!(subject(&p, &token), "alice", "{}", d.daemon.output());
+    d.daemon.wait_output(
+        "the login's callback refused 2 connection(s) from other users (uids unknown)",
+        PATIENCE,
+    );
+    drop(held);
+}
+
 /// Holds `count` idle connections to 127.0.0.1:PORT open, opening a new one as each closes,
 /// for SECONDS; prints "ready" once all are open, then how many it opened in all.
 const IDLE_FLOOD: &str = r#"
@@ -147,12 +191,7 @@ fn another_users_idle_connections_do_not_keep_the_redirect_out() {
         return;
     }
     let (_p, d, login, url) = browser_login(&[]);
-    let port = url::Url::parse(&url)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "redirect_uri")
-        .map(|(_, v)| url::Url::parse(&v).unwrap().port().unwrap())
-        .expect("a loopback redirect_uri");
+    let port = callback_port(&url);
 
     let mut flood = python_as(NOBODY, IDLE_FLOOD, &[&port.to_string(), "32", "30"]);
     let mut out = BufReader::new(flood.stdout.take().unwrap());

@@ -7,7 +7,8 @@ use mcp_token_sync::config::{Config, Environment};
 
 /// Panics if loading `text` breaks a property.
 pub fn check(text: &str) {
-    let env = Environment { credentials_directory: Some("/run/credentials/fuzz".into()) };
+    let env =
+        Environment { credentials_directory: Some("/run/credentials/fuzz".into()), ..Environment::default() };
     if let Err(error) = Config::parse(text, Path::new("fuzz.toml"), &env) {
         assert!(!error.problems.is_empty());
         let _ = error.to_string();

@@ -82,7 +82,7 @@ pub(super) async fn handle(shared: &Shared, request: Request<Incoming>, peer: Pe
             r
         }
         Some(_) => match route {
-            Route::Token => token(shared, &request),
+            Route::Token => token(shared, &request).await,
             Route::Watch => watch(shared.engine.token()),
             Route::Report401 => report::report_401(shared, request).await,
             Route::Refresh => refresh(shared, request).await,
@@ -107,7 +107,7 @@ pub(super) fn forbidden() -> Response<Body> {
     )
 }
 
-fn token(shared: &Shared, request: &Request<Incoming>) -> Response<Body> {
+async fn token(shared: &Shared, request: &Request<Incoming>) -> Response<Body> {
     let raw = match query(request, "format").as_deref() {
         None | Some("json") => false,
         Some("raw") => true,
@@ -115,6 +115,12 @@ fn token(shared: &Shared, request: &Request<Incoming>) -> Response<Body> {
             return error(StatusCode::BAD_REQUEST, "bad_request", "format is \"json\" (default) or \"raw\"");
         }
     };
+    if let Some(max_age) = query(request, "max_age") {
+        let Ok(max_age) = crate::config::parse_duration(&max_age) else {
+            return error(StatusCode::BAD_REQUEST, "bad_request", "max_age is a duration, e.g. ?max_age=30s");
+        };
+        fresh_within(shared, max_age).await;
+    }
     let state = shared.token.borrow().clone();
     let current = match &state {
         TokenState::Valid(current) => current,
@@ -146,6 +152,23 @@ fn token(shared: &Shared, request: &Request<Incoming>) -> Response<Body> {
         .insert(header::ETAG, HeaderValue::from_maybe_shared(wire.etag.clone()).expect("digits and quotes"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// How long a read with `max_age` waits for its fetch before it answers with what is held: below
+/// the client verbs' default `--timeout` (10 s), so the read is never worse than without it.
+const MAX_AGE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `max_age` (DESIGN §7): when the held token was fetched, or last confirmed unchanged, longer
+/// ago than `max_age`, one fetch first, coalesced with every other trigger (the engine answers
+/// at once any read that a fetch since its cutoff answers). Its outcome does not matter here:
+/// the read answers with whatever is held afterwards, as it would have without `max_age`.
+async fn fresh_within(shared: &Shared, max_age: std::time::Duration) {
+    let cutoff = std::time::SystemTime::now().checked_sub(max_age).unwrap_or(std::time::UNIX_EPOCH);
+    if shared.engine.confirmed_at().is_some_and(|at| at >= cutoff) {
+        return;
+    }
+    let refresh = shared.engine.refresh_if_older(cutoff, "a read with max_age");
+    let _ = tokio::time::timeout(MAX_AGE_WAIT, refresh).await;
 }
 
 fn watch(mut token: watch::Receiver<TokenState>) -> Response<Body> {

@@ -58,6 +58,8 @@ pub(crate) enum Command {
         /// Print the token object instead of the token alone.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        fresh: MaxAge,
     },
     /// Report that the backend rejected the token; print the fresh one.
     #[command(name = "report-401")]
@@ -90,6 +92,8 @@ pub(crate) enum Command {
         /// Written before the token; default "Bearer" for Authorization, none for other headers.
         #[arg(long)]
         scheme: Option<String>,
+        #[command(flatten)]
+        fresh: MaxAge,
     },
     /// Log the daemon in to its OAuth authorization server: prints the URL (and code) to open,
     /// waits until the daemon holds a token.
@@ -117,11 +121,20 @@ pub(crate) enum Command {
         headers: Vec<String>,
         /// Give up on a message whose answer has not begun after this long and answer the host
         /// with an error: "60s", "500ms", "5m". An answer that has begun (a stream) is not cut.
-        #[arg(long, default_value = "60s", value_parser = wait_limit)]
+        #[arg(long, default_value = "60s", value_parser = duration_arg)]
         timeout: Duration,
         /// The MCP server's Streamable HTTP endpoint, e.g. http://127.0.0.1:8787/mcp.
         url: String,
     },
+}
+
+#[derive(Args)]
+pub(crate) struct MaxAge {
+    /// Fetch first if the token was fetched (or last confirmed unchanged) longer ago than this:
+    /// "30s" for a helper a host runs only when it connects. A failed fetch still prints the
+    /// token held.
+    #[arg(long, value_parser = duration_arg)]
+    pub max_age: Option<Duration>,
 }
 
 #[derive(Args)]
@@ -132,26 +145,29 @@ pub(crate) struct SocketPath {
     pub socket: PathBuf,
     /// Give up after this long without an answer (a stopped or wedged daemon), exit 1: "10s",
     /// "500ms", "2m". For watch, until the stream opens.
-    #[arg(long, default_value = "10s", value_parser = wait_limit)]
+    #[arg(long, default_value = "10s", value_parser = duration_arg)]
     pub timeout: Duration,
 }
 
-/// `--timeout`: a whole number with a unit, `ms`, `s` or `m`.
-fn wait_limit(text: &str) -> Result<Duration, String> {
+/// `--timeout` and `--max-age`: a whole number with a unit, `ms`, `s`, `m` or `h`.
+fn duration_arg(text: &str) -> Result<Duration, String> {
     let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(digits);
     let number: u64 =
         number.parse().map_err(|_| format!("{text:?} is not a duration; write e.g. \"10s\""))?;
+    let seconds = |per: u64| number.checked_mul(per).map(Duration::from_secs);
     let limit = match unit {
-        "ms" => Duration::from_millis(number),
-        "s" => Duration::from_secs(number),
-        "m" => Duration::from_secs(number * 60),
+        "ms" => Some(Duration::from_millis(number)),
+        "s" => seconds(1),
+        "m" => seconds(60),
+        "h" => seconds(3600),
         _ => return Err(format!("{text:?} is not a duration; write e.g. \"10s\", \"500ms\" or \"2m\"")),
     };
-    if limit.is_zero() {
-        return Err("the timeout must be longer than zero".into());
+    match limit {
+        Some(limit) if !limit.is_zero() => Ok(limit),
+        Some(_) => Err("the duration must be longer than zero".into()),
+        None => Err(format!("{text:?} is too long")),
     }
-    Ok(limit)
 }
 
 #[derive(Args)]

@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use http_body_util::BodyExt;
 use hyper::{Method, StatusCode};
@@ -27,8 +27,8 @@ fn client_verb<F: std::future::Future<Output = Outcome>>(
     rt.block_on(verb(Client::new(&socket.socket).with_timeout(socket.timeout)))
 }
 
-pub(super) fn token(socket: &SocketPath, json: bool) -> Outcome {
-    client_verb(socket, |c| token_verb(c, json))
+pub(super) fn token(socket: &SocketPath, json: bool, max_age: Option<Duration>) -> Outcome {
+    client_verb(socket, |c| token_verb(c, json, max_age))
 }
 
 pub(super) fn report_401(socket: &SocketPath, version: Option<u64>) -> Outcome {
@@ -47,13 +47,28 @@ pub(super) fn watch(socket: &SocketPath) -> Outcome {
     client_verb(socket, watch_verb)
 }
 
-pub(super) fn headers(socket: &SocketPath, header: &str, scheme: Option<String>) -> Outcome {
+pub(super) fn headers(
+    socket: &SocketPath,
+    header: &str,
+    scheme: Option<String>,
+    max_age: Option<Duration>,
+) -> Outcome {
     // Checked before asking the daemon, so a typo is a usage error (2), not a runtime one.
     if hyper::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
         return Err(fail(CONFIG_ERROR, format!("--header {header:?} is not an HTTP header name")));
     }
     let scheme = scheme.or_else(|| header.eq_ignore_ascii_case("authorization").then(|| "Bearer".into()));
-    client_verb(socket, |c| headers_verb(c, header, scheme))
+    client_verb(socket, |c| headers_verb(c, header, scheme, max_age))
+}
+
+/// `/v1/token` with `format` and, when given, `max_age` (in milliseconds, which the daemon
+/// reads exactly).
+fn token_path(raw: bool, max_age: Option<Duration>) -> String {
+    let mut path = String::from(if raw { "/v1/token?format=raw" } else { "/v1/token?format=json" });
+    if let Some(age) = max_age {
+        path += &format!("&max_age={}ms", age.as_millis());
+    }
+    path
 }
 
 async fn call(client: &Client, method: Method, path: &str, body: Vec<u8>) -> Result<Answer, ExitCode> {
@@ -77,16 +92,20 @@ fn expect_ok(answer: &Answer, what: &str) -> Outcome {
     }
 }
 
-async fn token_verb(client: Client, json: bool) -> Outcome {
-    let path = if json { "/v1/token" } else { "/v1/token?format=raw" };
-    let answer = call(&client, Method::GET, path, Vec::new()).await?;
+async fn token_verb(client: Client, json: bool, max_age: Option<Duration>) -> Outcome {
+    let answer = call(&client, Method::GET, &token_path(!json, max_age), Vec::new()).await?;
     expect_ok(&answer, "no valid token")?;
     print_secret(&answer.body)
 }
 
 /// `{"Authorization": "Bearer <token>"}`: what Claude Code's `headersHelper` reads.
-async fn headers_verb(client: Client, header: &str, scheme: Option<String>) -> Outcome {
-    let answer = call(&client, Method::GET, "/v1/token?format=raw", Vec::new()).await?;
+async fn headers_verb(
+    client: Client,
+    header: &str,
+    scheme: Option<String>,
+    max_age: Option<Duration>,
+) -> Outcome {
+    let answer = call(&client, Method::GET, &token_path(true, max_age), Vec::new()).await?;
     expect_ok(&answer, "no valid token")?;
     let token =
         std::str::from_utf8(&answer.body).map_err(|_| fail(RUNTIME_FAILURE, "the token is not text"))?;

@@ -63,6 +63,9 @@ pub(super) fn run(path: &Path, logs: &LogChoice) -> Outcome {
 
 pub(super) fn check(path: &Path) -> Outcome {
     let (config, _) = load(path)?;
+    // Read a second time for the lines of what this user cannot write; load read it whole.
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    config::unwritable(&config, &text, path).map_err(|e| fail(CONFIG_ERROR, e))?;
     let mut resolved = toml::to_string(&config).expect("the config serializes");
     if config.source.kind == crate::config::SourceKind::Oauth2 {
         // The current-token answer's fields mean nothing to an oauth2 source.

@@ -33,12 +33,14 @@ pub fn main() -> ExitCode {
         Command::Check(c) => daemon::check(&c.config),
         Command::Once(c) => daemon::once(&c.config, &logs),
         Command::Demo => daemon::demo(&logs),
-        Command::Token { socket, json } => client::token(&socket, json),
+        Command::Token { socket, json, fresh } => client::token(&socket, json, fresh.max_age),
         Command::Report401 { socket, version } => client::report_401(&socket, version),
         Command::Refresh(socket) => client::refresh(&socket),
         Command::Status { socket, json } => client::status(&socket, json),
         Command::Watch(socket) => client::watch(&socket),
-        Command::Headers { socket, header, scheme } => client::headers(&socket, &header, scheme),
+        Command::Headers { socket, header, scheme, fresh } => {
+            client::headers(&socket, &header, scheme, fresh.max_age)
+        }
         Command::Login { socket, device, browser } => login::login(
             &socket,
             if device {

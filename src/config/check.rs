@@ -167,30 +167,44 @@ fn resolve_sinks(sinks: &mut [SinkConfig], env: &Environment, found: &mut Proble
     }
 }
 
-/// Expands `${CREDENTIALS_DIRECTORY}`; records a problem and returns `None` when it cannot.
+/// Expands `${CREDENTIALS_DIRECTORY}`, `${STATE_DIRECTORY}` and `${RUNTIME_DIRECTORY}`;
+/// records a problem and returns `None` when it cannot.
 pub(super) fn expand(found: &mut Problems, key: &str, path: &Path, env: &Environment) -> Option<PathBuf> {
-    const VAR: &str = "${CREDENTIALS_DIRECTORY}";
+    let variables = [
+        ("${CREDENTIALS_DIRECTORY}", &env.credentials_directory, "units with LoadCredential="),
+        ("${STATE_DIRECTORY}", &env.state_directory, "units with StateDirectory="),
+        ("${RUNTIME_DIRECTORY}", &env.runtime_directory, "units with RuntimeDirectory="),
+    ];
     let Some(text) = path.to_str() else {
         found.add(key, "is not valid UTF-8");
         return None;
     };
-    let expanded = if text.contains(VAR) {
-        let Some(dir) = &env.credentials_directory else {
+    let mut expanded = text.to_owned();
+    for (variable, value, units) in variables {
+        if !expanded.contains(variable) {
+            continue;
+        }
+        let Some(dir) = value else {
+            let name = &variable[2..variable.len() - 1];
             found.add(
                 key,
                 format!(
-                    "uses {VAR}, but CREDENTIALS_DIRECTORY is not set: systemd sets it for units with \
-                     LoadCredential=; outside systemd, set it to the directory that holds the file"
+                    "uses {variable}, but {name} is not set: systemd sets it for {units}; outside \
+                     systemd, set it to the directory meant"
                 ),
             );
             return None;
         };
-        text.replace(VAR, &dir.to_string_lossy())
-    } else {
-        text.to_owned()
-    };
+        expanded = expanded.replace(variable, &dir.to_string_lossy());
+    }
     if expanded.contains("${") {
-        found.add(key, format!("{text:?}: only {VAR} is expanded in paths"));
+        found.add(
+            key,
+            format!(
+                "{text:?}: only ${{CREDENTIALS_DIRECTORY}}, ${{STATE_DIRECTORY}} and ${{RUNTIME_DIRECTORY}} \
+                 are expanded in paths"
+            ),
+        );
         return None;
     }
     if expanded.is_empty() {

@@ -12,6 +12,7 @@ mod raw_sink;
 mod schema;
 mod sinks;
 mod values;
+mod writable;
 
 use std::path::{Path, PathBuf};
 
@@ -28,6 +29,7 @@ pub use sinks::{
 };
 pub use values::duration::{display as duration_display, parse as parse_duration};
 pub use values::{ByteSize, CronExpr, Listen, Mode};
+pub use writable::unwritable;
 
 /// The whole configuration of one daemon instance (one token).
 #[derive(Debug, Clone, Serialize)]
@@ -92,16 +94,38 @@ impl std::fmt::Display for ConfigError {
 }
 
 /// What the checks need from the process environment, passed in so tests need not touch the
-/// real environment.
+/// real environment: the directories a path may name as `${VARIABLE}`.
 #[derive(Debug, Clone, Default)]
 pub struct Environment {
     /// `$CREDENTIALS_DIRECTORY`, set by systemd for units with `LoadCredential=`.
     pub credentials_directory: Option<PathBuf>,
+    /// `$STATE_DIRECTORY`, set by systemd for units with `StateDirectory=` (the system service)
+    /// and by the user service itself. A user running the daemon by hand gets where the user
+    /// service keeps it: `~/.local/state/mcp-token-sync`.
+    pub state_directory: Option<PathBuf>,
+    /// `$RUNTIME_DIRECTORY`, set by systemd for units with `RuntimeDirectory=`; by hand, for a
+    /// user, `$XDG_RUNTIME_DIR/mcp-token-sync`.
+    pub runtime_directory: Option<PathBuf>,
 }
 
 impl Environment {
     pub fn from_process() -> Self {
-        Environment { credentials_directory: std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from) }
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        // systemd lists several directories with ':' when a unit names several; ours names one.
+        let first = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.split(':').next().filter(|d| !d.is_empty()).map(PathBuf::from))
+        };
+        let user = !nix::unistd::geteuid().is_root();
+        let ours = |dir: PathBuf| dir.join("mcp-token-sync");
+        Environment {
+            credentials_directory: var("CREDENTIALS_DIRECTORY"),
+            state_directory: first("STATE_DIRECTORY")
+                .or_else(|| user.then(|| var("HOME").map(|home| ours(home.join(".local/state")))).flatten()),
+            runtime_directory: first("RUNTIME_DIRECTORY")
+                .or_else(|| user.then(|| var("XDG_RUNTIME_DIR").map(ours)).flatten()),
+        }
     }
 }
 

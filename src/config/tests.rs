@@ -50,7 +50,10 @@ fn minimal_config_gets_the_documented_defaults() {
 #[test]
 fn the_example_config_parses() {
     let text = include_str!("../../config.example.toml");
-    let env = Environment { credentials_directory: Some("/run/credentials/mcp-token-sync.service".into()) };
+    let env = Environment {
+        credentials_directory: Some("/run/credentials/mcp-token-sync.service".into()),
+        ..Environment::default()
+    };
     let c = Config::parse(text, Path::new("config.example.toml"), &env).unwrap();
     assert_eq!(c.sinks.len(), 6);
     let auth = c.source.auth.unwrap();
@@ -217,7 +220,10 @@ fn credentials_directory_is_expanded_in_paths() {
     let text = format!(
         "{MINIMAL}[source.auth]\ntype = \"bearer\"\ncredential_file = \"${{CREDENTIALS_DIRECTORY}}/backend-key\"\n"
     );
-    let env = Environment { credentials_directory: Some("/run/credentials/x.service".into()) };
+    let env = Environment {
+        credentials_directory: Some("/run/credentials/x.service".into()),
+        ..Environment::default()
+    };
     let c = Config::parse(&text, Path::new("t.toml"), &env).unwrap();
     assert_eq!(
         c.source.auth.unwrap().credential_file,
@@ -234,7 +240,31 @@ fn credentials_directory_is_expanded_in_paths() {
 fn other_variables_in_paths_are_refused() {
     let (key, _, message) = only_problem(&format!("{MINIMAL}[daemon]\nstate_dir = \"${{HOME}}/state\"\n"));
     assert_eq!(key.as_deref(), Some("daemon.state_dir"));
-    assert!(message.contains("only ${CREDENTIALS_DIRECTORY}"), "{message}");
+    assert!(
+        message.contains("only ${CREDENTIALS_DIRECTORY}, ${STATE_DIRECTORY} and ${RUNTIME_DIRECTORY}"),
+        "{message}"
+    );
+}
+
+#[test]
+fn the_service_directories_are_expanded_in_paths() {
+    let text = format!(
+        "{MINIMAL}[daemon]\nstate_dir = \"${{STATE_DIRECTORY}}\"\n\n[[sink]]\ntype = \"socket\"\npath = \"${{RUNTIME_DIRECTORY}}/api.sock\"\n"
+    );
+    let env = Environment {
+        state_directory: Some("/home/alice/.local/state/mcp-token-sync".into()),
+        runtime_directory: Some("/run/user/1000/mcp-token-sync".into()),
+        ..Environment::default()
+    };
+    let c = Config::parse(&text, Path::new("t.toml"), &env).unwrap();
+    assert_eq!(c.daemon.state_dir, PathBuf::from("/home/alice/.local/state/mcp-token-sync"));
+    assert_eq!(c.sinks[0].path(), Some(Path::new("/run/user/1000/mcp-token-sync/api.sock")));
+    let (key, _, message) = only_problem(&text.replace("${RUNTIME_DIRECTORY}/api.sock", "/run/x.sock"));
+    assert_eq!(key.as_deref(), Some("daemon.state_dir"));
+    assert!(
+        message.contains("STATE_DIRECTORY is not set") && message.contains("StateDirectory="),
+        "{message}"
+    );
 }
 
 #[test]

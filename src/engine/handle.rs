@@ -2,6 +2,7 @@
 //! status channels out.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -19,6 +20,16 @@ pub(super) struct Trigger {
     pub against: Option<u64>,
     /// Now, not after `min_interval`: a person just logged in and waits for the token.
     pub urgent: bool,
+    /// Wanted only while the held token was last fetched or confirmed before this instant: a
+    /// read with `max_age` is answered by any fetch that succeeded since (DESIGN §7).
+    pub stale_before: Option<SystemTime>,
+}
+
+impl Trigger {
+    /// A plain request: a fetch as soon as `min_interval` allows, nobody waiting.
+    fn new(reason: &'static str) -> Trigger {
+        Trigger { reason, reply: None, against: None, urgent: false, stale_before: None }
+    }
 }
 
 pub(super) enum Message {
@@ -41,26 +52,37 @@ pub struct EngineHandle {
 impl EngineHandle {
     /// Asks for a fetch and waits for its result (joining one in flight, if any).
     pub async fn refresh(&self, reason: &'static str) -> RefreshResult {
-        self.ask(reason, None, false).await
+        self.ask(Trigger::new(reason)).await
     }
 
     /// Asks for a fetch now, whatever `min_interval` says, and waits for its result: after a
     /// login, whose token the store already holds.
     pub async fn refresh_now(&self, reason: &'static str) -> RefreshResult {
-        self.ask(reason, None, true).await
+        self.ask(Trigger { urgent: true, ..Trigger::new(reason) }).await
     }
 
     /// Asks for a token newer than `version` and waits for it: a fetch, unless one already
     /// replaced that version by the time the engine reads the request. A version the engine
     /// does not know (newer than its own) counts as the current one.
     pub async fn refresh_past(&self, version: u64, reason: &'static str) -> RefreshResult {
-        self.ask(reason, Some(version), false).await
+        self.ask(Trigger { against: Some(version), ..Trigger::new(reason) }).await
     }
 
-    async fn ask(&self, reason: &'static str, against: Option<u64>, urgent: bool) -> RefreshResult {
+    /// Asks for a fetch unless one succeeded at or after `cutoff` by the time the engine reads
+    /// the request, and waits for its result (a read with `max_age`).
+    pub async fn refresh_if_older(&self, cutoff: SystemTime, reason: &'static str) -> RefreshResult {
+        self.ask(Trigger { stale_before: Some(cutoff), ..Trigger::new(reason) }).await
+    }
+
+    /// When the held token was last fetched or confirmed unchanged.
+    pub fn confirmed_at(&self) -> Option<SystemTime> {
+        super::confirmed_at(&self.token.borrow(), &self.status.borrow())
+    }
+
+    async fn ask(&self, mut trigger: Trigger) -> RefreshResult {
         let (reply, result) = oneshot::channel();
         let stopped = || Arc::new(RefreshError::Stopped);
-        let trigger = Trigger { reason, reply: Some(reply), against, urgent };
+        trigger.reply = Some(reply);
         if self.inbox.send(Message::Refresh(trigger)).await.is_err() {
             return Err(stopped());
         }
@@ -69,12 +91,7 @@ impl EngineHandle {
 
     /// Asks for a fetch without waiting for it (signals).
     pub fn request_refresh(&self, reason: &'static str) {
-        let _ = self.inbox.try_send(Message::Refresh(Trigger {
-            reason,
-            reply: None,
-            against: None,
-            urgent: false,
-        }));
+        let _ = self.inbox.try_send(Message::Refresh(Trigger::new(reason)));
     }
 
     /// Hands the engine a reloaded configuration and the source built from it.

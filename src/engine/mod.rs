@@ -247,16 +247,24 @@ impl Engine {
         }
     }
 
-    /// Answers at once a trigger whose version a newer valid token already replaced; hands back
-    /// any other.
+    /// Answers at once a trigger that the held token already answers (its version replaced by
+    /// a newer valid token, or a fetch succeeded since its cutoff); hands back any other.
     fn answer_if_superseded(&self, trigger: Trigger) -> Option<Trigger> {
-        let held = match (&*self.token.borrow(), trigger.against) {
-            (TokenState::Valid(current), Some(against)) if current.version > against => current.version,
+        let token = self.token.borrow();
+        let (held, changed) = match (&*token, trigger.against, trigger.stale_before) {
+            (TokenState::Valid(current), Some(against), _) if current.version > against => {
+                (current.version, true)
+            }
+            (TokenState::Valid(current), None, Some(cutoff))
+                if confirmed_at(&token, &self.status.borrow()) >= Some(cutoff) =>
+            {
+                (current.version, false)
+            }
             _ => return Some(trigger),
         };
         debug!("refresh requested by {} is already answered by version {held}", trigger.reason);
         if let Some(reply) = trigger.reply {
-            let _ = reply.send(Ok(Refreshed { version: held, changed: true, fetched: false }));
+            let _ = reply.send(Ok(Refreshed { version: held, changed, fetched: false }));
         }
         None
     }
@@ -380,6 +388,12 @@ impl Engine {
             self.token.send_replace(TokenState::Expired { version: version + 1 });
         }
     }
+}
+
+/// When the held token was last fetched or confirmed unchanged: the last successful fetch of
+/// this run, else when the restored token was fetched.
+fn confirmed_at(token: &TokenState, status: &EngineStatus) -> Option<SystemTime> {
+    status.last_success_at.max(token.current().map(|c| c.fetched_at))
 }
 
 fn fetch_label(fetched: Fetched) -> &'static str {

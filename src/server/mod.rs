@@ -208,7 +208,7 @@ enum Newcomer {
 fn identify(stream: Accepted) -> (std::io::Result<Peer>, Io) {
     match stream {
         Accepted::Unix(stream) => (peer::of_unix(&stream), Io::Unix(stream)),
-        Accepted::Tcp { stream, local, remote } => (peer::of_tcp(local, remote), Io::Tcp(stream)),
+        Accepted::Tcp { stream, local, remote } => (peer::of_tcp(&stream, local, remote), Io::Tcp(stream)),
     }
 }
 

@@ -7,6 +7,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 
 use crate::sock_diag;
 
@@ -51,20 +52,36 @@ pub(crate) fn of_unix(stream: &tokio::net::UnixStream) -> io::Result<Peer> {
     Ok(Peer { uid: cred.uid(), gid: Some(cred.gid()), pid: cred.pid() })
 }
 
-/// The peer of a loopback TCP connection that `local` accepted from `remote`: the owner of the
-/// socket at `remote` whose other end is `local`.
-/// Only a socket a process holds names a uid (DESIGN §12): a client that closed before the
-/// lookup has left a TIME_WAIT entry that the kernel reports as uid 0, and reading that as root
-/// would serve a refused user's request.
-pub(crate) fn of_tcp(local: SocketAddr, remote: SocketAddr) -> io::Result<Peer> {
+/// The peer of `stream`, a loopback TCP connection that `local` accepted from `remote`: the
+/// owner of the socket at `remote` whose other end is `local`.
+///
+/// Only a socket a process holds, still connected to ours, names a uid (DESIGN §12). An
+/// accepted connection may have waited in the kernel's queue, its request with it, while its
+/// client went away; the address pair is then free for a socket that was never part of it:
+/// - a client that closed leaves a TIME_WAIT (or NEW_SYN_RECV) entry, which the kernel reports
+///   as uid 0: reading that as root would serve a refused user's request;
+/// - a client that reset leaves nothing, and the lookup finds whatever holds the pair now: a
+///   new connection from another process on the same port, or a listener on that port (the
+///   kernel answers an exact lookup with it), whose owner never sent this request.
+///
+/// So the client's socket must be connected (established, or half-closed after sending), and
+/// the pair's server end must be this very stream (its inode), looked up after the client: a
+/// new connection on the pair exists only once ours is gone.
+pub(crate) fn of_tcp(stream: &impl AsFd, local: SocketAddr, remote: SocketAddr) -> io::Result<Peer> {
     let socket = sock_diag::lookup(remote, local)?;
-    if !socket.is_held() {
+    if !socket.is_held() || !socket.is_connected() {
         return Err(io::Error::other(format!(
             "the client's socket is no longer held by any process ({})",
             sock_diag::state_name(socket.state)
         )));
     }
-    Ok(Peer { uid: socket.uid, gid: None, pid: None })
+    let ours = nix::sys::stat::fstat(stream.as_fd())?.st_ino;
+    match sock_diag::lookup(local, remote) {
+        Ok(end) if u64::from(end.inode) == ours => Ok(Peer { uid: socket.uid, gid: None, pid: None }),
+        _ => Err(io::Error::other(
+            "the client's connection is gone: another socket holds its address now".to_owned(),
+        )),
+    }
 }
 
 /// The user database's primary group of `uid` (a file read, or a directory service's answer).
@@ -101,12 +118,31 @@ mod tests {
     fn a_loopback_tcp_peer_is_found_with_its_uid() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (_, remote) = listener.accept().unwrap();
-        let peer = of_tcp(listener.local_addr().unwrap(), remote).expect("sock_diag answers");
+        let (accepted, remote) = listener.accept().unwrap();
+        let local = listener.local_addr().unwrap();
+        let peer = of_tcp(&accepted, local, remote).expect("sock_diag answers");
         assert_eq!(peer.uid, nix::unistd::geteuid().as_raw());
         // A pair that no socket has is not found.
         drop(client);
         let nobody: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        assert!(of_tcp(listener.local_addr().unwrap(), nobody).is_err());
+        assert!(of_tcp(&accepted, local, nobody).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_client_reset_is_not_named_by_who_took_its_port() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let local = listener.local_addr().unwrap();
+        // A client that reset its connection while it waited to be accepted.
+        let gone = tokio::net::TcpSocket::new_v4().unwrap().connect(local).await.unwrap();
+        let port = gone.local_addr().unwrap();
+        gone.set_zero_linger().unwrap();
+        drop(gone);
+        // Another process's socket takes the port: here, a listener on it.
+        let taker = std::net::TcpListener::bind(port).unwrap();
+        let (accepted, remote) = listener.accept().unwrap();
+        assert_eq!(remote, port);
+        let refused = of_tcp(&accepted, local, remote).unwrap_err().to_string();
+        assert!(refused.contains("LISTEN") || refused.contains("gone"), "{refused}");
+        drop(taker);
     }
 }

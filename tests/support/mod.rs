@@ -9,6 +9,7 @@ pub mod bridge;
 pub mod callgrind;
 pub mod fake_http;
 pub mod fake_mcp;
+pub mod forge;
 pub mod http;
 pub mod load;
 pub mod mcp;

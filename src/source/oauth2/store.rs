@@ -170,8 +170,14 @@ impl Store {
             .map_err(|e| StoreError::Lock { path: path.clone(), reason: e.to_string() })?;
         let meta =
             file.metadata().map_err(|e| StoreError::Lock { path: path.clone(), reason: e.to_string() })?;
-        fsutil::check_owned(&meta, fsutil::Kind::File)
-            .map_err(|e| StoreError::Unsafe { path, reason: e.to_string() })?;
+        fsutil::check_owned(&meta, fsutil::Kind::File).map_err(unsafe_path)?;
+        // flock(2) needs only a file opened for reading: one others may read, others may hold.
+        let mode = std::os::unix::fs::MetadataExt::mode(&meta) & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(unsafe_path(std::io::Error::other(format!(
+                "its mode is {mode:04o}: others could open it and hold its lock; make it 0600"
+            ))));
+        }
         Ok(file)
     }
 
@@ -331,6 +337,32 @@ mod tests {
         let refused = Store::new(&state_dir).lock(WAIT).await.err().unwrap().to_string();
         assert!(refused.contains("a/b") && refused.contains("mode 0777"), "{refused}");
         assert!(!state_dir.join(LOCK).exists(), "nothing is made in a loose directory");
+    }
+
+    #[tokio::test]
+    async fn a_symlinked_state_dir_a_loose_parent_and_a_lock_others_can_open_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("another-store");
+        Store::new(&elsewhere).prepare().unwrap();
+        let link = dir.path().join("state");
+        std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+        let refused = Store::new(&link).lock(WAIT).await.err().unwrap().to_string();
+        assert!(refused.contains("symbolic link"), "{refused}");
+        assert!(!elsewhere.join(LOCK).exists(), "nothing is made where the link points");
+
+        let loose = dir.path().join("loose");
+        std::fs::create_dir(&loose).unwrap();
+        std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let refused = Store::new(&loose.join("state")).prepare().unwrap_err().to_string();
+        assert!(refused.contains("loose") && refused.contains("not sticky"), "{refused}");
+        std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        Store::new(&loose.join("state")).prepare().expect("a sticky directory, as /tmp, is fine");
+
+        let held = Store::new(&elsewhere).lock(WAIT).await.unwrap();
+        drop(held);
+        std::fs::set_permissions(elsewhere.join(LOCK), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let refused = Store::new(&elsewhere).lock(WAIT).await.err().unwrap().to_string();
+        assert!(refused.contains("0644") && refused.contains("hold its lock"), "{refused}");
     }
 
     #[tokio::test]

@@ -99,8 +99,7 @@ async fn redirect(listener: TcpListener, state: Arc<str>, requester: Requester) 
             }
             accepted = listener.accept() => {
                 let Ok((stream, remote)) = accepted else { continue };
-                // Looked up while the client's socket is surely held: it just connected.
-                match peer::of_tcp(local, remote) {
+                match peer::of_tcp(&stream, local, remote) {
                     Ok(peer) if requester.may_deliver(peer.uid) => {}
                     other => {
                         drop(stream);
