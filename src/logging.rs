@@ -13,7 +13,11 @@ use std::sync::OnceLock;
 
 use tracing::info;
 use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
+
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::layer::{Layer, Layered, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};
 
@@ -41,6 +45,12 @@ pub struct Logging {
 /// Writes out what is queued when dropped: held by the verb until the process ends.
 pub struct Flush {
     _guard: WorkerGuard,
+}
+
+/// The span every log line about the token `name` is written in: text lines read
+/// `token{token=NAME}: …`, JSON lines carry `"token":"NAME"` (DESIGN §15).
+pub(crate) fn token_span(name: &str) -> tracing::Span {
+    tracing::info_span!("token", token = %name)
 }
 
 /// Log lines dropped so far because the queue was full.
@@ -122,8 +132,50 @@ fn format_layer(format: LogFormat, writer: NonBlocking) -> FormatLayer {
     // journald stamps each line itself.
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
     match format {
-        LogFormat::Json => layer.json().boxed(),
+        LogFormat::Json => {
+            let json =
+                tracing_subscriber::fmt::format().json().with_current_span(false).with_span_list(false);
+            layer.json().event_format(TokenField(json)).boxed()
+        }
         LogFormat::Text if under_journald => layer.without_time().boxed(),
         LogFormat::Text => layer.boxed(),
+    }
+}
+
+/// A JSON line with `"token":"NAME"` at its top level when it is about a token (written in
+/// its [`token_span`]), beside what tracing-subscriber's JSON format writes.
+struct TokenField<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for TokenField<F>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        // The span's fields as the JSON field formatter stored them: `{"token":"calendar"}`.
+        let fields = ctx.event_scope().and_then(|scope| {
+            let span = scope.from_root().find(|span| span.name() == "token")?;
+            let extensions = span.extensions();
+            Some(extensions.get::<FormattedFields<N>>()?.fields.clone())
+        });
+        let token = fields
+            .and_then(|f| serde_json::from_str::<serde_json::Value>(&f).ok())
+            .and_then(|v| v.get("token").cloned());
+        let Some(token) = token else { return self.0.format_event(ctx, writer, event) };
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&line) {
+            Ok(mut object) => {
+                object.insert("token".into(), token);
+                writeln!(writer, "{}", serde_json::Value::Object(object))
+            }
+            Err(_) => writer.write_str(&line),
+        }
     }
 }

@@ -1,7 +1,12 @@
-//! `/metrics`: every count and gauge the daemon exports, in one registry that the engine, the
+//! `/metrics`: every count and gauge the daemon exports, in one registry that the engines, the
 //! sinks, the socket API and the proxies feed as things happen. Only numbers and names reach it,
 //! never the token.
+//!
+//! Every series about a token carries its name as the `token` label (DESIGN §15): a token's
+//! engine, sinks and proxies feed it through their [`TokenMetrics`], which holds the label.
+//! Daemon-wide series (socket requests, refused peers, dropped log lines) have none.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -39,39 +44,51 @@ impl ReportOutcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResultLabel {
+struct TokenLabel {
+    token: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    token: String,
     result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct SinkLabel {
+struct SinkLabels {
+    token: String,
     sink: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SinkResultLabels {
+    token: String,
     sink: String,
     result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabel {
+struct OutcomeLabels {
+    token: String,
     outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ProxyLabel {
+struct ProxyLabels {
+    token: String,
     proxy: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProxyClassLabels {
+    token: String,
     proxy: String,
     class: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProxyReasonLabels {
+    token: String,
     proxy: String,
     reason: &'static str,
 }
@@ -86,24 +103,24 @@ type FloatGauge = Gauge<f64, AtomicU64>;
 
 pub struct Metrics {
     registry: Registry,
-    fetches: Family<ResultLabel, Counter>,
-    consecutive_failures: Gauge,
-    needs_login: Gauge,
-    last_success: FloatGauge,
-    token_version: Gauge,
-    token_valid: Gauge,
-    token_expiry: FloatGauge,
+    fetches: Family<ResultLabels, Counter>,
+    consecutive_failures: Family<TokenLabel, Gauge>,
+    needs_login: Family<TokenLabel, Gauge>,
+    last_success: Family<TokenLabel, FloatGauge>,
+    token_version: Family<TokenLabel, Gauge>,
+    token_valid: Family<TokenLabel, Gauge>,
+    token_expiry: Family<TokenLabel, FloatGauge>,
     sink_writes: Family<SinkResultLabels, Counter>,
-    sink_ok: Family<SinkLabel, Gauge>,
-    reports: Family<OutcomeLabel, Counter>,
+    sink_ok: Family<SinkLabels, Gauge>,
+    reports: Family<OutcomeLabels, Counter>,
     socket_requests: Family<RouteLabels, Counter>,
     refused_peers: Counter,
     closed_for_room: Counter,
     proxy_requests: Family<ProxyClassLabels, Counter>,
-    proxy_replays: Family<ProxyLabel, Counter>,
+    proxy_replays: Family<ProxyLabels, Counter>,
     proxy_unavailable: Family<ProxyReasonLabels, Counter>,
     proxy_upstream_errors: Family<ProxyReasonLabels, Counter>,
-    proxy_client_errors: Family<ProxyLabel, Counter>,
+    proxy_client_errors: Family<ProxyLabels, Counter>,
     /// Follows `logging::dropped_lines` when rendered.
     log_lines_dropped: Counter,
 }
@@ -120,12 +137,12 @@ impl Metrics {
         let metrics = Metrics {
             registry: Registry::default(),
             fetches: Family::default(),
-            consecutive_failures: Gauge::default(),
-            needs_login: Gauge::default(),
-            last_success: FloatGauge::default(),
-            token_version: Gauge::default(),
-            token_valid: Gauge::default(),
-            token_expiry: FloatGauge::default(),
+            consecutive_failures: Family::default(),
+            needs_login: Family::default(),
+            last_success: Family::default(),
+            token_version: Family::default(),
+            token_valid: Family::default(),
+            token_expiry: Family::default(),
             sink_writes: Family::default(),
             sink_ok: Family::default(),
             reports: Family::default(),
@@ -222,44 +239,9 @@ impl Metrics {
         text
     }
 
-    /// A fetch ended: `result` is `new`, `unchanged` or `failed`.
-    pub fn fetched(&self, result: &'static str, consecutive_failures: u32, last_success: Option<SystemTime>) {
-        self.fetches.get_or_create(&ResultLabel { result }).inc();
-        self.consecutive_failures.set(consecutive_failures.into());
-        self.last_success.set(last_success.map_or(0.0, seconds));
-    }
-
-    /// Whether only a login can get a token now (DESIGN §13 `needs_login`).
-    pub fn needs_login(&self, needed: bool) {
-        self.needs_login.set(needed.into());
-    }
-
-    /// The held token changed: its version, and its expiry while it is valid.
-    pub fn token(&self, version: u64, expires_at: Option<SystemTime>) {
-        self.token_version.set(i64::try_from(version).unwrap_or(i64::MAX));
-        self.token_valid.set(expires_at.is_some().into());
-        self.token_expiry.set(expires_at.map_or(0.0, seconds));
-    }
-
-    /// A sink, named as logs name it (`file /run/x/token`), tried to write.
-    pub fn sink_write(&self, sink: &str, ok: bool) {
-        let result = if ok { "ok" } else { "error" };
-        self.sink_writes.get_or_create(&SinkResultLabels { sink: sink.to_owned(), result }).inc();
-        self.sink_ok.get_or_create(&SinkLabel { sink: sink.to_owned() }).set(ok.into());
-    }
-
-    /// A sink is ready to write (healthy until it fails).
-    pub fn sink_started(&self, sink: &str) {
-        self.sink_ok.get_or_create(&SinkLabel { sink: sink.to_owned() }).set(1);
-    }
-
-    /// A sink was removed by a reload: its health no longer counts.
-    pub fn sink_stopped(&self, sink: &str) {
-        self.sink_ok.remove(&SinkLabel { sink: sink.to_owned() });
-    }
-
-    pub fn report_401(&self, outcome: ReportOutcome) {
-        self.reports.get_or_create(&OutcomeLabel { outcome: outcome.label() }).inc();
+    /// What the token named `token` feeds: its series, labelled with its name.
+    pub fn token(self: &Arc<Self>, token: &str) -> TokenMetrics {
+        TokenMetrics { all: self.clone(), token: token.to_owned() }
     }
 
     pub fn socket_request(&self, route: &'static str, code: u16) {
@@ -273,34 +255,118 @@ impl Metrics {
     pub fn closed_for_room(&self) {
         self.closed_for_room.inc();
     }
+}
+
+/// One token's series: everything about a token is counted through this, so each series
+/// carries the `token` label.
+pub struct TokenMetrics {
+    all: Arc<Metrics>,
+    token: String,
+}
+
+impl TokenMetrics {
+    /// The daemon-wide registry, for what a token's servers count that is not about the token
+    /// (refused peers, connections closed for room).
+    pub fn daemon(&self) -> &Arc<Metrics> {
+        &self.all
+    }
+
+    fn label(&self) -> TokenLabel {
+        TokenLabel { token: self.token.clone() }
+    }
+
+    /// A fetch ended: `result` is `new`, `unchanged` or `failed`.
+    pub fn fetched(&self, result: &'static str, consecutive_failures: u32, last_success: Option<SystemTime>) {
+        let (all, token) = (&self.all, self.token.clone());
+        all.fetches.get_or_create(&ResultLabels { token, result }).inc();
+        all.consecutive_failures.get_or_create(&self.label()).set(consecutive_failures.into());
+        all.last_success.get_or_create(&self.label()).set(last_success.map_or(0.0, seconds));
+    }
+
+    /// Whether only a login can get a token now (DESIGN §13 `needs_login`).
+    pub fn needs_login(&self, needed: bool) {
+        self.all.needs_login.get_or_create(&self.label()).set(needed.into());
+    }
+
+    /// The held token changed: its version, and its expiry while it is valid.
+    pub fn token(&self, version: u64, expires_at: Option<SystemTime>) {
+        let all = &self.all;
+        all.token_version.get_or_create(&self.label()).set(i64::try_from(version).unwrap_or(i64::MAX));
+        all.token_valid.get_or_create(&self.label()).set(expires_at.is_some().into());
+        all.token_expiry.get_or_create(&self.label()).set(expires_at.map_or(0.0, seconds));
+    }
+
+    /// The token left the configuration: its gauges go (counters stay, as history).
+    pub fn remove(&self) {
+        let label = self.label();
+        let all = &self.all;
+        all.consecutive_failures.remove(&label);
+        all.needs_login.remove(&label);
+        all.last_success.remove(&label);
+        all.token_version.remove(&label);
+        all.token_valid.remove(&label);
+        all.token_expiry.remove(&label);
+    }
+
+    fn sink(&self, sink: &str) -> SinkLabels {
+        SinkLabels { token: self.token.clone(), sink: sink.to_owned() }
+    }
+
+    /// A sink, named as logs name it (`file /run/x/token`), tried to write.
+    pub fn sink_write(&self, sink: &str, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        let labels = SinkResultLabels { token: self.token.clone(), sink: sink.to_owned(), result };
+        self.all.sink_writes.get_or_create(&labels).inc();
+        self.all.sink_ok.get_or_create(&self.sink(sink)).set(ok.into());
+    }
+
+    /// A sink is ready to write (healthy until it fails).
+    pub fn sink_started(&self, sink: &str) {
+        self.all.sink_ok.get_or_create(&self.sink(sink)).set(1);
+    }
+
+    /// A sink was removed by a reload: its health no longer counts.
+    pub fn sink_stopped(&self, sink: &str) {
+        self.all.sink_ok.remove(&self.sink(sink));
+    }
+
+    pub fn report_401(&self, outcome: ReportOutcome) {
+        let labels = OutcomeLabels { token: self.token.clone(), outcome: outcome.label() };
+        self.all.reports.get_or_create(&labels).inc();
+    }
+
+    fn proxy(&self, proxy: &str) -> ProxyLabels {
+        ProxyLabels { token: self.token.clone(), proxy: proxy.to_owned() }
+    }
 
     /// The request counters of a proxy, named by where it listens: taken once, so that counting
     /// a request costs one atomic add, not a lookup.
     pub fn proxy_requests(&self, proxy: &str) -> ProxyRequests {
         let counter = |class| {
-            self.proxy_requests.get_or_create_owned(&ProxyClassLabels { proxy: proxy.to_owned(), class })
+            let labels = ProxyClassLabels { token: self.token.clone(), proxy: proxy.to_owned(), class };
+            self.all.proxy_requests.get_or_create_owned(&labels)
         };
         ProxyRequests { by_class: CLASSES.map(counter) }
     }
 
     pub fn proxy_replay(&self, proxy: &str) {
-        self.proxy_replays.get_or_create(&ProxyLabel { proxy: proxy.to_owned() }).inc();
+        self.all.proxy_replays.get_or_create(&self.proxy(proxy)).inc();
     }
 
     /// `reason`: `no_valid_token` or `upstream_rejected_token`.
     pub fn proxy_unavailable(&self, proxy: &str, reason: &'static str) {
-        self.proxy_unavailable.get_or_create(&ProxyReasonLabels { proxy: proxy.to_owned(), reason }).inc();
+        let labels = ProxyReasonLabels { token: self.token.clone(), proxy: proxy.to_owned(), reason };
+        self.all.proxy_unavailable.get_or_create(&labels).inc();
+    }
+
+    pub fn proxy_client_error(&self, proxy: &str) {
+        self.all.proxy_client_errors.get_or_create(&self.proxy(proxy)).inc();
     }
 
     /// `reason`: `unreachable`, `timeout` or `failed`.
-    pub fn proxy_client_error(&self, proxy: &str) {
-        self.proxy_client_errors.get_or_create(&ProxyLabel { proxy: proxy.to_owned() }).inc();
-    }
-
     pub fn proxy_upstream_error(&self, proxy: &str, reason: &'static str) {
-        self.proxy_upstream_errors
-            .get_or_create(&ProxyReasonLabels { proxy: proxy.to_owned(), reason })
-            .inc();
+        let labels = ProxyReasonLabels { token: self.token.clone(), proxy: proxy.to_owned(), reason };
+        self.all.proxy_upstream_errors.get_or_create(&labels).inc();
     }
 }
 
@@ -330,44 +396,52 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_what_was_fed_with_labels() {
-        let metrics = Metrics::new();
-        metrics.fetched("new", 0, Some(UNIX_EPOCH + Duration::from_secs(100)));
-        metrics.token(3, Some(UNIX_EPOCH + Duration::from_secs(160)));
-        metrics.sink_write("file /run/t", true);
-        metrics.sink_write("file /run/t", false);
-        metrics.report_401(ReportOutcome::Stale);
+    fn renders_what_was_fed_with_the_token_label() {
+        let metrics = Arc::new(Metrics::new());
+        let calendar = metrics.token("calendar");
+        calendar.fetched("new", 0, Some(UNIX_EPOCH + Duration::from_secs(100)));
+        calendar.token(3, Some(UNIX_EPOCH + Duration::from_secs(160)));
+        calendar.sink_write("file /run/t", true);
+        calendar.sink_write("file /run/t", false);
+        calendar.report_401(ReportOutcome::Stale);
+        metrics.token("linear").token(1, None);
         metrics.socket_request("/v1/token", 200);
         let text = metrics.render();
         for line in [
-            "mcp_token_sync_fetches_total{result=\"new\"} 1",
-            "mcp_token_sync_token_version 3",
-            "mcp_token_sync_token_valid 1",
-            "mcp_token_sync_token_expiry_timestamp_seconds 160.0",
-            "mcp_token_sync_last_success_timestamp_seconds 100.0",
-            "mcp_token_sync_sink_writes_total{sink=\"file /run/t\",result=\"ok\"} 1",
-            "mcp_token_sync_sink_writes_total{sink=\"file /run/t\",result=\"error\"} 1",
-            "mcp_token_sync_sink_ok{sink=\"file /run/t\"} 0",
-            "mcp_token_sync_reports_401_total{outcome=\"stale\"} 1",
+            "mcp_token_sync_fetches_total{token=\"calendar\",result=\"new\"} 1",
+            "mcp_token_sync_token_version{token=\"calendar\"} 3",
+            "mcp_token_sync_token_valid{token=\"calendar\"} 1",
+            "mcp_token_sync_token_valid{token=\"linear\"} 0",
+            "mcp_token_sync_token_expiry_timestamp_seconds{token=\"calendar\"} 160.0",
+            "mcp_token_sync_last_success_timestamp_seconds{token=\"calendar\"} 100.0",
+            "mcp_token_sync_sink_writes_total{token=\"calendar\",sink=\"file /run/t\",result=\"ok\"} 1",
+            "mcp_token_sync_sink_writes_total{token=\"calendar\",sink=\"file /run/t\",result=\"error\"} 1",
+            "mcp_token_sync_sink_ok{token=\"calendar\",sink=\"file /run/t\"} 0",
+            "mcp_token_sync_reports_401_total{token=\"calendar\",outcome=\"stale\"} 1",
             "mcp_token_sync_socket_requests_total{route=\"/v1/token\",code=\"200\"} 1",
         ] {
             assert!(text.contains(line), "no {line:?} in:\n{text}");
         }
-        metrics.sink_stopped("file /run/t");
-        assert!(!metrics.render().contains("sink_ok{sink=\"file /run/t\"}"));
+        calendar.sink_stopped("file /run/t");
+        calendar.remove();
+        let text = metrics.render();
+        assert!(
+            !text.contains("sink_ok{token=\"calendar\"") && !text.contains("token_valid{token=\"calendar\"}")
+        );
+        assert!(text.contains("token_valid{token=\"linear\"}"), "another token's series stay");
     }
 
     #[test]
     fn proxy_requests_are_counted_by_status_class() {
-        let metrics = Metrics::new();
-        let requests = metrics.proxy_requests("127.0.0.1:8787");
+        let metrics = Arc::new(Metrics::new());
+        let requests = metrics.token("default").proxy_requests("127.0.0.1:8787");
         for status in [200, 204, 302, 404, 503, 503] {
             requests.count(status);
         }
         let text = metrics.render();
         for (class, n) in [("1xx", 0), ("2xx", 2), ("3xx", 1), ("4xx", 1), ("5xx", 2)] {
             let line = format!(
-                "mcp_token_sync_proxy_requests_total{{proxy=\"127.0.0.1:8787\",class=\"{class}\"}} {n}"
+                "mcp_token_sync_proxy_requests_total{{token=\"default\",proxy=\"127.0.0.1:8787\",class=\"{class}\"}} {n}"
             );
             assert!(text.contains(&line), "no {line:?} in:\n{text}");
         }

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::fs;
 use std::io::ErrorKind;
 use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use url::Url;
 
 use crate::clock;
-use crate::config::{Mode, Ownership, SourceConfig};
+use crate::config::{Mode, Ownership, SourceConfig, TokenConfig};
 use crate::fsutil::{self, WriteError};
 use crate::token::{CurrentToken, Token, TokenState, secret_json};
 
@@ -68,11 +68,18 @@ struct Held<'a> {
 pub(crate) struct StateFile {
     pub path: PathBuf,
     owner: Owner,
+    /// The token it keeps, by name: what a restored token is called.
+    name: Arc<str>,
 }
 
 impl StateFile {
-    pub(crate) fn new(state_dir: &Path, source: &SourceConfig) -> StateFile {
-        StateFile { path: state_dir.join(FILE_NAME), owner: Owner::of(source) }
+    /// The state file of `token`, in its state directory.
+    pub(crate) fn new(token: &TokenConfig) -> StateFile {
+        StateFile {
+            path: token.state_dir.join(FILE_NAME),
+            owner: Owner::of(&token.source),
+            name: Arc::from(token.name.as_str()),
+        }
     }
 
     /// What to start with: the saved token if it is ours and unexpired; `Expired` (to keep the
@@ -114,6 +121,7 @@ impl StateFile {
             return expired;
         }
         let current = CurrentToken::new(
+            self.name.clone(),
             Token::new(held.token.into_owned()),
             held.agent_name,
             expires_at,
@@ -168,21 +176,28 @@ impl StateFile {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use std::time::Duration;
 
     use super::*;
 
-    fn source(url: &str) -> SourceConfig {
-        let text = format!("[source]\nurl = \"{url}\"\nagent = \"a1\"\n");
+    /// The one token of a config for `url`, its state in `state_dir`.
+    fn token(state_dir: &Path, url: &str) -> TokenConfig {
+        let text = format!(
+            "[source]\nurl = \"{url}\"\nagent = \"a1\"\n[daemon]\nstate_dir = \"{}\"\n",
+            state_dir.display()
+        );
         let config =
             crate::config::Config::parse(&text, Path::new("t.toml"), &crate::config::Environment::default())
                 .unwrap();
-        config.source
+        config.tokens.into_iter().next().unwrap()
     }
 
     fn valid(version: u64, expires_in: Duration) -> TokenState {
         let now = SystemTime::now();
         TokenState::Valid(Arc::new(CurrentToken::new(
+            Arc::from("default"),
             Token::new("SECRET-state-token".into()),
             Some("a1".into()),
             now + expires_in,
@@ -194,7 +209,7 @@ mod tests {
     #[test]
     fn a_saved_token_is_restored_with_its_version() {
         let dir = tempfile::tempdir().unwrap();
-        let file = StateFile::new(&dir.path().join("nested"), &source("https://b.example/t"));
+        let file = StateFile::new(&token(&dir.path().join("nested"), "https://b.example/t"));
         file.save(&valid(7, Duration::from_secs(600))).unwrap();
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(fs::metadata(&file.path).unwrap().permissions().mode() & 0o777, 0o600);
@@ -206,7 +221,7 @@ mod tests {
     #[test]
     fn an_expired_token_keeps_only_its_version() {
         let dir = tempfile::tempdir().unwrap();
-        let file = StateFile::new(dir.path(), &source("https://b.example/t"));
+        let file = StateFile::new(&token(dir.path(), "https://b.example/t"));
         file.save(&valid(4, Duration::from_secs(60))).unwrap();
         let later = SystemTime::now() + Duration::from_secs(61);
         assert!(matches!(file.restore(later), TokenState::Expired { version: 4 }));
@@ -217,10 +232,10 @@ mod tests {
     #[test]
     fn another_sources_state_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
-        StateFile::new(dir.path(), &source("https://b.example/t"))
+        StateFile::new(&token(dir.path(), "https://b.example/t"))
             .save(&valid(3, Duration::from_secs(600)))
             .unwrap();
-        let other = StateFile::new(dir.path(), &source("https://other.example/t"));
+        let other = StateFile::new(&token(dir.path(), "https://other.example/t"));
         assert!(matches!(other.restore(SystemTime::now()), TokenState::Empty));
     }
 
@@ -228,7 +243,7 @@ mod tests {
     fn a_file_someone_else_could_have_written_is_not_restored() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let file = StateFile::new(dir.path(), &source("https://b.example/t"));
+        let file = StateFile::new(&token(dir.path(), "https://b.example/t"));
         file.save(&valid(3, Duration::from_secs(600))).unwrap();
         assert!(matches!(file.restore(SystemTime::now()), TokenState::Valid(_)));
         fs::set_permissions(&file.path, fs::Permissions::from_mode(0o666)).unwrap();
@@ -246,7 +261,7 @@ mod tests {
     #[test]
     fn a_corrupt_or_missing_file_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
-        let file = StateFile::new(dir.path(), &source("https://b.example/t"));
+        let file = StateFile::new(&token(dir.path(), "https://b.example/t"));
         assert!(matches!(file.restore(SystemTime::now()), TokenState::Empty));
         fs::write(&file.path, b"{\"format\": 1, \"version\": ").unwrap();
         assert!(matches!(file.restore(SystemTime::now()), TokenState::Empty));

@@ -5,7 +5,6 @@
 use std::time::{Duration, SystemTime};
 
 use sd_notify::NotifyState;
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -49,15 +48,9 @@ pub(crate) fn status_line(state: &TokenState, now: SystemTime) -> String {
     }
 }
 
-/// Sends `STATUS=` on every change of the token, until the channel closes.
-pub(crate) async fn report_status(mut token: watch::Receiver<TokenState>) {
-    loop {
-        let line = status_line(&token.borrow_and_update(), SystemTime::now());
-        send(&[NotifyState::Status(&line)]);
-        if token.changed().await.is_err() {
-            return;
-        }
-    }
+/// `STATUS=` for `systemctl status`.
+pub(crate) fn status(line: &str) {
+    send(&[NotifyState::Status(line)]);
 }
 
 /// `WATCHDOG=1` at half of `WatchdogSec=`. Pinged from the engine's own loop, so an engine that

@@ -78,6 +78,8 @@ impl fmt::Debug for Fingerprint {
 /// A validated token as published: one version.
 #[derive(Debug)]
 pub struct CurrentToken {
+    /// The token's name in the config (DESIGN §15): `default` for a top-level `[source]`.
+    pub name: Arc<str>,
     pub token: Token,
     pub agent_name: Option<String>,
     pub expires_at: SystemTime,
@@ -107,13 +109,14 @@ impl fmt::Debug for Wire {
 
 impl CurrentToken {
     pub fn new(
+        name: Arc<str>,
         token: Token,
         agent_name: Option<String>,
         expires_at: SystemTime,
         fetched_at: SystemTime,
         version: u64,
     ) -> CurrentToken {
-        CurrentToken { token, agent_name, expires_at, fetched_at, version, wire: OnceLock::new() }
+        CurrentToken { name, token, agent_name, expires_at, fetched_at, version, wire: OnceLock::new() }
     }
 
     pub fn wire(&self) -> &Wire {
@@ -124,7 +127,7 @@ impl CurrentToken {
         })
     }
 
-    /// The `/v1/token` object: `{"token","agent_name","expires_at","fetched_at","version"}`.
+    /// The `/v1/token` object: `{"name","token","agent_name","expires_at","fetched_at","version"}`.
     /// The buffer is zeroed when dropped, since it holds the secret.
     pub fn to_json(&self) -> Zeroizing<Vec<u8>> {
         self.to_json_with(None)
@@ -134,6 +137,7 @@ impl CurrentToken {
     pub fn to_json_with(&self, changed: Option<bool>) -> Zeroizing<Vec<u8>> {
         #[derive(Serialize)]
         struct Wire<'a> {
+            name: &'a str,
             token: &'a str,
             agent_name: Option<&'a str>,
             expires_at: String,
@@ -143,6 +147,7 @@ impl CurrentToken {
             changed: Option<bool>,
         }
         secret_json(&Wire {
+            name: &self.name,
             token: self.token.expose(),
             agent_name: self.agent_name.as_deref(),
             expires_at: clock::rfc3339(self.expires_at),
@@ -233,6 +238,7 @@ mod tests {
 
     fn sample() -> CurrentToken {
         CurrentToken::new(
+            Arc::from("calendar"),
             Token::new(SECRET.into()),
             Some("google-calender-mcp".into()),
             SystemTime::UNIX_EPOCH + Duration::from_millis(1_785_708_209_801),
@@ -263,6 +269,7 @@ mod tests {
         assert_eq!(
             value,
             serde_json::json!({
+                "name": "calendar",
                 "token": SECRET,
                 "agent_name": "google-calender-mcp",
                 "expires_at": "2026-08-02T22:03:29.801Z",

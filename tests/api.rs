@@ -121,14 +121,14 @@ async fn metrics_count_fetches_versions_sinks_and_requests() {
     let metrics = get(&d.socket, "/metrics").await;
     assert_eq!(metrics.status, 200);
     for line in [
-        "mcp_token_sync_fetches_total{result=\"new\"} 1",
-        "mcp_token_sync_token_version 1",
-        "mcp_token_sync_token_valid 1",
-        "mcp_token_sync_consecutive_failures 0",
-        "mcp_token_sync_token_expiry_timestamp_seconds",
-        "mcp_token_sync_last_success_timestamp_seconds",
-        "mcp_token_sync_sink_writes_total{sink=\"file",
-        "mcp_token_sync_sink_ok{sink=\"file",
+        "mcp_token_sync_fetches_total{token=\"default\",result=\"new\"} 1",
+        "mcp_token_sync_token_version{token=\"default\"} 1",
+        "mcp_token_sync_token_valid{token=\"default\"} 1",
+        "mcp_token_sync_consecutive_failures{token=\"default\"} 0",
+        "mcp_token_sync_token_expiry_timestamp_seconds{token=\"default\"}",
+        "mcp_token_sync_last_success_timestamp_seconds{token=\"default\"}",
+        "mcp_token_sync_sink_writes_total{token=\"default\",sink=\"file",
+        "mcp_token_sync_sink_ok{token=\"default\",sink=\"file",
         "mcp_token_sync_socket_requests_total{route=\"/v1/token\",code=\"200\"}",
     ] {
         assert!(metrics.body.contains(line), "metrics lack {line}:\n{}", metrics.body);
@@ -246,8 +246,11 @@ async fn two_hundred_reports_of_one_version_make_one_fetch() {
     assert_eq!(backend.fetches(), fetches, "a stale report fetched");
 
     // A reporter whose report reached the daemon only after the fetch counts as stale.
-    let refreshed = api::metric(&d.socket, "mcp_token_sync_reports_401_total{outcome=\"refreshed\"}").await;
-    let stale = api::metric(&d.socket, "mcp_token_sync_reports_401_total{outcome=\"stale\"}").await;
+    let refreshed =
+        api::metric(&d.socket, "mcp_token_sync_reports_401_total{token=\"default\",outcome=\"refreshed\"}")
+            .await;
+    let stale =
+        api::metric(&d.socket, "mcp_token_sync_reports_401_total{token=\"default\",outcome=\"stale\"}").await;
     assert_eq!((refreshed + stale, stale >= 1.0), (201.0, true), "{refreshed} refreshed, {stale} stale");
 }
 

@@ -84,7 +84,7 @@ fn another_users_redirect_with_their_own_code_never_completes_the_login() {
     assert!(seen.contains("final 200"), "{seen}");
     let (ok, printed) = login.finish();
     assert!(ok && printed.contains("logged in: token version 1"), "{printed}\n{}", d.daemon.output());
-    let token = std::fs::read_to_string(&d.file).unwrap();
+    let token = support::wait_for("the file sink", PATIENCE, || std::fs::read_to_string(&d.file).ok());
     assert_eq!(subject(&p, &token), "alice", "the host serves the identity of the user who logged in");
     d.daemon
         .wait_output("the login's callback refused 1 connection(s) from other users (uids 65534)", PATIENCE);
@@ -140,7 +140,7 @@ fn a_redirect_whose_client_reset_is_not_taken_as_whoever_holds_its_port_next() {
     assert!(seen.contains("final 200"), "{seen}");
     let (ok, printed) = login.finish();
     assert!(ok, "{printed}\n{}", d.daemon.output());
-    let token = std::fs::read_to_string(&d.file).unwrap();
+    let token = support::wait_for("the file sink", PATIENCE, || std::fs::read_to_string(&d.file).ok());
     assert_eq!(subject(&p, &token), "alice", "{}", d.daemon.output());
     d.daemon.wait_output(
         "the login's callback refused 2 connection(s) from other users (uids unknown)",

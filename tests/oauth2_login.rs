@@ -30,7 +30,7 @@ fn a_registered_client_logs_in_by_browser_then_by_device_and_a_wrong_state_is_re
     let status = d.wait_state("needs_login");
     assert_eq!(status["refresh_token"]["state"], "missing", "{status}");
     assert_eq!(d.curl(&["http://d/v1/health"]).0, 503);
-    assert!(d.curl(&["http://d/metrics"]).1.contains("mcp_token_sync_needs_login 1"));
+    assert!(d.curl(&["http://d/metrics"]).1.contains("mcp_token_sync_needs_login{token=\"default\"} 1"));
 
     let (ok, printed, seen) = log_in(&d, &["--browser"], &["--wrong-state"]);
     assert!(seen.contains("wrong-state 400") && seen.contains("final 200"), "{seen}");
@@ -47,7 +47,7 @@ fn a_registered_client_logs_in_by_browser_then_by_device_and_a_wrong_state_is_re
     assert!(printed.contains("logged in: token version 2"), "{printed}");
     assert_eq!(d.stored()["client"]["client_id"], client, "the registered client is reused");
     assert_eq!(d.curl(&["http://d/v1/health"]).0, 200);
-    assert!(d.curl(&["http://d/metrics"]).1.contains("mcp_token_sync_needs_login 0"));
+    assert!(d.curl(&["http://d/metrics"]).1.contains("mcp_token_sync_needs_login{token=\"default\"} 0"));
 }
 
 #[test]

@@ -201,7 +201,7 @@ async fn fifty_requests_after_a_rotation_make_one_fetch_and_all_succeed() {
     }
     assert_eq!(p.backend.fetches() - before, 1, "50 refused requests must share one fetch");
     let metrics = get(&p.d.socket, "/metrics").await.body;
-    assert!(metrics.contains("mcp_token_sync_proxy_replays_total{proxy=\""), "{metrics}");
+    assert!(metrics.contains("mcp_token_sync_proxy_replays_total{token=\"default\",proxy=\""), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -391,7 +391,7 @@ async fn status_metrics_and_logs_name_the_proxy_never_the_token() {
     assert_eq!(entry["upstream"], format!("{}/api", p.upstream.url()));
     assert_eq!(entry["ok"], true);
     let metrics = get(&p.d.socket, "/metrics").await.body;
-    let name = format!("proxy=\"{address}\"");
+    let name = format!("token=\"default\",proxy=\"{address}\"");
     for line in [
         format!("mcp_token_sync_proxy_requests_total{{{name},class=\"2xx\"}}"),
         format!("mcp_token_sync_proxy_replays_total{{{name}}} 1"),

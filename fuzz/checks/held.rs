@@ -6,20 +6,24 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use mcp_token_sync::config::{Config, Environment};
-use mcp_token_sync::engine::{Engine, EngineHandle};
+use mcp_token_sync::config::{Config, Environment, TokenConfig};
+use mcp_token_sync::engine::Engine;
 use mcp_token_sync::metrics::Metrics;
+use mcp_token_sync::registry::TokenHandle;
 use mcp_token_sync::source::Source;
 use mcp_token_sync::token::{CurrentToken, Token, TokenState};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
 
-/// The config `sinks` (TOML) describe, and an engine handle holding `token` for a year.
-pub fn holding(token: &str, sinks: &str) -> (Arc<Config>, EngineHandle, Arc<Metrics>) {
+/// The one token `sinks` (TOML) describe, held by a token handle holding `token` for a year.
+pub fn holding(token: &str, sinks: &str) -> (Arc<TokenConfig>, Arc<TokenHandle>, Arc<Metrics>) {
     let text = format!("[source]\nurl = \"http://127.0.0.1:9/current-token/\"\n\n{sinks}");
-    let config = Arc::new(Config::parse(&text, Path::new("fuzz.toml"), &Environment::default()).unwrap());
-    let source = Source::new(&config.source, None, &config.daemon.state_dir).unwrap();
+    let config = Config::parse(&text, Path::new("fuzz.toml"), &Environment::default()).unwrap();
+    let config = Arc::new(config.tokens.into_iter().next().unwrap());
+    let source = Source::new(&config).unwrap();
     let now = SystemTime::now();
     let held = TokenState::Valid(Arc::new(CurrentToken::new(
+        Arc::from("default"),
         Token::new(token.to_owned()),
         Some("fuzz".into()),
         now + Duration::from_secs(365 * 24 * 3600),
@@ -27,8 +31,17 @@ pub fn holding(token: &str, sinks: &str) -> (Arc<Config>, EngineHandle, Arc<Metr
         3,
     )));
     let metrics = Arc::new(Metrics::new());
-    let (engine, handle) = Engine::new(config.clone(), source, held, metrics.clone());
-    drop(engine);
+    let token_metrics = Arc::new(metrics.token("default"));
+    // No engine runs: a refresh fails at once instead of reaching a backend.
+    let (_, engine) = Engine::new(config.clone(), source, held, token_metrics.clone());
+    let handle = Arc::new(TokenHandle {
+        name: "default".into(),
+        engine,
+        config: watch::channel(config.clone()).1,
+        sinks: watch::channel(Vec::new()).1,
+        metrics: token_metrics,
+        login: Arc::default(),
+    });
     (config, handle, metrics)
 }
 

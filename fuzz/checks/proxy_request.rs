@@ -64,10 +64,11 @@ impl Harness {
             "[[sink]]\ntype = \"proxy\"\nlisten = \"{listen}\"\nupstream = \"http://{upstream_address}/api\"\n\
              timeout = \"2s\"\nallow_origins = [\"http://localhost:3000\"]\n"
         );
-        let (config, handle, metrics) = held::holding(TOKEN, &sink);
+        let (config, token, _) = held::holding(TOKEN, &sink);
         let SinkConfig::Proxy(proxy_config) = config.sinks[0].clone() else { unreachable!() };
         let upstream = Upstream::new(&proxy_config).unwrap();
-        let (server, _report) = proxy::server(&proxy_config, upstream, handle, metrics).unwrap();
+        let (server, _report) =
+            proxy::server(&proxy_config, upstream, token.engine.clone(), token.metrics.clone()).unwrap();
         let stop = CancellationToken::new();
         tokio::spawn(server.serve(stop.clone()));
         let harness = Harness { proxy: listen, _stop: stop.drop_guard() };

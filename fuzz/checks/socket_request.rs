@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::held::{self, contains};
-use mcp_token_sync::api::{self, Shared};
+use mcp_token_sync::api::{self, Scope, Shared};
 use mcp_token_sync::config::SinkConfig;
 use tokio::net::UnixStream;
 use tokio::sync::watch;
@@ -33,10 +33,15 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("api.sock");
         let sink = format!("[[sink]]\ntype = \"socket\"\npath = \"{}\"\n", socket.display());
-        let (config, engine, metrics) = held::holding(TOKEN, &sink);
+        let (config, token, metrics) = held::holding(TOKEN, &sink);
         let SinkConfig::Socket(socket_config) = config.sinks[0].clone() else { unreachable!() };
-        let shared =
-            Arc::new(Shared::new(engine, watch::channel(Vec::new()).1, watch::channel(config).1, metrics));
+        let tokens = Arc::new(std::collections::BTreeMap::from([("default".to_owned(), token)]));
+        let shared = Arc::new(Shared {
+            scope: Scope::Token("default".into()),
+            tokens: watch::channel(tokens).1,
+            sinks: watch::channel(Vec::new()).1,
+            metrics,
+        });
         let stop = CancellationToken::new();
         tokio::spawn(api::server(&socket_config, shared).unwrap().serve(stop.clone()));
         let harness = Harness { socket, _stop: stop.drop_guard(), _dir: dir };

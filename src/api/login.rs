@@ -17,11 +17,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::Shared;
 use super::respond::{Body, error, read_body};
 use crate::clock;
 use crate::config::{Grant, SourceKind};
 use crate::engine::EngineHandle;
+use crate::registry::TokenHandle;
 use crate::server::Peer;
 use crate::source::Source;
 use crate::source::oauth2::login::{Method, Open, Requester};
@@ -29,7 +29,7 @@ use crate::source::oauth2::login::{Method, Open, Requester};
 /// How soon a flow ends after its command went away.
 const LIVENESS: std::time::Duration = std::time::Duration::from_millis(200);
 
-pub(super) async fn login(shared: &Shared, request: Request<Incoming>, peer: Peer) -> Response<Body> {
+pub(super) async fn login(token: &TokenHandle, request: Request<Incoming>, peer: Peer) -> Response<Body> {
     if peer.uid != 0 && peer.uid != nix::unistd::geteuid().as_raw() {
         return error(
             StatusCode::FORBIDDEN,
@@ -58,7 +58,7 @@ pub(super) async fn login(shared: &Shared, request: Request<Incoming>, peer: Pee
         );
     }
     let requester = Requester { uid: peer.uid, browser_uid };
-    let config = shared.config.borrow().clone();
+    let config = token.config.borrow().clone();
     if config.source.kind != SourceKind::Oauth2
         || config.source.grant.unwrap_or_default() != Grant::RefreshToken
     {
@@ -68,25 +68,30 @@ pub(super) async fn login(shared: &Shared, request: Request<Incoming>, peer: Pee
             "this daemon's source needs no login: it is not an oauth2 source with grant = \"refresh_token\"",
         );
     }
-    let Ok(running) = shared.login.clone().try_lock_owned() else {
+    let Ok(running) = token.login.clone().try_lock_owned() else {
         return error(
             StatusCode::CONFLICT,
             "login_running",
             "a login is already running; finish or cancel it first",
         );
     };
-    let source = match Source::new(&config.source, config.validate.probe.as_ref(), &config.daemon.state_dir) {
+    let source = match Source::new(&config) {
         Ok(source) => source,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "login_failed", &e.to_string()),
     };
     info!("login started by uid {}", peer.uid);
     let (lines, received) = mpsc::channel::<Bytes>(4);
     let cancel = CancellationToken::new();
-    let flow = run(source, method, requester, shared.engine.clone(), lines, cancel.clone());
-    tokio::spawn(async move {
-        flow.await;
-        drop(running);
-    });
+    let flow = run(source, method, requester, token.engine.clone(), lines, cancel.clone());
+    // The flow outlives this request's span: it carries the token's own.
+    let span = crate::logging::token_span(&token.name);
+    tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            flow.await;
+            drop(running);
+        },
+        span,
+    ));
     // Dropping the body (the command went away) cancels the flow. The socket's listener
     // keeps half-closed connections open for `nc -N`, so a command that is gone shows only
     // when a write fails: an empty line every LIVENESS, which readers of ndjson skip.

@@ -1,10 +1,15 @@
-//! The client API: HTTP/1.1 over Unix sockets (DESIGN §7).
+//! The client API: HTTP/1.1 over Unix sockets (DESIGN §7, §15).
 //!
 //! Each `socket` sink is one listening socket with its own mode and peer ACL, served by the
-//! shared `crate::server`; all of them answer the same `routes` from the same [`Shared`]
-//! view of the daemon.
+//! shared `crate::server`. What it serves is its [`Scope`]: a token's own socket serves that
+//! token, on the unnamed paths of §7 and under `/v1/tokens/NAME`; a daemon-wide socket serves
+//! every token under its name, and the whole daemon on `/v1/status`, `/v1/health` and
+//! `/v1/refresh`. Either finds tokens in the daemon's [`Registry`], by name (`routes`), and
+//! answers for one token with the same handlers (`token`, `report`, `login`, `status`).
 
+mod all;
 mod login;
+mod reads;
 mod report;
 mod respond;
 mod routes;
@@ -16,36 +21,48 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use tokio::sync::watch;
 
-use crate::config::{Config, SocketSinkConfig};
-use crate::engine::EngineHandle;
+use crate::config::SocketSinkConfig;
 use crate::metrics::Metrics;
+use crate::registry::{Registry, TokenHandle};
 use crate::server::{Acl, BindError, Handler, Listener, Peer, Server};
 use crate::sinks::SinkReport;
-use crate::token::TokenState;
 
 pub use respond::{Body, error};
 
-/// What every request's handler reads. Sinks and config change on reload.
+/// Which tokens a socket serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// A token's own sink: that token, on the unnamed paths too.
+    Token(String),
+    /// A daemon-wide sink (a top-level `[[sink]]` of a config with `[tokens.NAME]`): every
+    /// token, each under its name, as far as the token's own `allow_uids`/`allow_gids` allow.
+    All,
+}
+
+/// What every request's handler reads.
 pub struct Shared {
-    pub engine: EngineHandle,
-    /// The engine's token channel, read by every token request without cloning a receiver.
-    token: watch::Receiver<TokenState>,
-    /// Every sink's report, sockets and proxies included, for status and health.
+    pub scope: Scope,
+    pub tokens: Registry,
+    /// The daemon-wide sinks' reports, shown by a daemon-wide `/v1/status`.
     pub sinks: watch::Receiver<Vec<watch::Receiver<SinkReport>>>,
-    pub config: watch::Receiver<Arc<Config>>,
     pub metrics: Arc<Metrics>,
-    /// Held while a login runs: one at a time.
-    login: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Shared {
-    pub fn new(
-        engine: EngineHandle,
-        sinks: watch::Receiver<Vec<watch::Receiver<SinkReport>>>,
-        config: watch::Receiver<Arc<Config>>,
-        metrics: Arc<Metrics>,
-    ) -> Shared {
-        Shared { token: engine.token(), engine, sinks, config, metrics, login: Arc::default() }
+    /// The token `name`, if this socket serves it to `peer`; one it may not read is answered
+    /// exactly as a name that does not exist.
+    fn token(&self, name: &str, peer: &Peer) -> Option<Arc<TokenHandle>> {
+        let token = self.tokens.borrow().get(name).cloned()?;
+        match &self.scope {
+            Scope::Token(own) => (own == name).then_some(token),
+            Scope::All => token.readable_by(peer).then_some(token),
+        }
+    }
+
+    /// Every token this socket serves to `peer`, by name.
+    fn readable(&self, peer: &Peer) -> Vec<Arc<TokenHandle>> {
+        let tokens = self.tokens.borrow().clone();
+        tokens.values().filter(|t| self.token(&t.name, peer).is_some()).cloned().collect()
     }
 }
 

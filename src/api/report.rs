@@ -8,10 +8,10 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use tracing::info;
 
-use super::Shared;
 use super::respond::{Body, error, no_token, query, read_body, secret};
 use crate::config::duration_display;
 use crate::metrics::ReportOutcome;
+use crate::registry::TokenHandle;
 
 /// How long a report waits for its refresh unless `?wait=` says otherwise.
 const DEFAULT_WAIT: Duration = Duration::from_secs(10);
@@ -54,13 +54,13 @@ async fn parse(request: Request<Incoming>) -> Result<Report, Response<Body>> {
     }
 }
 
-pub(super) async fn report_401(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
+pub(super) async fn report_401(token: &TokenHandle, request: Request<Incoming>) -> Response<Body> {
     let report = match parse(request).await {
         Ok(report) => report,
         Err(response) => return response,
     };
-    let reported = report.version.unwrap_or_else(|| shared.engine.token().borrow().version());
-    let refresh = shared.engine.refresh_past(reported, "401 report");
+    let reported = report.version.unwrap_or_else(|| token.engine.token().borrow().version());
+    let refresh = token.engine.refresh_past(reported, "401 report");
     let (outcome, changed) = match tokio::time::timeout(report.wait, refresh).await {
         Ok(Ok(refreshed)) if !refreshed.fetched => (ReportOutcome::Stale, refreshed.changed),
         Ok(Ok(refreshed)) if refreshed.changed => (ReportOutcome::Refreshed, true),
@@ -72,14 +72,14 @@ pub(super) async fn report_401(shared: &Shared, request: Request<Incoming>) -> R
             (ReportOutcome::Unchanged, false)
         }
         Ok(Err(e)) => {
-            shared.metrics.report_401(ReportOutcome::Failed);
+            token.metrics.report_401(ReportOutcome::Failed);
             return error(StatusCode::SERVICE_UNAVAILABLE, "refresh_failed", &e.to_string());
         }
         // Still in flight: answer with what is held now; the refresh goes on.
         Err(_) => (ReportOutcome::Pending, false),
     };
-    shared.metrics.report_401(outcome);
-    match shared.engine.token().borrow().current() {
+    token.metrics.report_401(outcome);
+    match token.engine.token().borrow().current() {
         Some(current) => {
             let changed = changed || current.version > reported;
             secret(&current.to_json_with(Some(changed)), "application/json")

@@ -1,22 +1,17 @@
-//! The routes of DESIGN §7 and their status codes.
+//! The routes of DESIGN §7 and §15 and their status codes: which token a path is about, by name
+//! (`/v1/tokens/NAME/…`) or by the socket's scope (the unnamed paths), and which handler
+//! answers.
 
-use std::convert::Infallible;
-
-use bytes::Bytes;
-use futures_util::stream;
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use serde_json::json;
-use tokio::sync::watch;
 
-use super::respond::{Body, empty, error, json_response, no_token, query, read_body, shared_secret, text};
-use super::{Shared, login, report, status};
+use super::respond::{Body, error, text};
+use super::{Scope, Shared, all, login, reads, report, status};
+use crate::registry::TokenHandle;
 use crate::server::Peer;
-use crate::token::TokenState;
 
-/// A route, as counted in metrics.
+/// What a path asks of one token.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Route {
     Token,
@@ -26,77 +21,153 @@ enum Route {
     Login,
     Status,
     Health,
-    Metrics,
-    Unknown,
 }
 
 impl Route {
-    fn of(path: &str) -> Route {
-        match path {
-            "/v1/token" => Route::Token,
-            "/v1/watch" => Route::Watch,
-            "/v1/report-401" => Route::Report401,
-            "/v1/refresh" => Route::Refresh,
-            "/v1/login" => Route::Login,
-            "/v1/status" => Route::Status,
-            "/v1/health" => Route::Health,
-            "/metrics" => Route::Metrics,
-            _ => Route::Unknown,
+    /// The route of an unnamed path's tail (`token`, `watch`, …) or a named one's (`""` is the
+    /// token itself).
+    fn of(tail: &str, named: bool) -> Option<Route> {
+        Some(match tail {
+            "token" if !named => Route::Token,
+            "" if named => Route::Token,
+            "watch" => Route::Watch,
+            "report-401" => Route::Report401,
+            "refresh" => Route::Refresh,
+            "login" => Route::Login,
+            "status" => Route::Status,
+            "health" => Route::Health,
+            _ => return None,
+        })
+    }
+
+    /// As metrics count it: the unnamed path, or the named one with `NAME` for the name.
+    fn label(self, named: bool) -> &'static str {
+        match (self, named) {
+            (Route::Token, false) => "/v1/token",
+            (Route::Watch, false) => "/v1/watch",
+            (Route::Report401, false) => "/v1/report-401",
+            (Route::Refresh, false) => "/v1/refresh",
+            (Route::Login, false) => "/v1/login",
+            (Route::Status, false) => "/v1/status",
+            (Route::Health, false) => "/v1/health",
+            (Route::Token, true) => "/v1/tokens/NAME",
+            (Route::Watch, true) => "/v1/tokens/NAME/watch",
+            (Route::Report401, true) => "/v1/tokens/NAME/report-401",
+            (Route::Refresh, true) => "/v1/tokens/NAME/refresh",
+            (Route::Login, true) => "/v1/tokens/NAME/login",
+            (Route::Status, true) => "/v1/tokens/NAME/status",
+            (Route::Health, true) => "/v1/tokens/NAME/health",
         }
     }
 
-    fn label(self) -> &'static str {
+    fn method(self) -> Method {
         match self {
-            Route::Token => "/v1/token",
-            Route::Watch => "/v1/watch",
-            Route::Report401 => "/v1/report-401",
-            Route::Refresh => "/v1/refresh",
-            Route::Login => "/v1/login",
-            Route::Status => "/v1/status",
-            Route::Health => "/v1/health",
-            Route::Metrics => "/metrics",
-            Route::Unknown => "other",
+            Route::Report401 | Route::Refresh | Route::Login => Method::POST,
+            _ => Method::GET,
         }
     }
+}
 
-    fn method(self) -> Option<Method> {
-        match self {
-            Route::Report401 | Route::Refresh | Route::Login => Some(Method::POST),
-            Route::Unknown => None,
-            _ => Some(Method::GET),
-        }
+/// A request's path, parsed.
+enum Path<'a> {
+    Metrics,
+    /// `/v1/tokens`.
+    List,
+    Unnamed(Route),
+    Named(&'a str, Route),
+    Unknown,
+}
+
+fn parse(path: &str) -> Path<'_> {
+    if path == "/metrics" {
+        return Path::Metrics;
+    }
+    if path == "/v1/tokens" {
+        return Path::List;
+    }
+    if let Some(rest) = path.strip_prefix("/v1/tokens/") {
+        // `/v1/tokens/NAME` is the token itself; `/v1/tokens/NAME/` names nothing.
+        let (name, tail) = rest.split_once('/').unwrap_or((rest, ""));
+        let trailing_slash = tail.is_empty() && rest.ends_with('/');
+        return match Route::of(tail, true) {
+            Some(route) if !name.is_empty() && !trailing_slash => Path::Named(name, route),
+            _ => Path::Unknown,
+        };
+    }
+    match path.strip_prefix("/v1/").and_then(|tail| Route::of(tail, false)) {
+        Some(route) => Path::Unnamed(route),
+        None => Path::Unknown,
     }
 }
 
 pub(super) async fn handle(shared: &Shared, request: Request<Incoming>, peer: Peer) -> Response<Body> {
-    let route = Route::of(request.uri().path());
-    let response = match route.method() {
-        None => {
-            error(StatusCode::NOT_FOUND, "not_found", "no such path; see /v1/token, /v1/watch, /v1/status")
+    let path = request.uri().path().to_owned();
+    let (label, response) = match parse(&path) {
+        Path::Metrics => ("/metrics", only(Method::GET, &request).unwrap_or_else(|| metrics(shared))),
+        Path::List => ("/v1/tokens", only(Method::GET, &request).unwrap_or_else(|| all::list(shared, &peer))),
+        Path::Unknown => (
+            "other",
+            error(StatusCode::NOT_FOUND, "not_found", "no such path; see /v1/token, /v1/tokens, /v1/status"),
+        ),
+        Path::Named(name, route) => {
+            let response = match only(route.method(), &request) {
+                Some(wrong) => wrong,
+                None => match shared.token(name, &peer) {
+                    Some(token) => answer(&token, route, request, peer).await,
+                    None => all::unknown_token(name),
+                },
+            };
+            (route.label(true), response)
         }
-        Some(expected) if request.method() != expected => {
-            let mut r =
-                error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", &format!("use {expected}"));
-            r.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_str(expected.as_str()).expect("a method name"));
-            r
+        Path::Unnamed(route) => {
+            let response = match (only(route.method(), &request), &shared.scope) {
+                (Some(wrong), _) => wrong,
+                (None, Scope::Token(own)) => match shared.token(own, &peer) {
+                    Some(token) => answer(&token, route, request, peer).await,
+                    None => all::unknown_token(own),
+                },
+                (None, Scope::All) => match route {
+                    Route::Status => all::status(shared, &peer),
+                    Route::Health => all::health(shared, &peer),
+                    Route::Refresh => all::refresh(shared, request, &peer).await,
+                    _ => all::name_required(shared, &peer),
+                },
+            };
+            (route.label(false), response)
         }
-        Some(_) => match route {
-            Route::Token => token(shared, &request).await,
-            Route::Watch => watch(shared.engine.token()),
-            Route::Report401 => report::report_401(shared, request).await,
-            Route::Refresh => refresh(shared, request).await,
-            Route::Login => login::login(shared, request, peer).await,
-            Route::Status => json_response(StatusCode::OK, &status::status(shared)),
-            Route::Health => health(shared),
-            Route::Metrics => {
-                text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", shared.metrics.render())
-            }
-            Route::Unknown => unreachable!("has no method"),
-        },
     };
-    shared.metrics.socket_request(route.label(), response.status().as_u16());
+    shared.metrics.socket_request(label, response.status().as_u16());
     response
+}
+
+/// What `route` answers for one token. The routes that act (and log) run in the token's log
+/// span; reads, the hot path, make none.
+async fn answer(token: &TokenHandle, route: Route, request: Request<Incoming>, peer: Peer) -> Response<Body> {
+    use tracing::Instrument;
+    let span = || crate::logging::token_span(&token.name);
+    match route {
+        Route::Token => reads::token(token, &request).await,
+        Route::Watch => reads::watch(token.engine.token()),
+        Route::Status => super::respond::json_response(StatusCode::OK, &status::status(token)),
+        Route::Health => status::health(token),
+        Route::Report401 => report::report_401(token, request).instrument(span()).await,
+        Route::Refresh => reads::refresh(token, request).instrument(span()).await,
+        Route::Login => login::login(token, request, peer).instrument(span()).await,
+    }
+}
+
+/// A 405 naming `expected` unless the request uses it.
+fn only(expected: Method, request: &Request<Incoming>) -> Option<Response<Body>> {
+    if request.method() == expected {
+        return None;
+    }
+    let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", &format!("use {expected}"));
+    r.headers_mut().insert(header::ALLOW, HeaderValue::from_str(expected.as_str()).expect("a method name"));
+    Some(r)
+}
+
+fn metrics(shared: &Shared) -> Response<Body> {
+    text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", shared.metrics.render())
 }
 
 pub(super) fn forbidden() -> Response<Body> {
@@ -107,123 +178,31 @@ pub(super) fn forbidden() -> Response<Body> {
     )
 }
 
-async fn token(shared: &Shared, request: &Request<Incoming>) -> Response<Body> {
-    let raw = match query(request, "format").as_deref() {
-        None | Some("json") => false,
-        Some("raw") => true,
-        Some(_) => {
-            return error(StatusCode::BAD_REQUEST, "bad_request", "format is \"json\" (default) or \"raw\"");
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(path: &str) -> Option<(Option<&str>, Route)> {
+        match parse(path) {
+            Path::Unnamed(route) => Some((None, route)),
+            Path::Named(name, route) => Some((Some(name), route)),
+            _ => None,
         }
-    };
-    if let Some(max_age) = query(request, "max_age") {
-        let Ok(max_age) = crate::config::parse_duration(&max_age) else {
-            return error(StatusCode::BAD_REQUEST, "bad_request", "max_age is a duration, e.g. ?max_age=30s");
-        };
-        fresh_within(shared, max_age).await;
     }
-    let state = shared.token.borrow().clone();
-    let current = match &state {
-        TokenState::Valid(current) => current,
-        TokenState::Empty => {
-            return no_token("no_valid_token", "no token has been fetched yet; see /v1/status for why");
+
+    #[test]
+    fn paths_name_a_token_and_a_route() {
+        assert_eq!(route("/v1/token"), Some((None, Route::Token)));
+        assert_eq!(route("/v1/report-401"), Some((None, Route::Report401)));
+        assert_eq!(route("/v1/tokens/calendar"), Some((Some("calendar"), Route::Token)));
+        assert_eq!(route("/v1/tokens/calendar/watch"), Some((Some("calendar"), Route::Watch)));
+        assert_eq!(route("/v1/tokens/linear/report-401"), Some((Some("linear"), Route::Report401)));
+        for unknown in
+            ["/v1/tokens/", "/v1/tokens/calendar/", "/v1/tokens/a/token", "/v1/tokens//watch", "/v1/x"]
+        {
+            assert!(route(unknown).is_none(), "{unknown}");
         }
-        TokenState::Expired { .. } => {
-            return no_token("token_expired", "the token expired and no valid replacement was fetched yet");
-        }
-    };
-    let wire = current.wire();
-    let not_modified =
-        request.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|tags| {
-            tags.split(',')
-                .map(|t| t.trim().trim_start_matches("W/"))
-                .any(|t| t == "*" || t.as_bytes() == wire.etag)
-        });
-    let mut response = if not_modified {
-        let mut r = Response::new(empty());
-        *r.status_mut() = StatusCode::NOT_MODIFIED;
-        r
-    } else if raw {
-        shared_secret(wire.raw.clone(), "text/plain; charset=utf-8")
-    } else {
-        shared_secret(wire.json.clone(), "application/json")
-    };
-    let headers = response.headers_mut();
-    headers
-        .insert(header::ETAG, HeaderValue::from_maybe_shared(wire.etag.clone()).expect("digits and quotes"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
-/// How long a read with `max_age` waits for its fetch before it answers with what is held: below
-/// the client verbs' default `--timeout` (10 s), so the read is never worse than without it.
-const MAX_AGE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// `max_age` (DESIGN §7): when the held token was fetched, or last confirmed unchanged, longer
-/// ago than `max_age`, one fetch first, coalesced with every other trigger (the engine answers
-/// at once any read that a fetch since its cutoff answers). Its outcome does not matter here:
-/// the read answers with whatever is held afterwards, as it would have without `max_age`.
-async fn fresh_within(shared: &Shared, max_age: std::time::Duration) {
-    let cutoff = std::time::SystemTime::now().checked_sub(max_age).unwrap_or(std::time::UNIX_EPOCH);
-    if shared.engine.confirmed_at().is_some_and(|at| at >= cutoff) {
-        return;
-    }
-    let refresh = shared.engine.refresh_if_older(cutoff, "a read with max_age");
-    let _ = tokio::time::timeout(MAX_AGE_WAIT, refresh).await;
-}
-
-fn watch(mut token: watch::Receiver<TokenState>) -> Response<Body> {
-    // The current state is sent at once, then one line per change. A watcher that reads slowly
-    // skips to the latest version instead of queueing old ones.
-    let first = token.borrow_and_update().clone();
-    let lines = stream::unfold((token, Some(first)), |(mut token, mut pending)| async move {
-        loop {
-            let state = match pending.take() {
-                Some(state) => state,
-                None => {
-                    token.changed().await.ok()?;
-                    token.borrow_and_update().clone()
-                }
-            };
-            let line = match &state {
-                TokenState::Empty => continue,
-                TokenState::Valid(current) => {
-                    let mut line = current.to_json();
-                    line.push(b'\n');
-                    Bytes::from_owner(line)
-                }
-                TokenState::Expired { version } => {
-                    Bytes::from(format!("{}\n", json!({"event": "expired", "version": version})))
-                }
-            };
-            return Some((Ok::<_, Infallible>(Frame::data(line)), (token, None)));
-        }
-    });
-    let mut response = Response::new(BodyExt::boxed(StreamBody::new(lines)));
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
-async fn refresh(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
-    if let Err(response) = read_body(request).await {
-        return response;
-    }
-    match tokio::time::timeout(report::MAX_WAIT, shared.engine.refresh("POST /v1/refresh")).await {
-        Ok(Ok(refreshed)) => json_response(
-            StatusCode::OK,
-            &json!({"version": refreshed.version, "changed": refreshed.changed}),
-        ),
-        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, "refresh_failed", &e.to_string()),
-        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "refresh_failed", "no answer within 60s"),
-    }
-}
-
-fn health(shared: &Shared) -> Response<Body> {
-    let problems = status::health_problems(shared);
-    if problems.is_empty() {
-        json_response(StatusCode::OK, &json!({"status": "ok"}))
-    } else {
-        json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"status": "unhealthy", "problems": problems}))
+        assert!(matches!(parse("/v1/tokens"), Path::List));
+        assert!(matches!(parse("/metrics"), Path::Metrics));
     }
 }

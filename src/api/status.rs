@@ -3,36 +3,25 @@
 
 use std::time::SystemTime;
 
+use hyper::{Response, StatusCode};
 use serde_json::{Value, json};
+use tokio::sync::watch;
 
-use super::Shared;
+use super::respond::{Body, json_response};
 use crate::clock;
 use crate::config::Grant;
+use crate::registry::TokenHandle;
+use crate::sinks::SinkReport;
 use crate::source::SourceStatus;
 use crate::token::TokenState;
 
-/// `fresh`, `expiring` (past the point where a refresh was due), `expired` or `empty`.
-pub(super) fn state_name(state: &TokenState, fraction: f64, now: SystemTime) -> &'static str {
-    match state {
-        TokenState::Empty => "empty",
-        TokenState::Expired { .. } => "expired",
-        TokenState::Valid(current) => {
-            let lifetime = current.expires_at.duration_since(current.fetched_at).unwrap_or_default();
-            if now >= current.fetched_at + lifetime.mul_f64(fraction) { "expiring" } else { "fresh" }
-        }
-    }
-}
-
-pub(super) fn status(shared: &Shared) -> Value {
-    let state = shared.engine.token().borrow().clone();
-    let engine = shared.engine.status().borrow().clone();
+/// One token's status object (DESIGN §7, §13). Never the token.
+pub(super) fn status(token: &TokenHandle) -> Value {
+    let state = token.engine.token().borrow().clone();
+    let engine = token.engine.status().borrow().clone();
     let time = |t: Option<SystemTime>| t.map(clock::rfc3339);
     let current = state.current();
-    let state_name = if engine.needs_login {
-        "needs_login"
-    } else {
-        state_name(&state, shared.config.borrow().refresh.lifetime_fraction, SystemTime::now())
-    };
+    let state_name = token.state(SystemTime::now());
     let mut status = json!({
         "state": state_name,
         "version": state.version(),
@@ -44,7 +33,18 @@ pub(super) fn status(shared: &Shared) -> Value {
         "last_success_at": time(engine.last_success_at),
         "last_error": engine.last_error,
         "consecutive_failures": engine.consecutive_failures,
-        "sinks": shared.sinks.borrow().iter().map(|report| {
+        "sinks": sinks(&token.sinks.borrow()),
+    });
+    source(&engine.source, &mut status);
+    status
+}
+
+/// Sinks as status lists them.
+pub(super) fn sinks(reports: &[watch::Receiver<SinkReport>]) -> Vec<Value> {
+    let time = |t: Option<SystemTime>| t.map(clock::rfc3339);
+    reports
+        .iter()
+        .map(|report| {
             let r = report.borrow();
             let mut line = json!({
                 "type": r.kind,
@@ -57,10 +57,8 @@ pub(super) fn status(shared: &Shared) -> Value {
                 line["upstream"] = json!(upstream);
             }
             line
-        }).collect::<Vec<_>>(),
-    });
-    source(&engine.source, &mut status);
-    status
+        })
+        .collect()
 }
 
 /// `source` and, for the refresh_token grant, `refresh_token` (DESIGN §13, "Status").
@@ -88,21 +86,31 @@ fn source(source: &SourceStatus, status: &mut Value) {
     }
 }
 
-/// Why the daemon is unhealthy; empty when it holds a valid token and every sink's last write
+/// `/v1/health` for one token: 200, or 503 with its problems.
+pub(super) fn health(token: &TokenHandle) -> Response<Body> {
+    let problems = health_problems(token);
+    if problems.is_empty() {
+        json_response(StatusCode::OK, &json!({"status": "ok"}))
+    } else {
+        json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"status": "unhealthy", "problems": problems}))
+    }
+}
+
+/// Why the token is unhealthy; empty when it is held valid and every sink's last write
 /// succeeded.
-pub(super) fn health_problems(shared: &Shared) -> Vec<String> {
+pub(super) fn health_problems(token: &TokenHandle) -> Vec<String> {
     let mut problems = Vec::new();
-    let engine = shared.engine.status().borrow().clone();
+    let engine = token.engine.status().borrow().clone();
     if engine.needs_login {
         let why = engine.last_error.as_deref().unwrap_or("run `mcp-token-sync login`");
         problems.push(format!("needs_login: {why}"));
     }
-    match &*shared.engine.token().borrow() {
+    match &*token.engine.token().borrow() {
         TokenState::Valid(_) => {}
-        TokenState::Empty => problems.push(no_token_reason(shared, "no token has been fetched yet")),
-        TokenState::Expired { .. } => problems.push(no_token_reason(shared, "the token expired unreplaced")),
+        TokenState::Empty => problems.push(no_token_reason(token, "no token has been fetched yet")),
+        TokenState::Expired { .. } => problems.push(no_token_reason(token, "the token expired unreplaced")),
     }
-    for report in shared.sinks.borrow().iter() {
+    for report in token.sinks.borrow().iter() {
         let r = report.borrow();
         if !r.ok {
             problems.push(format!(
@@ -117,35 +125,10 @@ pub(super) fn health_problems(shared: &Shared) -> Vec<String> {
 }
 
 /// Why no token is held: the last error, unless the needs_login problem says it already.
-fn no_token_reason(shared: &Shared, what: &str) -> String {
-    let engine = shared.engine.status().borrow().clone();
+fn no_token_reason(token: &TokenHandle, what: &str) -> String {
+    let engine = token.engine.status().borrow().clone();
     match &engine.last_error {
         Some(error) if !engine.needs_login => format!("{what}: {error}"),
         _ => what.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    use super::*;
-    use crate::token::{CurrentToken, Token};
-
-    #[test]
-    fn a_token_past_its_refresh_point_is_expiring() {
-        let fetched = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let state = TokenState::Valid(Arc::new(CurrentToken::new(
-            Token::new("t".into()),
-            None,
-            fetched + Duration::from_secs(100),
-            fetched,
-            1,
-        )));
-        assert_eq!(state_name(&state, 0.6, fetched + Duration::from_secs(59)), "fresh");
-        assert_eq!(state_name(&state, 0.6, fetched + Duration::from_secs(60)), "expiring");
-        assert_eq!(state_name(&TokenState::Expired { version: 2 }, 0.6, fetched), "expired");
-        assert_eq!(state_name(&TokenState::Empty, 0.6, fetched), "empty");
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use super::Bridge;
-use super::exchange::{Delivery, is_event_stream};
+use super::exchange::{Cursor, Delivery, is_event_stream};
 use super::failure::Failure;
 use super::message::Message;
 use super::session::Snapshot;
@@ -33,13 +33,6 @@ const RETRY_MAX: Duration = Duration::from_secs(60);
 const AFTER_ANSWER: Duration = Duration::from_secs(1);
 /// The longest the host's next message waits for the GET stream's answer after initialization.
 const OPEN_WAIT: Duration = Duration::from_secs(1);
-
-/// Where a stream got to: what a resumption sends as `Last-Event-ID`, and the server's `retry`.
-#[derive(Debug, Default)]
-pub(crate) struct Cursor {
-    pub last_event_id: Option<String>,
-    pub retry: Option<Duration>,
-}
 
 impl Bridge {
     /// A GET for the session's event stream, resumed from `cursor` when it has an event id.

@@ -3,18 +3,25 @@
 //! opened again, and every failure turned into an answer the host can act on.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use tracing::{debug, warn};
 
-use super::events::Cursor;
 use super::failure::Failure;
 use super::message::{Kind, Message};
 use super::out::Out;
 use super::session::Snapshot;
 use super::sse_guard::MAX_EVENT;
 use super::{Bridge, MCP_SESSION_ID};
+
+/// Where a stream got to: what a resumption sends as `Last-Event-ID`, and the server's `retry`.
+#[derive(Debug, Default)]
+pub(crate) struct Cursor {
+    pub last_event_id: Option<String>,
+    pub retry: Option<Duration>,
+}
 
 /// What a POST came to, short of a failure.
 pub(crate) enum Posted {

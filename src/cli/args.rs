@@ -46,8 +46,14 @@ pub(crate) enum Command {
     Run(ConfigPath),
     /// Validate the config and print what it resolves to.
     Check(ConfigPath),
-    /// Fetch once, validate, write every non-socket sink, and exit.
-    Once(ConfigPath),
+    /// Fetch once, validate, write every non-socket sink, and exit: every token, or one.
+    Once {
+        #[command(flatten)]
+        config: ConfigPath,
+        /// Only this token (DESIGN §15).
+        #[arg(long)]
+        token: Option<String>,
+    },
     /// A self-contained demo: a built-in backend that rotates its token every 20 s, the daemon,
     /// a proxy, and sinks in a temporary directory.
     Demo,
@@ -143,6 +149,10 @@ pub(crate) struct SocketPath {
     /// (mcp-token-sync, or the one MCP_TOKEN_SYNC_DAEMON_USER names) is talked to.
     #[arg(long, env = "MCP_TOKEN_SYNC_SOCKET", default_value = DEFAULT_SOCKET)]
     pub socket: PathBuf,
+    /// The token to ask about, by name, on a daemon that serves several. Without it, refresh
+    /// and status cover every token; the other verbs name the tokens to choose from.
+    #[arg(long = "token", env = "MCP_TOKEN_SYNC_TOKEN", value_name = "NAME")]
+    pub token: Option<String>,
     /// Give up after this long without an answer (a stopped or wedged daemon), exit 1: "10s",
     /// "500ms", "2m". For watch, until the stream opens.
     #[arg(long, default_value = "10s", value_parser = duration_arg)]

@@ -1,6 +1,11 @@
 //! The verbs that talk to a running daemon over its socket: `token`, `report-401`, `refresh`,
 //! `status`, `watch`, `headers`. Only `token`, `report-401` and `headers` print the token, and
 //! only on stdout.
+//!
+//! With `--token NAME` (or `MCP_TOKEN_SYNC_TOKEN`) a verb asks about that token,
+//! `/v1/tokens/NAME/…`; without, the socket's own (`/v1/…`). A daemon-wide socket answers the
+//! unnamed paths about one token by naming the tokens to choose from, which the verb says as a
+//! usage error; `refresh` and `status` without a name cover every token (DESIGN §15).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -11,28 +16,67 @@ use hyper::{Method, StatusCode};
 use serde_json::Value;
 
 use super::args::SocketPath;
+use super::summary::{shown, status_summary, tokens_summary, watch_line};
 use super::{CONFIG_ERROR, Outcome, RUNTIME_FAILURE, fail};
 use crate::client::{Answer, Client};
-use crate::clock;
 use crate::text::printable;
-use crate::token::{Fingerprint, secret_json};
+use crate::token::secret_json;
+
+/// The daemon a verb talks to, and the token it asks about.
+pub(super) struct Asked {
+    pub client: Client,
+    pub token: Option<String>,
+}
+
+impl Asked {
+    /// `/v1/TAIL` about the socket's own token, or `/v1/tokens/NAME/TAIL` about a named one
+    /// (the token itself, `/v1/token`, is `/v1/tokens/NAME`).
+    pub fn path(&self, tail: &str) -> String {
+        let (tail, query) = tail.split_once('?').map_or((tail, None), |(t, q)| (t, Some(q)));
+        let mut path = match (&self.token, tail) {
+            (None, tail) => format!("/v1/{tail}"),
+            (Some(name), "token") => format!("/v1/tokens/{name}"),
+            (Some(name), tail) => format!("/v1/tokens/{name}/{tail}"),
+        };
+        if let Some(query) = query {
+            path = format!("{path}?{query}");
+        }
+        path
+    }
+
+    async fn call(&self, method: Method, tail: &str, body: Vec<u8>) -> Result<Answer, ExitCode> {
+        self.client.call(method, &self.path(tail), body).await.map_err(|e| fail(RUNTIME_FAILURE, e))
+    }
+}
 
 /// Runs a client verb on a small runtime of its own.
-fn client_verb<F: std::future::Future<Output = Outcome>>(
+pub(super) fn client_verb<F: std::future::Future<Output = Outcome>>(
     socket: &SocketPath,
-    verb: impl FnOnce(Client) -> F,
+    verb: impl FnOnce(Asked) -> F,
 ) -> Outcome {
+    if let Some(name) = &socket.token
+        && !valid_name(name)
+    {
+        return Err(fail(CONFIG_ERROR, format!("--token {name:?} is not a token name (a-z, 0-9, _ and -)")));
+    }
     let rt =
         tokio::runtime::Builder::new_current_thread().enable_all().build().expect("the tokio runtime starts");
-    rt.block_on(verb(Client::new(&socket.socket).with_timeout(socket.timeout)))
+    let client = Client::new(&socket.socket).with_timeout(socket.timeout);
+    rt.block_on(verb(Asked { client, token: socket.token.clone() }))
+}
+
+/// What a path segment may hold of a token name (the config allows no more).
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 pub(super) fn token(socket: &SocketPath, json: bool, max_age: Option<Duration>) -> Outcome {
-    client_verb(socket, |c| token_verb(c, json, max_age))
+    client_verb(socket, |d| token_verb(d, json, max_age))
 }
 
 pub(super) fn report_401(socket: &SocketPath, version: Option<u64>) -> Outcome {
-    client_verb(socket, |c| report_401_verb(c, version))
+    client_verb(socket, |d| report_401_verb(d, version))
 }
 
 pub(super) fn refresh(socket: &SocketPath) -> Outcome {
@@ -40,7 +84,7 @@ pub(super) fn refresh(socket: &SocketPath) -> Outcome {
 }
 
 pub(super) fn status(socket: &SocketPath, json: bool) -> Outcome {
-    client_verb(socket, |c| status_verb(c, json))
+    client_verb(socket, |d| status_verb(d, json))
 }
 
 pub(super) fn watch(socket: &SocketPath) -> Outcome {
@@ -58,21 +102,17 @@ pub(super) fn headers(
         return Err(fail(CONFIG_ERROR, format!("--header {header:?} is not an HTTP header name")));
     }
     let scheme = scheme.or_else(|| header.eq_ignore_ascii_case("authorization").then(|| "Bearer".into()));
-    client_verb(socket, |c| headers_verb(c, header, scheme, max_age))
+    client_verb(socket, |d| headers_verb(d, header, scheme, max_age))
 }
 
-/// `/v1/token` with `format` and, when given, `max_age` (in milliseconds, which the daemon
-/// reads exactly).
-fn token_path(raw: bool, max_age: Option<Duration>) -> String {
-    let mut path = String::from(if raw { "/v1/token?format=raw" } else { "/v1/token?format=json" });
+/// The token's tail with `format` and, when given, `max_age` (in milliseconds, which the
+/// daemon reads exactly).
+fn token_tail(raw: bool, max_age: Option<Duration>) -> String {
+    let mut tail = String::from(if raw { "token?format=raw" } else { "token?format=json" });
     if let Some(age) = max_age {
-        path += &format!("&max_age={}ms", age.as_millis());
+        tail += &format!("&max_age={}ms", age.as_millis());
     }
-    path
-}
-
-async fn call(client: &Client, method: Method, path: &str, body: Vec<u8>) -> Result<Answer, ExitCode> {
-    client.call(method, path, body).await.map_err(|e| fail(RUNTIME_FAILURE, e))
+    tail
 }
 
 /// Writes `bytes` (which hold the token) and a newline to stdout, as they are.
@@ -84,28 +124,44 @@ fn print_secret(bytes: &[u8]) -> Outcome {
         .map_err(|e| fail(RUNTIME_FAILURE, format!("cannot write to stdout: {e}")))
 }
 
-fn expect_ok(answer: &Answer, what: &str) -> Outcome {
+/// `Ok` for a 200; a usage error (2) when the daemon needs a token's name or knows none of
+/// that name; a runtime failure (1) otherwise.
+pub(super) fn expect_ok(answer: &Answer, what: &str) -> Outcome {
     if answer.status == StatusCode::OK {
-        Ok(())
-    } else {
-        Err(fail(RUNTIME_FAILURE, format!("{what}: {}", answer.detail())))
+        return Ok(());
+    }
+    let body: Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+    match body["error"].as_str() {
+        Some("token_name_required") => {
+            let names: Vec<String> =
+                body["tokens"].as_array().into_iter().flatten().map(|n| shown(n, "?")).collect();
+            Err(fail(
+                CONFIG_ERROR,
+                format!(
+                    "this daemon serves several tokens ({}): choose one with --token NAME (or MCP_TOKEN_SYNC_TOKEN)",
+                    names.join(", ")
+                ),
+            ))
+        }
+        Some("unknown_token") => Err(fail(CONFIG_ERROR, answer.detail())),
+        _ => Err(fail(RUNTIME_FAILURE, format!("{what}: {}", answer.detail()))),
     }
 }
 
-async fn token_verb(client: Client, json: bool, max_age: Option<Duration>) -> Outcome {
-    let answer = call(&client, Method::GET, &token_path(!json, max_age), Vec::new()).await?;
+async fn token_verb(daemon: Asked, json: bool, max_age: Option<Duration>) -> Outcome {
+    let answer = daemon.call(Method::GET, &token_tail(!json, max_age), Vec::new()).await?;
     expect_ok(&answer, "no valid token")?;
     print_secret(&answer.body)
 }
 
 /// `{"Authorization": "Bearer <token>"}`: what Claude Code's `headersHelper` reads.
 async fn headers_verb(
-    client: Client,
+    daemon: Asked,
     header: &str,
     scheme: Option<String>,
     max_age: Option<Duration>,
 ) -> Outcome {
-    let answer = call(&client, Method::GET, &token_path(true, max_age), Vec::new()).await?;
+    let answer = daemon.call(Method::GET, &token_tail(true, max_age), Vec::new()).await?;
     expect_ok(&answer, "no valid token")?;
     let token =
         std::str::from_utf8(&answer.body).map_err(|_| fail(RUNTIME_FAILURE, "the token is not text"))?;
@@ -117,14 +173,13 @@ async fn headers_verb(
     print_secret(&secret_json(&object))
 }
 
-async fn report_401_verb(client: Client, version: Option<u64>) -> Outcome {
+async fn report_401_verb(daemon: Asked, version: Option<u64>) -> Outcome {
     let body =
         version.map(|v| serde_json::json!({ "version": v }).to_string().into_bytes()).unwrap_or_default();
     // The daemon waits for the refresh a second less than we wait for the daemon, so a slow
     // fetch is told as such, not as a silent daemon.
-    let wait = client.timeout().saturating_sub(std::time::Duration::from_secs(1)).as_millis().max(1);
-    let path = format!("/v1/report-401?wait={wait}ms");
-    let answer = call(&client, Method::POST, &path, body).await?;
+    let wait = daemon.client.timeout().saturating_sub(Duration::from_secs(1)).as_millis().max(1);
+    let answer = daemon.call(Method::POST, &format!("report-401?wait={wait}ms"), body).await?;
     expect_ok(&answer, "no fresh token")?;
     let object: Value = serde_json::from_slice(&answer.body).map_err(|e| fail(RUNTIME_FAILURE, e))?;
     if object["changed"] == Value::Bool(false) {
@@ -135,21 +190,37 @@ async fn report_401_verb(client: Client, version: Option<u64>) -> Outcome {
     print_secret(object["token"].as_str().unwrap_or_default().as_bytes())
 }
 
-async fn refresh_verb(client: Client) -> Outcome {
-    let answer = call(&client, Method::POST, "/v1/refresh", Vec::new()).await?;
+async fn refresh_verb(daemon: Asked) -> Outcome {
+    let answer = daemon.call(Method::POST, "refresh", Vec::new()).await?;
+    let result: Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+    let line = |result: &Value| {
+        let what = if result["changed"] == Value::Bool(true) { "a new token" } else { "unchanged" };
+        format!("version {}: {what}", result["version"])
+    };
+    // Every token, from a daemon-wide socket: a line each, failures too.
+    if let Some(tokens) = result["tokens"].as_object() {
+        for (name, result) in tokens {
+            match result["detail"].as_str() {
+                Some(detail) => println!("{}: FAILED: {}", printable(name, 64), printable(detail, 500)),
+                None => println!("{}: {}", printable(name, 64), line(result)),
+            }
+        }
+    }
     expect_ok(&answer, "refresh failed")?;
-    let result: Value = serde_json::from_slice(&answer.body).map_err(|e| fail(RUNTIME_FAILURE, e))?;
-    let what = if result["changed"] == Value::Bool(true) { "a new token" } else { "unchanged" };
-    println!("version {}: {what}", result["version"]);
+    if result.get("tokens").is_none() {
+        println!("{}", line(&result));
+    }
     Ok(())
 }
 
-async fn status_verb(client: Client, json: bool) -> Outcome {
-    let answer = call(&client, Method::GET, "/v1/status", Vec::new()).await?;
+async fn status_verb(daemon: Asked, json: bool) -> Outcome {
+    let answer = daemon.call(Method::GET, "status", Vec::new()).await?;
     expect_ok(&answer, "status")?;
     let status: Value = serde_json::from_slice(&answer.body).map_err(|e| fail(RUNTIME_FAILURE, e))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status).expect("a JSON value serializes"));
+    } else if status.get("tokens").is_some() {
+        print!("{}", tokens_summary(&status, SystemTime::now()));
     } else {
         print!("{}", status_summary(&status, SystemTime::now()));
     }
@@ -159,74 +230,16 @@ async fn status_verb(client: Client, json: bool) -> Outcome {
     }
 }
 
-/// A string of the status JSON as a terminal may show it (the daemon's words, but a socket
-/// is only as trusted as the check in `client`), or `absent`.
-fn shown(value: &Value, absent: &str) -> String {
-    printable(value.as_str().unwrap_or(absent), 500)
-}
-
-/// `2026-…Z (in 5m)` for a time in the status JSON.
-fn when(value: &Value, now: SystemTime) -> String {
-    match value.as_str() {
-        None => "-".into(),
-        Some(text) => match clock::parse_rfc3339(text) {
-            Some(t) if t >= now => format!("{text} (in {})", clock::until(now, t)),
-            Some(t) => format!("{text} ({} ago)", clock::until(t, now)),
-            None => printable(text, 100),
-        },
-    }
-}
-
-fn status_summary(s: &Value, now: SystemTime) -> String {
-    let mut out = format!(
-        "state      {} (version {}, fingerprint {})\n",
-        shown(&s["state"], "?"),
-        s["version"],
-        shown(&s["fingerprint"], "-")
-    );
-    if s["source"]["type"] == "oauth2" {
-        out += &format!(
-            "source     oauth2, grant {}, token endpoint {}\n",
-            shown(&s["source"]["grant"], "?"),
-            shown(&s["source"]["token_endpoint"], "not found yet")
-        );
-    }
-    if let Some(held) = s.get("refresh_token") {
-        let state = shown(&held["state"], "?");
-        let login = if state == "held" { "" } else { "; run `mcp-token-sync login`" };
-        out += &format!(
-            "refresh    {state} (fingerprint {}, rotated {}){login}\n",
-            shown(&held["fingerprint"], "-"),
-            when(&held["rotated_at"], now)
-        );
-    } else {
-        out += &format!("agent      {}\n", shown(&s["agent_name"], "-"));
-    }
-    out += &format!("expires    {}\n", when(&s["expires_at"], now));
-    out += &format!("fetched    {}\n", when(&s["fetched_at"], now));
-    out += &format!("next fetch {}\n", when(&s["next_refresh_at"], now));
-    match s["last_error"].as_str() {
-        Some(error) => {
-            out += &format!("failing    {} in a row: {}\n", s["consecutive_failures"], printable(error, 1000))
-        }
-        None => out += "failing    no\n",
-    }
-    for sink in s["sinks"].as_array().into_iter().flatten() {
-        let health = match sink["error"].as_str() {
-            Some(error) => format!("FAILING: {}", printable(error, 1000)),
-            None if sink["last_written_at"].is_null() => "ok".into(),
-            None => format!("ok, written {}", when(&sink["last_written_at"], now)),
-        };
-        out += &format!("sink       {} {}: {health}\n", shown(&sink["type"], "?"), shown(&sink["path"], "?"));
-    }
-    out
-}
-
-async fn watch_verb(client: Client) -> Outcome {
-    let response =
-        client.open(Method::GET, "/v1/watch", Vec::new()).await.map_err(|e| fail(RUNTIME_FAILURE, e))?;
+async fn watch_verb(daemon: Asked) -> Outcome {
+    let response = daemon
+        .client
+        .open(Method::GET, &daemon.path("watch"), Vec::new())
+        .await
+        .map_err(|e| fail(RUNTIME_FAILURE, e))?;
     if response.status() != StatusCode::OK {
-        return Err(fail(RUNTIME_FAILURE, format!("watch: HTTP {}", response.status())));
+        let status = response.status();
+        let body = response.into_body().collect().await.map(|c| c.to_bytes().to_vec()).unwrap_or_default();
+        return expect_ok(&Answer { status, body: body.into() }, "watch");
     }
     let mut body = response.into_body();
     let mut pending = zeroize::Zeroizing::new(Vec::new());
@@ -240,21 +253,4 @@ async fn watch_verb(client: Client) -> Outcome {
         }
     }
     Err(fail(RUNTIME_FAILURE, "the daemon closed the watch"))
-}
-
-/// A watch event for humans: the version and fingerprint, never the token.
-fn watch_line(line: &[u8]) -> String {
-    let Ok(event) = serde_json::from_slice::<Value>(line) else {
-        return "(unreadable event)".into();
-    };
-    if event["event"] == "expired" {
-        return format!("version {}: expired, no valid token", event["version"]);
-    }
-    let fingerprint = Fingerprint::of(event["token"].as_str().unwrap_or_default().as_bytes());
-    format!(
-        "version {}: token {fingerprint} for {}, expires {}",
-        event["version"],
-        shown(&event["agent_name"], "-"),
-        when(&event["expires_at"], SystemTime::now())
-    )
 }

@@ -67,29 +67,39 @@ pub(super) fn check(path: &Path) -> Outcome {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     config::unwritable(&config, &text, path).map_err(|e| fail(CONFIG_ERROR, e))?;
     let mut resolved = toml::to_string(&config).expect("the config serializes");
-    if config.source.kind == crate::config::SourceKind::Oauth2 {
+    for token in config.tokens.iter().filter(|t| t.source.kind == crate::config::SourceKind::Oauth2) {
         // The current-token answer's fields mean nothing to an oauth2 source.
-        if let Some(start) = resolved.find("[source.fields]\n") {
+        let table = format!("[{}source.fields]\n", config.key_prefix(token));
+        if let Some(start) = resolved.find(&table) {
             let end = resolved[start..].find("\n\n").map_or(resolved.len(), |at| start + at + 2);
             resolved.replace_range(start..end, "");
         }
     }
-    println!("# {} is valid. Resolved, with defaults:\n\n{resolved}", path.display());
-    if let Some(note) = login_note(&config) {
-        println!("{note}");
+    let count = match config.tokens.len() {
+        1 => String::new(),
+        n => format!(
+            " ({n} tokens: {})",
+            config.tokens.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
+        ),
+    };
+    println!("# {} is valid{count}. Resolved, with defaults:\n\n{resolved}", path.display());
+    for token in &config.tokens {
+        if let Some(note) = login_note(&config, token) {
+            println!("{note}");
+        }
     }
     Ok(())
 }
 
-/// What `check` adds for a source that logs in (DESIGN §13): the redirect URI a client
+/// What `check` adds for a token that logs in (DESIGN §13): the redirect URI a client
 /// registered by hand needs, or why `login` cannot work with these keys.
-fn login_note(config: &Config) -> Option<String> {
+fn login_note(config: &Config, token: &crate::config::TokenConfig) -> Option<String> {
     use crate::config::{Grant, SinkConfig, SourceKind};
-    let source = &config.source;
+    let source = &token.source;
     if source.kind != SourceKind::Oauth2 || source.grant.unwrap_or_default() != Grant::RefreshToken {
         return None;
     }
-    let socket = config.sinks.iter().find_map(|sink| match sink {
+    let socket = token.sinks.iter().chain(&config.sinks).find_map(|sink| match sink {
         SinkConfig::Socket(socket) => Some(&socket.path),
         _ => None,
     });
@@ -100,11 +110,14 @@ fn login_note(config: &Config) -> Option<String> {
                 .into(),
         );
     };
-    let command = if socket.as_os_str() == super::DEFAULT_SOCKET {
+    let mut command = if socket.as_os_str() == super::DEFAULT_SOCKET {
         "mcp-token-sync login".to_owned()
     } else {
         format!("mcp-token-sync login --socket {}", socket.display())
     };
+    if config.named {
+        command += &format!(" --token {}", token.name);
+    }
     if source.issuer.is_none() && source.resource.is_none() {
         return Some(
             "# oauth2: `mcp-token-sync login` needs source.issuer or source.resource (the server's\n\
@@ -125,10 +138,19 @@ fn login_note(config: &Config) -> Option<String> {
     ))
 }
 
-pub(super) fn once(path: &Path, logs: &LogChoice) -> Outcome {
+pub(super) fn once(path: &Path, token: Option<&str>, logs: &LogChoice) -> Outcome {
     let (config, parts) = load(path)?;
+    if let Some(name) = token
+        && config.token(name).is_none()
+    {
+        let names: Vec<&str> = config.tokens.iter().map(|t| t.name.as_str()).collect();
+        return Err(fail(
+            CONFIG_ERROR,
+            format!("--token {name:?}: no such token in {} (it has: {})", path.display(), names.join(", ")),
+        ));
+    }
     let Started { flush, runtime, .. } = start(logs, config.daemon.log_format)?;
-    let result = runtime.block_on(daemon::once(parts));
+    let result = runtime.block_on(daemon::once(parts, token));
     drop(flush);
     result.map_err(|e| fail(RUNTIME_FAILURE, e))
 }

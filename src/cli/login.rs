@@ -14,23 +14,21 @@ use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::args::SocketPath;
+use super::client::Asked;
 use super::{Outcome, RUNTIME_FAILURE, fail};
-use crate::client::{Answer, Client};
+use crate::client::Answer;
 use crate::text::printable;
 
 pub(super) fn login(socket: &SocketPath, method: Option<&'static str>) -> Outcome {
-    let rt =
-        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("the tokio runtime starts");
-    let client = Client::new(&socket.socket).with_timeout(socket.timeout);
-    rt.block_on(async {
+    super::client::client_verb(socket, |daemon| async move {
         tokio::select! {
-            outcome = login_verb(client, method) => outcome,
+            outcome = login_verb(daemon, method) => outcome,
             _ = tokio::signal::ctrl_c() => Err(fail(RUNTIME_FAILURE, "login cancelled; the daemon ended its flow")),
         }
     })
 }
 
-async fn login_verb(client: Client, method: Option<&'static str>) -> Outcome {
+async fn login_verb(daemon: Asked, method: Option<&'static str>) -> Outcome {
     let mut asked = serde_json::Map::new();
     if let Some(method) = method {
         asked.insert("method".into(), json!(method));
@@ -39,8 +37,11 @@ async fn login_verb(client: Client, method: Option<&'static str>) -> Outcome {
         asked.insert("browser_uid".into(), json!(uid));
     }
     let body = if asked.is_empty() { Vec::new() } else { Value::Object(asked).to_string().into_bytes() };
-    let response =
-        client.open(Method::POST, "/v1/login", body).await.map_err(|e| fail(RUNTIME_FAILURE, e))?;
+    let response = daemon
+        .client
+        .open(Method::POST, &daemon.path("login"), body)
+        .await
+        .map_err(|e| fail(RUNTIME_FAILURE, e))?;
     let status = response.status();
     let mut body = response.into_body();
     if status != StatusCode::OK {
@@ -53,7 +54,7 @@ async fn login_verb(client: Client, method: Option<&'static str>) -> Outcome {
             eprintln!("mcp-token-sync: no login needed: {}", answer.detail());
             return Ok(());
         }
-        return Err(fail(RUNTIME_FAILURE, format!("login: {}", answer.detail())));
+        return super::client::expect_ok(&answer, "login");
     }
     let mut pending = Vec::new();
     while let Some(frame) = body.frame().await {

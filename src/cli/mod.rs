@@ -7,6 +7,7 @@ mod bridge;
 mod client;
 mod daemon;
 mod login;
+mod summary;
 
 use std::process::ExitCode;
 
@@ -31,7 +32,7 @@ pub fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Run(c) => daemon::run(&c.config, &logs),
         Command::Check(c) => daemon::check(&c.config),
-        Command::Once(c) => daemon::once(&c.config, &logs),
+        Command::Once { config, token } => daemon::once(&config.config, token.as_deref(), &logs),
         Command::Demo => daemon::demo(&logs),
         Command::Token { socket, json, fresh } => client::token(&socket, json, fresh.max_age),
         Command::Report401 { socket, version } => client::report_401(&socket, version),

@@ -17,15 +17,36 @@ mod proxy;
 mod source;
 
 /// Checks what serde cannot see on its own and fills resolved values (expanded paths,
-/// owner ids, the default expiry field), recording every problem found.
+/// owner ids, the default expiry field, each token's state directory), recording every
+/// problem found.
 pub(super) fn resolve(config: &mut Config, env: &Environment, found: &mut Problems) {
-    source::resolve(&mut config.source, env, found);
-    check_refresh(&config.refresh, found);
-    check_validate(&config.validate, config.source.allow_http, found);
     if let Some(dir) = expand(found, "daemon.state_dir", &config.daemon.state_dir, env) {
         config.daemon.state_dir = dir;
     }
-    resolve_sinks(&mut config.sinks, env, found);
+    // Where each sink writes or listens, and the key that said so first: no two may share one.
+    let mut taken = Taken::default();
+    resolve_sinks(&mut config.sinks, env, found, &mut taken);
+    let prefixes: Vec<String> = config.tokens.iter().map(|t| config.key_prefix(t)).collect();
+    for (token, prefix) in config.tokens.iter_mut().zip(prefixes) {
+        token.shared_state_dir = config.daemon.state_dir.clone();
+        token.state_dir = match (config.named, token.name.as_str()) {
+            (true, name) if name != super::DEFAULT_TOKEN => config.daemon.state_dir.join("tokens").join(name),
+            _ => config.daemon.state_dir.clone(),
+        };
+        found.under(&prefix, |found| {
+            source::resolve(&mut token.source, env, found);
+            check_refresh(&token.refresh, found);
+            check_validate(&token.validate, token.source.allow_http, found);
+            resolve_sinks(&mut token.sinks, env, found, &mut taken);
+        });
+    }
+}
+
+/// The paths and addresses sinks have taken so far, each with the full key that took it.
+#[derive(Default)]
+struct Taken {
+    paths: HashMap<PathBuf, String>,
+    addresses: HashMap<std::net::SocketAddr, String>,
 }
 
 fn check_refresh(r: &RefreshConfig, found: &mut Problems) {
@@ -94,9 +115,7 @@ fn check_validate(v: &ValidateConfig, allow_http: bool, found: &mut Problems) {
     }
 }
 
-fn resolve_sinks(sinks: &mut [SinkConfig], env: &Environment, found: &mut Problems) {
-    let mut owners: HashMap<PathBuf, usize> = HashMap::new();
-    let mut addresses: HashMap<std::net::SocketAddr, usize> = HashMap::new();
+fn resolve_sinks(sinks: &mut [SinkConfig], env: &Environment, found: &mut Problems, taken: &mut Taken) {
     for (i, sink) in sinks.iter_mut().enumerate() {
         let key = |name: &str| format!("sink[{i}].{name}");
         match sink {
@@ -146,22 +165,28 @@ fn resolve_sinks(sinks: &mut [SinkConfig], env: &Environment, found: &mut Proble
             }
             SinkConfig::Proxy(c) => {
                 proxy::resolve(c, &key(""), env, found);
-                if let Listen::Tcp(address) = c.listen
-                    && let Some(first) = addresses.insert(address, i)
-                {
-                    found.add(key("listen"), format!("{address} is already where sink[{first}] listens"));
+                if let Listen::Tcp(address) = c.listen {
+                    let full = found.full_key(&format!("sink[{i}]"));
+                    if let Some(first) = taken.addresses.get(&address) {
+                        found.add(key("listen"), format!("{address} is already where {first} listens"));
+                    } else {
+                        taken.addresses.insert(address, full);
+                    }
                 }
             }
         }
         if let Some(path) = sink.path() {
-            if let Some(first) = owners.insert(path.to_owned(), i) {
+            let full = found.full_key(&format!("sink[{i}]"));
+            if let Some(first) = taken.paths.get(path) {
                 found.add(
                     key("path"),
                     format!(
-                        "{} is already the path of sink[{first}]; each sink needs its own file",
+                        "{} is already the path of {first}; each sink needs its own file",
                         path.display()
                     ),
                 );
+            } else {
+                taken.paths.insert(path.to_owned(), full);
             }
         }
     }

@@ -39,6 +39,12 @@ pub(super) fn lines_for(text: &str, mut problems: Vec<Problem>) -> Vec<Problem> 
     problems
 }
 
+/// The line where `key` (dotted, as in [`Problem::key`]) is, if the file has it.
+pub(super) fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    let root = DeTable::parse(text).ok()?;
+    span_of(root.get_ref(), key).map(|s| line_of(text, s.start))
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
 }

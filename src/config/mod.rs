@@ -1,22 +1,26 @@
-//! The configuration file (DESIGN §3): one place shared by `check`, `run`, `once` and reload.
+//! The configuration file (DESIGN §3, §15): one place shared by `check`, `run`, `once` and
+//! reload.
 //!
-//! Loading is two passes. serde turns the TOML into the `schema` sections and flat sink tables
+//! Loading is three passes. serde turns the TOML into the `schema` sections and flat sink tables
 //! (unknown keys, wrong types and malformed leaf `values` such as durations, modes and cron
-//! expressions fail here, with toml's span); then `check` looks at what needs several keys at
-//! once or the environment (paths, users, cross-key limits). Either pass reports problems as
-//! [`ConfigError`], which names the file, the key and the line (`locate`).
+//! expressions fail here, with toml's span); `tokens` makes either shape of the file (one
+//! top-level `[source]`, or `[tokens.NAME]` tables) a list of [`TokenConfig`]s; then `check`
+//! looks at what needs several keys at once or the environment (paths, users, cross-key
+//! limits). Every pass reports problems as [`ConfigError`], which names the file, the key and
+//! the line (`locate`).
 
 mod check;
 mod locate;
 mod raw_sink;
 mod schema;
 mod sinks;
+mod tokens;
 mod values;
 mod writable;
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 pub(crate) use check::host_is_loopback;
 pub use schema::{
@@ -31,22 +35,61 @@ pub use values::duration::{display as duration_display, parse as parse_duration}
 pub use values::{ByteSize, CronExpr, Listen, Mode};
 pub use writable::unwritable;
 
-/// The whole configuration of one daemon instance (one token).
-#[derive(Debug, Clone, Serialize)]
+/// The name of the one token of a config with a top-level `[source]`.
+pub const DEFAULT_TOKEN: &str = "default";
+
+/// The whole configuration of one daemon: every token it serves (DESIGN §15).
+#[derive(Debug, Clone)]
 pub struct Config {
+    pub daemon: DaemonConfig,
+    /// By name. A config with a top-level `[source]` has the one token [`DEFAULT_TOKEN`].
+    pub tokens: Vec<TokenConfig>,
+    /// Daemon-wide sinks, sockets serving every token: a config with `[tokens.NAME]` tables
+    /// only (with a top-level `[source]`, the top-level sinks are that token's own).
+    pub sinks: Vec<SinkConfig>,
+    /// Whether the file names its tokens (`[tokens.NAME]`): a daemon-wide socket then answers
+    /// the unnamed paths of DESIGN §7 by asking for a name.
+    pub named: bool,
+}
+
+/// One token: where it comes from, when and how it is checked, who may read it, and where it
+/// goes. Everything a token's engine and sinks need, and nothing of another token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenConfig {
+    pub name: String,
     pub source: SourceConfig,
     pub refresh: RefreshConfig,
     pub validate: ValidateConfig,
-    pub daemon: DaemonConfig,
-    #[serde(rename = "sink")]
+    /// Narrow who may read the token through a daemon-wide socket (root and the daemon's uid
+    /// always may); empty: whoever the socket serves.
+    pub allow_uids: Vec<u32>,
+    pub allow_gids: Vec<u32>,
     pub sinks: Vec<SinkConfig>,
+    /// Where its state file and OAuth store live: `daemon.state_dir`, or
+    /// `daemon.state_dir/tokens/NAME` for a named token other than `default`.
+    pub state_dir: std::path::PathBuf,
+    /// `daemon.state_dir`: where what tokens share is kept (OAuth client registrations, by
+    /// issuer).
+    pub shared_state_dir: std::path::PathBuf,
 }
 
-/// The file as serde reads it; sinks become [`SinkConfig`] in [`Config::parse`].
+impl Config {
+    pub fn token(&self, name: &str) -> Option<&TokenConfig> {
+        self.tokens.iter().find(|t| t.name == name)
+    }
+
+    /// Where a token's keys are in the file, for messages: nothing for the one token of a
+    /// top-level `[source]`, `tokens.NAME.` for a named one.
+    pub fn key_prefix(&self, token: &TokenConfig) -> String {
+        if self.named { format!("tokens.{}.", token.name) } else { String::new() }
+    }
+}
+
+/// The file as serde reads it; [`tokens::assemble`] makes it a [`Config`].
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    source: SourceConfig,
+    source: Option<SourceConfig>,
     #[serde(default)]
     refresh: RefreshConfig,
     #[serde(default)]
@@ -55,6 +98,8 @@ struct RawConfig {
     daemon: DaemonConfig,
     #[serde(default)]
     sink: Vec<raw_sink::RawSink>,
+    #[serde(default)]
+    tokens: std::collections::BTreeMap<String, tokens::RawToken>,
 }
 
 /// A configuration problem, located in the file where possible.
@@ -148,28 +193,39 @@ impl Config {
         let fail = |problems| ConfigError { file: file.to_owned(), problems };
         let raw: RawConfig = toml::from_str(text).map_err(|e| fail(vec![locate::serde_problem(text, &e)]))?;
         let mut found = Problems::default();
-        let sinks =
-            raw.sink.into_iter().enumerate().filter_map(|(i, raw)| raw.into_config(i, &mut found)).collect();
-        let mut config = Config {
-            source: raw.source,
-            refresh: raw.refresh,
-            validate: raw.validate,
-            daemon: raw.daemon,
-            sinks,
-        };
+        let mut config = tokens::assemble(raw, text, &mut found);
         check::resolve(&mut config, env, &mut found);
-        let problems = found.0;
+        let problems = found.problems;
         if problems.is_empty() { Ok(config) } else { Err(fail(locate::lines_for(text, problems))) }
     }
 }
 
 /// Problems found so far, each under its dotted key; lines are added once all are in.
 #[derive(Default)]
-struct Problems(Vec<Problem>);
+struct Problems {
+    problems: Vec<Problem>,
+    /// Put before every key added: `tokens.calendar.` while a named token is checked.
+    prefix: String,
+}
 
 impl Problems {
     fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem { key: Some(key.into()), line: None, message: message.into() });
+        let key = format!("{}{}", self.prefix, key.into());
+        self.problems.push(Problem { key: Some(key), line: None, message: message.into() });
+    }
+
+    /// `key` as it will be recorded: under the current prefix.
+    fn full_key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    /// Runs `check` with every key it adds under `prefix`: the checks of a token's tables name
+    /// `source.url`, and a named token's problem is `tokens.NAME.source.url`.
+    fn under<T>(&mut self, prefix: &str, check: impl FnOnce(&mut Problems) -> T) -> T {
+        let outer = std::mem::replace(&mut self.prefix, prefix.to_owned());
+        let result = check(self);
+        self.prefix = outer;
+        result
     }
 }
 

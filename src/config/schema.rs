@@ -50,7 +50,7 @@ pub enum AssertionAudience {
     Issuer,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     #[serde(rename = "type", default)]
@@ -103,7 +103,7 @@ pub struct SourceConfig {
     pub default_lifetime: Option<Duration>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     #[serde(rename = "type")]
@@ -124,7 +124,7 @@ pub enum AuthKind {
 }
 
 /// JSON Pointers (RFC 6901) into the backend's answer.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FieldsConfig {
     #[serde(default = "defaults::token_field")]
@@ -159,7 +159,7 @@ impl FieldsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshConfig {
     #[serde(default = "defaults::lifetime_fraction")]
@@ -176,7 +176,7 @@ pub struct RefreshConfig {
     pub cron: Vec<CronExpr>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ValidateConfig {
     #[serde(default = "defaults::min_remaining", with = "duration")]
@@ -187,7 +187,7 @@ pub struct ValidateConfig {
     pub probe: Option<ProbeConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeConfig {
     pub url: Url,
@@ -318,4 +318,55 @@ pub(super) mod defaults {
     pub(crate) const PROXY_HEADER: &str = "Authorization";
     pub(crate) const PROXY_TIMEOUT: Duration = Duration::from_secs(60);
     pub(crate) const REPLAY_LIMIT: ByteSize = ByteSize(1 << 20);
+}
+
+/// A token's `[tokens.NAME.refresh]`: each key set overrides the top-level `[refresh]` one
+/// (DESIGN §15). Read from the file in place, so a malformed value is named by its own line.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RefreshOverrides {
+    lifetime_fraction: Option<f64>,
+    jitter: Option<f64>,
+    #[serde(default, with = "duration::option")]
+    min_interval: Option<Duration>,
+    #[serde(default, with = "duration::option")]
+    max_interval: Option<Duration>,
+    #[serde(default, with = "duration::option")]
+    backoff_max: Option<Duration>,
+    cron: Option<Vec<CronExpr>>,
+}
+
+impl RefreshOverrides {
+    pub(super) fn over(self, base: &RefreshConfig) -> RefreshConfig {
+        RefreshConfig {
+            lifetime_fraction: self.lifetime_fraction.unwrap_or(base.lifetime_fraction),
+            jitter: self.jitter.unwrap_or(base.jitter),
+            min_interval: self.min_interval.unwrap_or(base.min_interval),
+            max_interval: self.max_interval.unwrap_or(base.max_interval),
+            backoff_max: self.backoff_max.unwrap_or(base.backoff_max),
+            cron: self.cron.unwrap_or_else(|| base.cron.clone()),
+        }
+    }
+}
+
+/// A token's `[tokens.NAME.validate]`, over the top-level `[validate]` key by key; a `probe`
+/// table replaces the top-level one whole.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ValidateOverrides {
+    #[serde(default, with = "duration::option")]
+    min_remaining: Option<Duration>,
+    #[serde(default, with = "duration::option")]
+    max_lifetime: Option<Duration>,
+    probe: Option<ProbeConfig>,
+}
+
+impl ValidateOverrides {
+    pub(super) fn over(self, base: &ValidateConfig) -> ValidateConfig {
+        ValidateConfig {
+            min_remaining: self.min_remaining.unwrap_or(base.min_remaining),
+            max_lifetime: self.max_lifetime.unwrap_or(base.max_lifetime),
+            probe: self.probe.or_else(|| base.probe.clone()),
+        }
+    }
 }

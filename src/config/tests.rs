@@ -28,23 +28,23 @@ fn only_problem(text: &str) -> (Option<String>, Option<usize>, String) {
 #[test]
 fn minimal_config_gets_the_documented_defaults() {
     let c = parse(MINIMAL).unwrap();
-    assert_eq!(c.source.timeout, Duration::from_secs(10));
-    assert!(!c.source.allow_http);
-    assert_eq!(c.source.fields.token, "/token");
-    assert_eq!(c.source.fields.expiry(), ExpiryField::At("/expires_at"));
-    assert_eq!(c.source.fields.valid, "/valid");
-    assert_eq!(c.source.fields.agent, "/agent_name");
-    assert_eq!(c.refresh.lifetime_fraction, 0.6);
-    assert_eq!(c.refresh.jitter, 0.1);
-    assert_eq!(c.refresh.min_interval, Duration::from_secs(5));
-    assert_eq!(c.refresh.max_interval, Duration::from_secs(900));
-    assert_eq!(c.refresh.backoff_max, Duration::from_secs(120));
-    assert_eq!(c.validate.min_remaining, Duration::from_secs(10));
-    assert_eq!(c.validate.max_lifetime, Duration::from_secs(30 * 86400));
+    assert_eq!(c.tokens[0].source.timeout, Duration::from_secs(10));
+    assert!(!c.tokens[0].source.allow_http);
+    assert_eq!(c.tokens[0].source.fields.token, "/token");
+    assert_eq!(c.tokens[0].source.fields.expiry(), ExpiryField::At("/expires_at"));
+    assert_eq!(c.tokens[0].source.fields.valid, "/valid");
+    assert_eq!(c.tokens[0].source.fields.agent, "/agent_name");
+    assert_eq!(c.tokens[0].refresh.lifetime_fraction, 0.6);
+    assert_eq!(c.tokens[0].refresh.jitter, 0.1);
+    assert_eq!(c.tokens[0].refresh.min_interval, Duration::from_secs(5));
+    assert_eq!(c.tokens[0].refresh.max_interval, Duration::from_secs(900));
+    assert_eq!(c.tokens[0].refresh.backoff_max, Duration::from_secs(120));
+    assert_eq!(c.tokens[0].validate.min_remaining, Duration::from_secs(10));
+    assert_eq!(c.tokens[0].validate.max_lifetime, Duration::from_secs(30 * 86400));
     assert_eq!(c.daemon.state_dir, PathBuf::from("/var/lib/mcp-token-sync"));
     assert!(c.daemon.watch_config);
     assert_eq!(c.daemon.log_format, LogFormat::Text);
-    assert!(c.sinks.is_empty());
+    assert!(c.tokens[0].sinks.is_empty());
 }
 
 #[test]
@@ -55,8 +55,8 @@ fn the_example_config_parses() {
         ..Environment::default()
     };
     let c = Config::parse(text, Path::new("config.example.toml"), &env).unwrap();
-    assert_eq!(c.sinks.len(), 6);
-    let auth = c.source.auth.unwrap();
+    assert_eq!(c.tokens[0].sinks.len(), 6);
+    let auth = c.tokens[0].source.auth.clone().unwrap();
     assert_eq!(auth.credential_file, PathBuf::from("/run/credentials/mcp-token-sync.service/backend-key"));
 }
 
@@ -151,7 +151,7 @@ fn mode_must_be_an_octal_string() {
         format!("{MINIMAL}\n[[sink]]\ntype = \"file\"\npath = \"/run/x/token\"\nmode = {mode}\n")
     };
     let c = parse(&sink("\"0640\"")).unwrap();
-    let SinkConfig::File(f) = &c.sinks[0] else { panic!("file sink expected") };
+    let SinkConfig::File(f) = &c.tokens[0].sinks[0] else { panic!("file sink expected") };
     assert_eq!(f.target.mode, Mode(0o640));
 
     for bad in ["\"0689\"", "\"rw-------\"", "\"01777\"", "\"\""] {
@@ -177,7 +177,7 @@ fn world_writable_file_modes_are_refused_socket_modes_are_not() {
         "{MINIMAL}[[sink]]\ntype = \"socket\"\npath = \"/run/x/api.sock\"\nmode = \"0666\"\n"
     ))
     .expect("a world-connectable socket is allowed");
-    let SinkConfig::Socket(socket) = &c.sinks[0] else { panic!("socket sink expected") };
+    let SinkConfig::Socket(socket) = &c.tokens[0].sinks[0] else { panic!("socket sink expected") };
     assert_eq!(socket.mode, Mode(0o666));
 }
 
@@ -226,7 +226,7 @@ fn credentials_directory_is_expanded_in_paths() {
     };
     let c = Config::parse(&text, Path::new("t.toml"), &env).unwrap();
     assert_eq!(
-        c.source.auth.unwrap().credential_file,
+        c.tokens[0].source.auth.clone().unwrap().credential_file,
         PathBuf::from("/run/credentials/x.service/backend-key")
     );
 
@@ -258,7 +258,7 @@ fn the_service_directories_are_expanded_in_paths() {
     };
     let c = Config::parse(&text, Path::new("t.toml"), &env).unwrap();
     assert_eq!(c.daemon.state_dir, PathBuf::from("/home/alice/.local/state/mcp-token-sync"));
-    assert_eq!(c.sinks[0].path(), Some(Path::new("/run/user/1000/mcp-token-sync/api.sock")));
+    assert_eq!(c.tokens[0].sinks[0].path(), Some(Path::new("/run/user/1000/mcp-token-sync/api.sock")));
     let (key, _, message) = only_problem(&text.replace("${RUNTIME_DIRECTORY}/api.sock", "/run/x.sock"));
     assert_eq!(key.as_deref(), Some("daemon.state_dir"));
     assert!(
@@ -291,7 +291,7 @@ fn expires_at_and_expires_in_are_exclusive() {
         only_problem(&format!("{MINIMAL}[source.fields]\nexpires_at = \"/a\"\nexpires_in = \"/b\"\n"));
     assert_eq!(key.as_deref(), Some("source.fields.expires_in"));
     let c = parse(&format!("{MINIMAL}[source.fields]\nexpires_in = \"/expires_in\"\n")).unwrap();
-    assert_eq!(c.source.fields.expiry(), ExpiryField::In("/expires_in"));
+    assert_eq!(c.tokens[0].source.fields.expiry(), ExpiryField::In("/expires_in"));
 }
 
 #[test]
@@ -321,7 +321,7 @@ fn unknown_owner_is_refused() {
         "{MINIMAL}[[sink]]\ntype = \"file\"\npath = \"/run/x/t\"\nowner = \"root\"\ngroup = \"0\"\n"
     ))
     .unwrap();
-    let SinkConfig::File(f) = &c.sinks[0] else { panic!("file sink expected") };
+    let SinkConfig::File(f) = &c.tokens[0].sinks[0] else { panic!("file sink expected") };
     assert_eq!(f.target.ids, Ownership { uid: Some(0), gid: Some(0) });
 }
 
@@ -393,7 +393,7 @@ fn proxy(keys: &str) -> String {
 fn a_proxy_gets_its_documented_defaults() {
     let c = parse(&proxy("listen = \"127.0.0.1:8787\"\nupstream = \"https://backend.example.com/base\""))
         .unwrap();
-    let SinkConfig::Proxy(p) = &c.sinks[0] else { panic!("a proxy sink") };
+    let SinkConfig::Proxy(p) = &c.tokens[0].sinks[0] else { panic!("a proxy sink") };
     assert_eq!(p.listen, Listen::Tcp("127.0.0.1:8787".parse().unwrap()));
     assert_eq!((p.header.as_str(), p.scheme.as_deref()), ("Authorization", Some("Bearer")));
     assert_eq!(p.replay_limit, ByteSize(1 << 20));
@@ -404,7 +404,7 @@ fn a_proxy_gets_its_documented_defaults() {
         "listen = \"/run/x/proxy.sock\"\nupstream = \"https://b.example\"\nheader = \"X-Google-MCP-Token\"\nreplay_limit = \"64KiB\"",
     ))
     .unwrap();
-    let SinkConfig::Proxy(p) = &c.sinks[0] else { panic!("a proxy sink") };
+    let SinkConfig::Proxy(p) = &c.tokens[0].sinks[0] else { panic!("a proxy sink") };
     assert_eq!(p.listen, Listen::Unix("/run/x/proxy.sock".into()));
     assert_eq!(p.mode, Some(Mode(0o660)));
     assert_eq!(p.scheme, None, "no scheme before the token in another header, unless given");
@@ -481,11 +481,11 @@ fn an_oauth2_source_with_client_credentials_resolves() {
                 scope = \"calendar.read\"\nclient_id = \"host7\"\nclient_auth = \"private_key_jwt\"\n\
                 private_key_file = \"/etc/mcp-token-sync/key.pem\"\nkey_id = \"k1\"\ndefault_lifetime = \"1h\"\n";
     let c = parse(text).unwrap();
-    assert_eq!(c.source.kind, SourceKind::Oauth2);
-    assert_eq!(c.source.grant, Some(Grant::ClientCredentials));
-    assert_eq!(c.source.client_auth, Some(ClientAuth::PrivateKeyJwt));
-    assert_eq!(c.source.default_lifetime, Some(Duration::from_secs(3600)));
-    assert!(c.source.url.is_none());
+    assert_eq!(c.tokens[0].source.kind, SourceKind::Oauth2);
+    assert_eq!(c.tokens[0].source.grant, Some(Grant::ClientCredentials));
+    assert_eq!(c.tokens[0].source.client_auth, Some(ClientAuth::PrivateKeyJwt));
+    assert_eq!(c.tokens[0].source.default_lifetime, Some(Duration::from_secs(3600)));
+    assert!(c.tokens[0].source.url.is_none());
 }
 
 #[test]

@@ -16,11 +16,16 @@ use super::{Config, ConfigError, Problem, locate};
 /// The places in `config` (read from `text` in `file`) this process's user cannot write.
 pub fn unwritable(config: &Config, text: &str, file: &Path) -> Result<(), ConfigError> {
     let mut places = vec![("daemon.state_dir".to_owned(), config.daemon.state_dir.as_path())];
-    for (i, sink) in config.sinks.iter().enumerate() {
+    let daemon_wide = config.sinks.iter().map(|sink| (String::new(), sink));
+    let tokens = config.tokens.iter().flat_map(|t| t.sinks.iter().map(|sink| (config.key_prefix(t), sink)));
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (prefix, sink) in daemon_wide.chain(tokens) {
+        let i = index.entry(prefix.clone()).or_default();
         if let Some(path) = sink.path().and_then(Path::parent) {
             let key = if matches!(sink, super::SinkConfig::Proxy(_)) { "listen" } else { "path" };
-            places.push((format!("sink[{i}].{key}"), path));
+            places.push((format!("{prefix}sink[{i}].{key}"), path));
         }
+        *i += 1;
     }
     let uid = nix::unistd::geteuid();
     let problems: Vec<Problem> = places

@@ -1,31 +1,66 @@
-//! `mcp-token-sync once`: one fetch through the engine's own publish step, then every sink but
-//! sockets written once. The version continues from the state file, which records the result,
-//! so a `run` afterwards (or a client comparing versions) sees the sequence go on.
+//! `mcp-token-sync once`: for every token (or the one named), one fetch through the engine's own
+//! publish step, then every sink but sockets and proxies written once. Versions continue from
+//! the state file, which records the result, so a `run` afterwards (or a client comparing
+//! versions) sees the sequence go on.
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use tracing::{error, info};
+use tracing::{Instrument, error, info};
 
-use super::{Built, Parts};
+use super::Parts;
 use crate::engine::{Engine, RefreshError};
 use crate::metrics::Metrics;
 use crate::sinks::Sink;
+use crate::tokens::{Built, TokenParts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OnceError {
+    #[error("no token named {0:?} in the config (it has: {1})")]
+    Unknown(String, String),
+    /// Each failed token, named.
+    #[error("{}", .0.join("; "))]
+    Failed(Vec<String>),
+}
+
+/// Why one token's run failed.
+#[derive(Debug, thiserror::Error)]
+enum TokenFailure {
     #[error("fetch failed: {0}")]
     Fetch(Arc<RefreshError>),
     #[error("{failed} of {total} sinks failed (see above)")]
     Sinks { failed: usize, total: usize },
 }
 
-pub async fn once(parts: Parts) -> Result<(), OnceError> {
-    let state_file = parts.state_file();
-    let Parts { config, source, sinks } = parts;
+/// Fetches and writes every token, or only `only`: all of them, each on its own, one's failure
+/// not stopping another's.
+pub async fn once(parts: Parts, only: Option<&str>) -> Result<(), OnceError> {
+    let Parts { config, tokens } = parts;
+    if let Some(name) = only
+        && config.token(name).is_none()
+    {
+        let names: Vec<&str> = config.tokens.iter().map(|t| t.name.as_str()).collect();
+        return Err(OnceError::Unknown(name.to_owned(), names.join(", ")));
+    }
+    let metrics = Arc::new(Metrics::new());
+    let chosen = tokens.into_iter().filter(|t| only.is_none_or(|name| t.config.name == name));
+    let runs = chosen.map(|token| {
+        let (name, metrics): (String, _) = (token.config.name.clone(), metrics.clone());
+        let span = crate::logging::token_span(&name);
+        async move { one(token, &metrics).await.map_err(|e| format!("token {name}: {e}")) }.instrument(span)
+    });
+    let failed: Vec<String> =
+        futures_util::future::join_all(runs).await.into_iter().filter_map(Result::err).collect();
+    if failed.is_empty() { Ok(()) } else { Err(OnceError::Failed(failed)) }
+}
+
+async fn one(token: TokenParts, metrics: &Arc<Metrics>) -> Result<(), TokenFailure> {
+    let state_file = token.state_file();
+    let TokenParts { config, source, sinks } = token;
     let restored = state_file.restore(SystemTime::now());
-    let (engine, handle) = Engine::new(config, source, restored, Arc::new(Metrics::new()));
-    engine.fetch_once().await.map_err(OnceError::Fetch)?;
+    let token_metrics = Arc::new(metrics.token(&config.name));
+    let (engine, handle) = Engine::new(config, source, restored, token_metrics);
+    engine.fetch_once().await.map_err(TokenFailure::Fetch)?;
     let state = handle.token().borrow().clone();
     let sinks: Vec<Sink> = sinks
         .into_iter()
@@ -48,7 +83,7 @@ pub async fn once(parts: Parts) -> Result<(), OnceError> {
         }
     }
     if failed > 0 {
-        return Err(OnceError::Sinks { failed, total });
+        return Err(TokenFailure::Sinks { failed, total });
     }
     Ok(())
 }

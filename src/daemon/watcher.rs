@@ -12,7 +12,7 @@ use tracing::{info, warn};
 /// Editors save in several steps; one reload after the last of them.
 const DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(300);
 
-/// Sends on `changed` after each change to `path`'s content; stops when dropped. `None` (with a
+/// Sends `message` on `changed` after each change to `path`'s content; stops when dropped. `None` (with a
 /// warning naming `otherwise`, what still works) where the host cannot watch files. `why` names
 /// the key that asks for the watch, for the log.
 ///
@@ -21,9 +21,10 @@ const DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(300);
 /// watcher's inotify mask includes opening and closing a file unwritten, so a mere read (`cat`,
 /// `check`, the daemon's own read at a reload or a refresh) would otherwise be a change, and a
 /// reload that reads the file would set off the next, forever.
-pub(super) fn watch(
+pub(super) fn watch<T: Clone + Send + 'static>(
     path: &Path,
-    changed: mpsc::Sender<()>,
+    changed: mpsc::Sender<T>,
+    message: T,
     why: &str,
     otherwise: &str,
 ) -> Option<Debouncer<RecommendedWatcher>> {
@@ -37,7 +38,7 @@ pub(super) fn watch(
         {
             let now = digest(&file);
             if std::mem::replace(&mut last, now) != now {
-                let _ = changed.try_send(());
+                let _ = changed.try_send(message.clone());
             }
         }
     });

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{EngineStatus, RefreshError, RefreshResult};
-use crate::config::Config;
+use crate::config::TokenConfig;
 use crate::source::Source;
 use crate::token::TokenState;
 
@@ -35,7 +35,7 @@ impl Trigger {
 pub(super) enum Message {
     Refresh(Trigger),
     /// A reloaded configuration: used from the next fetch on.
-    Reconfigure(Arc<Config>, Box<Source>),
+    Reconfigure(Arc<TokenConfig>, Box<Source>),
 }
 
 /// Triggers queued beyond this are dropped by [`EngineHandle::request_refresh`]: a full queue
@@ -95,7 +95,7 @@ impl EngineHandle {
     }
 
     /// Hands the engine a reloaded configuration and the source built from it.
-    pub async fn reconfigure(&self, config: Arc<Config>, source: Source) {
+    pub async fn reconfigure(&self, config: Arc<TokenConfig>, source: Source) {
         let _ = self.inbox.send(Message::Reconfigure(config, Box::new(source))).await;
     }
 

@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::clock;
-use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::config::TokenConfig;
+use crate::metrics::TokenMetrics;
 use crate::schedule::{self, Fetched, LastFetch};
 use crate::source::{Fetch, FetchError, ProbeError, Source, SourceStatus};
 use crate::systemd::Watchdog;
@@ -78,13 +78,13 @@ pub struct EngineStatus {
 }
 
 pub struct Engine {
-    config: Arc<Config>,
+    config: Arc<TokenConfig>,
     /// Shared with the fetch in flight, which must not borrow the engine.
     source: Arc<Source>,
     token: watch::Sender<TokenState>,
     status: watch::Sender<EngineStatus>,
     inbox: mpsc::Receiver<Message>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<TokenMetrics>,
     watchdog: Watchdog,
     last: LastFetch,
     /// When the schedule wants the next fetch; `None` means now.
@@ -97,16 +97,16 @@ pub struct Engine {
     /// Who waits for the next fetch's result.
     waiters: Vec<oneshot::Sender<RefreshResult>>,
     /// A configuration that arrived during a fetch, applied once it is over.
-    pending: Option<(Arc<Config>, Box<Source>)>,
+    pending: Option<(Arc<TokenConfig>, Box<Source>)>,
 }
 
 impl Engine {
     /// An engine that starts out holding `initial` (restored from the state file, or empty).
     pub fn new(
-        config: Arc<Config>,
+        config: Arc<TokenConfig>,
         source: Source,
         initial: TokenState,
-        metrics: Arc<Metrics>,
+        metrics: Arc<TokenMetrics>,
     ) -> (Engine, EngineHandle) {
         metrics.token(initial.version(), initial.current().map(|c| c.expires_at));
         let (token, token_rx) = watch::channel(initial);
@@ -360,6 +360,7 @@ impl Engine {
             return Refreshed { version: current.version, changed: false, fetched: true };
         }
         let current = CurrentToken::new(
+            Arc::from(self.config.name.as_str()),
             candidate.token,
             candidate.agent_name,
             candidate.expires_at,
@@ -405,7 +406,7 @@ fn fetch_label(fetched: Fetched) -> &'static str {
 }
 
 /// Fetch → validate (rules 1-5) → probe (rule 6).
-async fn fetch_validated(source: &Source, config: &Config) -> Result<Candidate, RefreshError> {
+async fn fetch_validated(source: &Source, config: &TokenConfig) -> Result<Candidate, RefreshError> {
     let candidate = match source.fetch().await? {
         Fetch::Answer(answer) => validate::check_answer(
             &answer.body,

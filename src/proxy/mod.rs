@@ -38,7 +38,7 @@ use zeroize::Zeroizing;
 
 use crate::config::{Listen, ProxySinkConfig};
 use crate::engine::{EngineHandle, EngineStatus};
-use crate::metrics::{Metrics, ProxyRequests};
+use crate::metrics::{ProxyRequests, TokenMetrics};
 use crate::server::{Acl, BindError, BoxError, Handler, Listener, Peer, Server};
 use crate::sinks::SinkReport;
 use crate::token::TokenState;
@@ -67,7 +67,7 @@ pub struct Proxy {
     engine: EngineHandle,
     token: watch::Receiver<TokenState>,
     status: watch::Receiver<EngineStatus>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<TokenMetrics>,
     requests: ProxyRequests,
     report: watch::Sender<SinkReport>,
     /// The token header for the version held, built once per version.
@@ -79,7 +79,7 @@ pub fn server(
     config: &ProxySinkConfig,
     upstream: Upstream,
     engine: EngineHandle,
-    metrics: Arc<Metrics>,
+    metrics: Arc<TokenMetrics>,
 ) -> Result<(Server<Proxy>, watch::Receiver<SinkReport>), BindError> {
     let (listener, hosts) = match &config.listen {
         Listen::Tcp(address) => {
@@ -127,7 +127,7 @@ pub fn server(
         streams_give_way: false,
         // A client that goes away must end its upstream request, streams included.
         half_close: false,
-        metrics,
+        metrics: metrics.daemon().clone(),
     };
     Ok((server, report_rx))
 }
@@ -274,7 +274,7 @@ impl Proxy {
         target: &PathAndQuery,
         credential: &HeaderValue,
         kept: &Kept<Incoming>,
-        body: upstream::RequestBody,
+        body: pool::RequestBody,
     ) -> Result<Response<UpstreamBody>, Response<Body>> {
         let build = |body| {
             forward::upstream_request(parts, target, &self.upstream.host, (&self.header, credential), body)

@@ -12,12 +12,16 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, Connection, SendRequest};
 use hyper::{Request, Response};
 
-use super::upstream::RequestBody;
 use super::upstream_io::{Shared, UpstreamIo};
+use crate::server::BoxError;
+
+/// A request's body on its way upstream: the client's, streaming, or a replay's copy.
+pub(super) type RequestBody = BoxBody<Bytes, BoxError>;
 
 /// Idle connections are closed after this: below the keep-alive timeout of the servers MCP
 /// upstreams commonly run on (Node and uvicorn 5 s, Apache 5 s, nginx 75 s), so the upstream

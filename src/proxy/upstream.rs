@@ -7,8 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
 use hyper::header::HeaderValue;
 use hyper::http::uri::PathAndQuery;
 use hyper::{Method, Request, Response, Uri};
@@ -19,7 +17,7 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use url::Url;
 
-use super::pool::{Conn, ExchangeError, Pool, UpstreamBody};
+use super::pool::{Conn, ExchangeError, Pool, RequestBody, UpstreamBody};
 use super::upstream_io::{ClosedBeforeWrite, UpstreamIo};
 use crate::config::ProxySinkConfig;
 use crate::server::BoxError;
@@ -28,7 +26,6 @@ use crate::trust::{Checked, Trust};
 /// Connecting is a small part of a request: an upstream that accepts no connection within this
 /// is down, and the client hears 502 sooner than the whole `timeout` would allow.
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-pub(super) type RequestBody = BoxBody<Bytes, BoxError>;
 
 /// How long a request that failed on a reused connection waits for the reset that proves the
 /// upstream did not read it: a round trip on loopback or a LAN, with room for a busy host.
@@ -284,7 +281,7 @@ mod tests {
              [[sink]]\ntype = \"proxy\"\nlisten = \"/run/x/proxy.sock\"\nupstream = \"{url}\"\n"
         );
         let config = Config::parse(&text, Path::new("test.toml"), &Environment::default()).unwrap();
-        let SinkConfig::Proxy(proxy) = &config.sinks[0] else { panic!("a proxy sink") };
+        let SinkConfig::Proxy(proxy) = &config.tokens[0].sinks[0] else { panic!("a proxy sink") };
         Upstream::new(proxy).unwrap()
     }
 

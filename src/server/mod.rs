@@ -174,7 +174,7 @@ impl<H: Handler> Server<H> {
             let context =
                 Context { handler: handler.clone(), slot: slot.clone(), streams_give_way, half_close };
             let (acl, metrics, refusals) = (acl.clone(), metrics.clone(), refusals.clone());
-            let task = tokio::spawn(async move {
+            let task = tokio::spawn(tracing::Instrument::in_current_span(async move {
                 let (peer, io) = match newcomer {
                     Newcomer::Allowed(peer, io) => (Some(peer), io),
                     Newcomer::Unknown(stream) => match identify(stream) {
@@ -189,7 +189,7 @@ impl<H: Handler> Server<H> {
                     Io::Unix(stream) => connection(stream, peer, context).await,
                     Io::Tcp(stream) => connection(stream, peer, context).await,
                 }
-            });
+            }));
             slot.served_by(task.abort_handle());
         }
         drop(listener);

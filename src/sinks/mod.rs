@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 use crate::backoff::Backoff;
 use crate::config::{KeyringBackend, SinkConfig};
 use crate::fsutil::WriteError;
-use crate::metrics::Metrics;
+use crate::metrics::TokenMetrics;
 use crate::state::StateFile;
 use crate::token::TokenState;
 
@@ -177,19 +177,27 @@ impl Sink {
 pub(crate) fn spawn(
     sink: Sink,
     token: watch::Receiver<TokenState>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<TokenMetrics>,
     cancel: CancellationToken,
 ) -> (tokio::task::JoinHandle<()>, watch::Receiver<SinkReport>) {
     let (report, receiver) = watch::channel(SinkReport::new(sink.kind(), sink.target()));
     metrics.sink_started(&sink.name());
-    (tokio::spawn(run(Arc::new(sink), token, report, metrics, cancel)), receiver)
+    // In the span it is started in: the token's, so its lines name the token.
+    let task = tokio::spawn(tracing::Instrument::in_current_span(run(
+        Arc::new(sink),
+        token,
+        report,
+        metrics,
+        cancel,
+    )));
+    (task, receiver)
 }
 
 async fn run(
     sink: Arc<Sink>,
     mut token: watch::Receiver<TokenState>,
     report: watch::Sender<SinkReport>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<TokenMetrics>,
     cancel: CancellationToken,
 ) {
     let name = sink.name();

@@ -17,7 +17,7 @@ use reqwest::{Client, StatusCode};
 use url::Url;
 use zeroize::Zeroizing;
 
-use crate::config::{AuthConfig, AuthKind, ProbeConfig, SourceConfig, duration_display};
+use crate::config::{AuthConfig, AuthKind, TokenConfig, duration_display};
 use crate::trust::{Trust, TrustLayer};
 
 pub use probe::ProbeError;
@@ -100,12 +100,10 @@ pub enum Fetch {
 }
 
 impl Source {
-    /// The client for `config.url` and the `probe`, which shares it.
-    pub fn new(
-        config: &SourceConfig,
-        probe: Option<&ProbeConfig>,
-        state_dir: &Path,
-    ) -> Result<Source, SetupError> {
+    /// The source of `token`: the client for its `source.url` and its `validate.probe`, which
+    /// shares it.
+    pub fn new(token: &TokenConfig) -> Result<Source, SetupError> {
+        let (config, probe) = (&token.source, token.validate.probe.as_ref());
         // The URLs this client goes to that the config names.
         let urls: Vec<&Url> = [&config.url, &config.token_endpoint, &config.issuer, &config.resource]
             .into_iter()
@@ -138,7 +136,9 @@ impl Source {
         let client = builder.build().map_err(|e| SetupError::Client(describe(&e)))?;
         let kind = match &config.url {
             Some(url) => Kind::Endpoint { url: url.clone(), auth: config.auth.clone() },
-            None => Kind::OAuth2(Box::new(oauth2::OAuth2::new(config, state_dir))),
+            None => {
+                Kind::OAuth2(Box::new(oauth2::OAuth2::new(config, &token.state_dir, &token.shared_state_dir)))
+            }
         };
         Ok(Source { client, kind, timeout: config.timeout })
     }

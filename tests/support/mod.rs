@@ -10,6 +10,7 @@ pub mod callgrind;
 pub mod fake_http;
 pub mod fake_mcp;
 pub mod forge;
+pub mod host;
 pub mod http;
 pub mod load;
 pub mod mcp;

@@ -210,9 +210,10 @@ mod tests {
             "[source]\ntype = \"oauth2\"\ngrant = \"client_credentials\"\nissuer = \"https://auth.example.com\"\n\
              client_id = \"host7 svc\"\n{extra}"
         );
-        crate::config::Config::parse(&text, Path::new("t.toml"), &crate::config::Environment::default())
-            .unwrap()
-            .source
+        let config =
+            crate::config::Config::parse(&text, Path::new("t.toml"), &crate::config::Environment::default())
+                .unwrap();
+        config.tokens.into_iter().next().unwrap().source
     }
 
     fn endpoint() -> Url {

@@ -29,6 +29,9 @@ pub(crate) struct OAuth2 {
     metadata: tokio::sync::Mutex<Option<Arc<ServerMetadata>>>,
     /// Where the refresh token lives.
     store: store::Store,
+    /// The daemon's `state_dir`: clients registered there, by issuer, are reused by every
+    /// token on that issuer (`login::registration`).
+    shared_dir: std::path::PathBuf,
     /// When the access token this process last got expires (Unix seconds): an older one in
     /// the store is not adopted.
     last_expiry: Mutex<Option<u64>>,
@@ -115,7 +118,8 @@ impl From<store::StoreError> for OAuth2Error {
 }
 
 impl OAuth2 {
-    pub fn new(config: &SourceConfig, state_dir: &std::path::Path) -> OAuth2 {
+    /// `state_dir` is the token's own; `shared_dir` the daemon's.
+    pub fn new(config: &SourceConfig, state_dir: &std::path::Path, shared_dir: &std::path::Path) -> OAuth2 {
         let status = OAuth2Status {
             grant: config.grant.unwrap_or_default(),
             token_endpoint: config.token_endpoint.clone(),
@@ -125,6 +129,7 @@ impl OAuth2 {
             config: config.clone(),
             metadata: tokio::sync::Mutex::new(None),
             store: store::Store::new(state_dir),
+            shared_dir: shared_dir.to_owned(),
             last_expiry: Mutex::new(None),
             status: Mutex::new(status),
         }

@@ -175,7 +175,9 @@ impl OAuth2 {
         self.keep_login(issued).await
     }
 
-    /// The registered client for this server: the stored one, else a new registration.
+    /// The registered client for this server: this token's own, else one another token of
+    /// the daemon registered with the same issuer (MCP 2026-07-28: client registrations are
+    /// kept per issuer), else a new registration, remembered for both.
     async fn registered_client(
         &self,
         http: &reqwest::Client,
@@ -192,8 +194,16 @@ impl OAuth2 {
             return Ok(client.client_id.clone());
         }
         drop(stored);
-        let client =
-            registration::register(http, metadata, self.config.scope.as_deref(), self.config.timeout).await?;
+        let client = match registration::known(&self.shared_dir, &metadata.issuer) {
+            Some(client) => client,
+            None => {
+                let client =
+                    registration::register(http, metadata, self.config.scope.as_deref(), self.config.timeout)
+                        .await?;
+                registration::remember(&self.shared_dir, &client);
+                client
+            }
+        };
         let locked = self.store.lock(self.config.timeout).await.map_err(OAuth2Error::from)?;
         let mut stored = locked.read().map_err(OAuth2Error::from)?;
         stored.client = Some(client.clone());

@@ -1,15 +1,24 @@
 //! Dynamic client registration (RFC 7591 §3), when no `client_id` is configured: the daemon
 //! registers itself once per authorization server as a public native client (RFC 8252 §8.4)
-//! with the loopback redirect, and keeps the client id in the store.
+//! with the loopback redirect, and keeps the client id in the token's store and, by issuer, in
+//! `oauth2-clients.json` in the daemon's `state_dir`, where every token on that issuer finds it
+//! (MCP 2026-07-28: client registrations keyed by issuer). A registration is never presented to
+//! another issuer. Two first logins at once on one issuer may each register; the file keeps the
+//! last, and each token keeps the one its refresh token was issued to.
 
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::json;
 
 use super::LoginError;
+use crate::config::{Mode, Ownership};
 use crate::source::oauth2::discovery::ServerMetadata;
 use crate::source::oauth2::store::RegisteredClient;
+
+/// The daemon's registered clients, by issuer, in its `state_dir`.
+const REGISTRATIONS: &str = "oauth2-clients.json";
 
 /// The redirect URI registered: RFC 8252 §7.3 lets the port vary at each request.
 pub(super) const REDIRECT_URI: &str = "http://127.0.0.1/callback";
@@ -92,4 +101,27 @@ pub(super) async fn register(
         ));
     }
     Ok(RegisteredClient { client_id: registered.client_id, issuer: metadata.issuer.clone() })
+}
+
+/// The client registered with `issuer` by any token of the daemon, if any.
+pub(super) fn known(shared_dir: &Path, issuer: &str) -> Option<RegisteredClient> {
+    let bytes = crate::fsutil::read_own(&shared_dir.join(REGISTRATIONS)).ok()?;
+    let known: Vec<RegisteredClient> = serde_json::from_slice(&bytes).ok()?;
+    known.into_iter().find(|client| client.issuer == issuer)
+}
+
+/// Adds `client` to the daemon's registrations (replacing one for the same issuer). Failing to
+/// remember only costs a registration later: logged, not fatal.
+pub(super) fn remember(shared_dir: &Path, client: &RegisteredClient) {
+    let path = shared_dir.join(REGISTRATIONS);
+    let mut known: Vec<RegisteredClient> = crate::fsutil::read_own(&path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default();
+    known.retain(|c| c.issuer != client.issuer);
+    known.push(client.clone());
+    let bytes = serde_json::to_vec_pretty(&known).expect("client ids serialize");
+    if let Err(e) = crate::fsutil::write_atomic(&path, &bytes, Mode(0o600), Ownership::default()) {
+        tracing::warn!("the client registered with {} is not kept for other tokens: {e}", client.issuer);
+    }
 }
