@@ -1,7 +1,7 @@
-//! mcp-token-sync: one daemon per host that keeps a short-lived API token fresh and hands it to
-//! the programs that need it.
+//! mcp-token-sync: one daemon per host that keeps the short-lived API tokens of the host fresh
+//! and hands them to the programs that need them.
 //!
-//! The data path, left to right:
+//! The data path of one token, left to right (a daemon runs it once per token it serves):
 //!
 //! - [`source`] gets a token from where its kind says: a current-token endpoint over HTTP(S)
 //!   (the seed's backend), or an OAuth 2.0 authorization server ([`source::oauth2`]: discovery,
@@ -19,12 +19,17 @@
 //!   the peer's uid from the kernel, `sock_diag`); `trust` checks who listens behind a
 //!   plain-http loopback server that the source or a proxy connects to.
 //!
+//! A token is the unit: [`tokens`] runs each one (its engine and every sink, socket and proxy
+//! that serves it) and applies a reload token by token; [`registry`] is where the API, signals
+//! and systemd's status find a token by name, knowing nothing of how many there are.
+//!
 //! Beside it, [`bridge`] relays a stdio-only MCP host to a proxy sink (`mcp-token-sync bridge`).
 //!
-//! Around it: [`config`] (the TOML schema, values and checks), [`daemon`] (assembly, the
-//! supervisor for signals and reload, `once`), [`cli`] (the verbs) and [`client`] (the socket
+//! Around it: [`config`] (the TOML schema, values and checks, both shapes of the file), [`daemon`]
+//! (assembly of the tokens and the daemon-wide sockets, the supervisor for signals and reload,
+//! `once`), [`cli`] (the verbs) and [`client`] (the socket
 //! API's client), [`metrics`] (one registry everything feeds), `systemd` (sd_notify and the
-//! watchdog), `demo`, and the small [`clock`], `backoff`, `logging` and [`process`] helpers.
+//! watchdog), `demo`, and the small [`clock`], `backoff`, `logging`, `text` and [`process`] helpers.
 // Two reviewed exceptions: registering the wall-clock timerfd with tokio (`clock`), and handing
 // freed memory back to the kernel with glibc's `malloc_trim` (`process`).
 #![deny(unsafe_code)]

@@ -88,7 +88,8 @@ async fn a_failed_fetch_leaves_the_read_as_it_was_without_max_age() {
     backend.set_reply(Reply::Raw { status: 500, body: b"down".to_vec() });
     let (code, out) = verb(&d, &["token", "--max-age", "1s"]).await;
     assert_eq!((code, out.trim()), (Some(0), held.as_str()), "the held token, exit 0");
-    assert_eq!(backend.fetches(), 2, "it was asked");
+    // Asked at the read; the engine retries a failed fetch on its own backoff after that.
+    assert!(backend.fetches() >= 2, "it was asked");
 
     // A malformed bound is the client's mistake.
     let reply = get(&d.socket, "/v1/token?max_age=soon").await;

@@ -173,7 +173,7 @@ async fn a_tokens_allow_uids_narrow_who_may_read_it() {
     );
     std::fs::write(&h.config, text).unwrap();
     h.daemon.signal(nix::sys::signal::Signal::SIGHUP);
-    h.daemon.wait_output("socket ", PATIENCE);
+    h.daemon.wait_output(&format!("socket {} started", h.socket.display()), PATIENCE);
     all_fresh(&h).await;
     std::fs::set_permissions(h.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let socket = h.socket.to_str().unwrap();
@@ -367,4 +367,55 @@ fn once_fetches_every_token_or_the_one_named() {
     let (status, out) = run_verb(&["check", "--config", config]);
     assert!(status.success() && out.contains("(3 tokens: calendar, linear, service)"), "{out}");
     assert!(out.contains("[tokens.service.source]") && out.contains("[tokens.calendar.refresh]"), "{out}");
+}
+
+#[test]
+fn tokens_on_one_issuer_share_one_registered_client() {
+    use support::oauth::{Login, Provider, RESOURCE, person};
+    let p = Provider::start(300);
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("api.sock");
+    let token = |name: &str| {
+        format!(
+            "[tokens.{name}.source]\ntype = \"oauth2\"\nissuer = \"{}\"\nresource = \"{RESOURCE}\"\nscope = \"calendar\"\n",
+            p.issuer
+        )
+    };
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nstate_dir = \"{}\"\n[[sink]]\ntype = \"socket\"\npath = \"{}\"\n{}{}",
+            dir.path().join("state").display(),
+            socket.display(),
+            token("first"),
+            token("second")
+        ),
+    )
+    .unwrap();
+    let daemon = support::DaemonProcess::run(&config);
+    wait_for("the socket", PATIENCE, || socket.exists().then_some(()));
+    for name in ["first", "second"] {
+        let mut login = Login::start(&socket, &["--device", "--token", name]);
+        let url = login.url();
+        let url = if login.printed.contains("enter the code") { login.url() } else { url };
+        person(&url, &[]);
+        let (ok, printed) = login.finish();
+        assert!(
+            ok && printed.contains("logged in: token version 1"),
+            "{name}: {printed}\n{}",
+            daemon.output()
+        );
+    }
+    let client = |name: &str| {
+        let stored = std::fs::read(dir.path().join("state/tokens").join(name).join("oauth2.json")).unwrap();
+        serde_json::from_slice::<Value>(&stored).unwrap()["client"]["client_id"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(client("first"), client("second"), "the second token reused the first's registration");
+    let shared: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("state/oauth2-clients.json")).unwrap())
+            .unwrap();
+    assert_eq!(shared.as_array().map(Vec::len), Some(1), "{shared}");
+    assert_eq!(shared[0]["issuer"], p.issuer.as_str());
+    assert_eq!(shared[0]["client_id"], client("first").as_str());
 }

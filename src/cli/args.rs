@@ -159,7 +159,7 @@ pub(crate) struct SocketPath {
     pub timeout: Duration,
 }
 
-/// `--timeout` and `--max-age`: a whole number with a unit, `ms`, `s`, `m` or `h`.
+/// `--timeout` and `--max-age`: a whole number with a unit, `ms`, `s` or `m`.
 fn duration_arg(text: &str) -> Result<Duration, String> {
     let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(digits);
@@ -170,7 +170,6 @@ fn duration_arg(text: &str) -> Result<Duration, String> {
         "ms" => Some(Duration::from_millis(number)),
         "s" => seconds(1),
         "m" => seconds(60),
-        "h" => seconds(3600),
         _ => return Err(format!("{text:?} is not a duration; write e.g. \"10s\", \"500ms\" or \"2m\"")),
     };
     match limit {
