@@ -58,6 +58,7 @@ pub mod source;
 pub(crate) mod state;
 pub(crate) mod systemd;
 pub(crate) mod text;
+pub(crate) mod tls;
 pub mod token;
 pub mod tokens;
 pub(crate) mod trust;

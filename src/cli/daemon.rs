@@ -9,6 +9,9 @@ use crate::daemon::{self, Parts};
 use crate::logging::{self, Flush, Logging};
 use crate::{demo as demo_mod, process};
 
+/// The most threads for blocking work at once, beside the two workers.
+const BLOCKING_THREADS: usize = 32;
+
 /// What the command line says about logging, applied over the config's choice.
 pub(super) struct LogChoice {
     pub format: Option<LogFormat>,
@@ -38,8 +41,12 @@ fn start(logs: &LogChoice, configured: LogFormat) -> Result<Started, ExitCode> {
     if let Err(e) = process::raise_fd_limit() {
         tracing::warn!("cannot raise the open-file limit, sockets may run out of descriptors: {e}");
     }
+    // Blocking work (file writes, name lookups) is short, and idle threads end after 10 s; the
+    // cap (tokio's default is 512) bounds what 100 tokens starting at once cost, while leaving
+    // room for a few writes stuck on a hung filesystem without holding up the other sinks.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .max_blocking_threads(BLOCKING_THREADS)
         .enable_all()
         .build()
         .expect("the tokio runtime starts");

@@ -3,7 +3,7 @@
 //! for https, the loopback trust check), driven by the request itself. Bodies stream both ways
 //! as they come; no redirect is followed.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +13,6 @@ use hyper::{Method, Request, Response, Uri};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::RootCertStore;
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 use url::Url;
 
 use super::pool::{Conn, ExchangeError, Pool, RequestBody, UpstreamBody};
@@ -74,14 +72,12 @@ pub struct Upstream {
 impl Upstream {
     pub fn new(config: &ProxySinkConfig) -> Result<Upstream, SetupError> {
         let url = &config.upstream;
-        let roots =
-            if url.scheme() == "https" { roots(config.ca_file.as_deref())? } else { RootCertStore::empty() };
-        let tls =
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .expect("ring supports the default TLS versions")
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+        let roots = match (url.scheme(), &config.ca_file) {
+            ("https", ca_file) => crate::tls::roots(ca_file.as_deref())
+                .map_err(|reason| SetupError { path: config.ca_file.clone().unwrap_or_default(), reason })?,
+            _ => Arc::new(RootCertStore::empty()),
+        };
+        let tls = crate::tls::client_config(roots);
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         // Requests and answers are small and written whole: no reason to hold them back.
@@ -245,27 +241,6 @@ fn never_written(error: &hyper::Error) -> bool {
                 .and_then(|io| io.get_ref())
                 .is_some_and(|inner| inner.is::<ClosedBeforeWrite>())
     })
-}
-
-/// The system's roots and `ca_file`'s certificates.
-fn roots(ca_file: Option<&Path>) -> Result<RootCertStore, SetupError> {
-    let mut roots = RootCertStore::empty();
-    // Unreadable system certificates are skipped, as reqwest does for the source.
-    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-    if let Some(path) = ca_file {
-        let fail = |reason: String| SetupError { path: path.to_owned(), reason };
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-            .map_err(|e| fail(e.to_string()))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| fail(e.to_string()))?;
-        if certs.is_empty() {
-            return Err(fail("holds no PEM certificate".into()));
-        }
-        for cert in certs {
-            roots.add(cert).map_err(|e| fail(e.to_string()))?;
-        }
-    }
-    Ok(roots)
 }
 
 #[cfg(test)]

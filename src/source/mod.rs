@@ -122,17 +122,11 @@ impl Source {
             builder =
                 builder.connector_layer(TrustLayer::new(Trust::new(&config.trust_uids, "source.trust_uids")));
         }
-        if let Some(path) = &config.ca_file {
-            let fail = |reason: String| SetupError::CaFile { path: path.clone(), reason };
-            let pem = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| fail(e.to_string()))?;
-            if certs.is_empty() {
-                return Err(fail("holds no PEM certificate".into()));
-            }
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
+        let roots = crate::tls::roots(config.ca_file.as_deref()).map_err(|reason| SetupError::CaFile {
+            path: config.ca_file.clone().unwrap_or_default(),
+            reason,
+        })?;
+        builder = builder.use_preconfigured_tls(crate::tls::client_config(roots));
         let client = builder.build().map_err(|e| SetupError::Client(describe(&e)))?;
         let kind = match &config.url {
             Some(url) => Kind::Endpoint { url: url.clone(), auth: config.auth.clone() },
