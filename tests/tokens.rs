@@ -200,6 +200,8 @@ async fn a_tokens_allow_uids_narrow_who_may_read_it() {
     assert_eq!(names, ["calendar", "service"]);
     let all: Value = serde_json::from_str(&body("/v1/status")).unwrap();
     assert!(all["tokens"].get("linear").is_none(), "{all}");
+    let metrics = body("/metrics");
+    assert!(metrics.contains("token=\"calendar\"") && !metrics.contains("token=\"linear\""), "{metrics}");
     // Root still reads it.
     assert_eq!(get(&h.socket, "/v1/tokens/linear?format=raw").await.body, h.linear.token());
 }

@@ -103,7 +103,7 @@ fn parse(path: &str) -> Path<'_> {
 pub(super) async fn handle(shared: &Shared, request: Request<Incoming>, peer: Peer) -> Response<Body> {
     let path = request.uri().path().to_owned();
     let (label, response) = match parse(&path) {
-        Path::Metrics => ("/metrics", only(Method::GET, &request).unwrap_or_else(|| metrics(shared))),
+        Path::Metrics => ("/metrics", only(Method::GET, &request).unwrap_or_else(|| metrics(shared, &peer))),
         Path::List => ("/v1/tokens", only(Method::GET, &request).unwrap_or_else(|| all::list(shared, &peer))),
         Path::Unknown => (
             "other",
@@ -166,8 +166,25 @@ fn only(expected: Method, request: &Request<Incoming>) -> Option<Response<Body>>
     Some(r)
 }
 
-fn metrics(shared: &Shared) -> Response<Body> {
-    text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", shared.metrics.render())
+/// `/metrics`, without the series of tokens this socket does not serve to `peer`: their names
+/// are as much theirs as their values (a daemon-wide socket answers a token a peer may not read
+/// exactly as one that does not exist).
+fn metrics(shared: &Shared, peer: &Peer) -> Response<Body> {
+    let mut rendered = shared.metrics.render();
+    let tokens = shared.tokens.borrow().clone();
+    let hidden: Vec<String> = tokens
+        .keys()
+        .filter(|name| shared.token(name, peer).is_none())
+        .map(|name| format!("token=\"{name}\""))
+        .collect();
+    if !hidden.is_empty() {
+        rendered = rendered
+            .lines()
+            .filter(|line| !hidden.iter().any(|label| line.contains(label.as_str())))
+            .map(|line| format!("{line}\n"))
+            .collect();
+    }
+    text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", rendered)
 }
 
 pub(super) fn forbidden() -> Response<Body> {
