@@ -5,6 +5,7 @@
 use std::time::{Duration, SystemTime};
 
 use sd_notify::NotifyState;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -53,20 +54,24 @@ pub(crate) fn status(line: &str) {
     send(&[NotifyState::Status(line)]);
 }
 
-/// `WATCHDOG=1` at half of `WatchdogSec=`. Pinged from the engine's own loop, so an engine that
-/// wedges stops pinging and systemd restarts it.
+/// The watchdog's beat: half of `WatchdogSec=`. Each engine beats at this pace from its own
+/// loop (`beat`), and `WATCHDOG=1` is sent only while every engine beats (`daemon`'s status
+/// task, [`watchdog`]): one token's engine that wedges stops the pings, and systemd restarts the
+/// daemon, however many other tokens still turn.
 pub(crate) struct Watchdog {
     interval: Option<Duration>,
     next: Instant,
+    /// When this engine last beat.
+    beats: watch::Sender<Instant>,
 }
 
 impl Watchdog {
     pub(crate) fn from_env() -> Watchdog {
         let interval = sd_notify::watchdog_enabled().map(|timeout| timeout / 2);
-        Watchdog { interval, next: Instant::now() }
+        Watchdog { interval, next: Instant::now(), beats: watch::channel(Instant::now()).0 }
     }
 
-    /// Completes when a ping is due (never, without a watchdog).
+    /// Completes when a beat is due (never, without a watchdog).
     pub(crate) async fn due(&self) {
         match self.interval {
             Some(_) => tokio::time::sleep_until(self.next).await,
@@ -74,10 +79,29 @@ impl Watchdog {
         }
     }
 
-    pub(crate) fn ping(&mut self) {
+    pub(crate) fn beat(&mut self) {
         if let Some(interval) = self.interval {
-            send(&[NotifyState::Watchdog]);
+            self.beats.send_replace(Instant::now());
             self.next = Instant::now() + interval;
+        }
+    }
+
+    /// When the engine last beat, for [`watchdog`].
+    pub(crate) fn beats(&self) -> watch::Receiver<Instant> {
+        self.beats.subscribe()
+    }
+}
+
+/// Sends `WATCHDOG=1` every beat while every engine whose beats `engines` gives has beaten
+/// within `WatchdogSec=`; returns at once without a watchdog.
+pub(crate) async fn watchdog(engines: impl Fn() -> Vec<watch::Receiver<Instant>>) {
+    let Some(interval) = sd_notify::watchdog_enabled().map(|timeout| timeout / 2) else { return };
+    let mut every = tokio::time::interval(interval);
+    loop {
+        every.tick().await;
+        let now = Instant::now();
+        if engines().iter().all(|beat| now.duration_since(*beat.borrow()) < interval * 2) {
+            send(&[NotifyState::Watchdog]);
         }
     }
 }

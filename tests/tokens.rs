@@ -44,7 +44,13 @@ fn verb(h: &Host, args: &[&str]) -> (Option<i32>, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_tokens_reach_their_own_sinks_proxies_and_names() {
-    let h = Host::start("").await;
+    let own = tempfile::tempdir().unwrap();
+    let own_socket = own.path().join("linear.sock");
+    let h = Host::start(&format!(
+        "[[tokens.linear.sink]]\ntype = \"socket\"\npath = \"{}\"\n",
+        own_socket.display()
+    ))
+    .await;
     let status = all_fresh(&h).await;
     assert_eq!(h.file("calendar", None), h.calendar.token());
     assert_eq!(h.file("linear", None), h.linear.token());
@@ -83,6 +89,13 @@ async fn three_tokens_reach_their_own_sinks_proxies_and_names() {
     assert_eq!(reply.json()["tokens"], serde_json::json!(["calendar", "linear", "service"]));
     assert_eq!(get(&h.socket, "/v1/health").await.status, 200);
     assert_eq!(get(&h.socket, "/v1/tokens/nope").await.json()["error"], "unknown_token");
+    // A token's own socket serves that token, on the unnamed paths too, and no other.
+    assert_eq!(get(&own_socket, "/v1/token?format=raw").await.body, h.linear.token());
+    assert_eq!(get(&own_socket, "/v1/tokens/linear?format=raw").await.body, h.linear.token());
+    assert_eq!(get(&own_socket, "/v1/status").await.json()["source"]["type"], "endpoint");
+    assert_eq!(get(&own_socket, "/v1/tokens/calendar").await.status, 404);
+    let listed = get(&own_socket, "/v1/tokens").await.json();
+    assert_eq!(listed["tokens"].as_array().map(Vec::len), Some(1), "{listed}");
 
     // Every series about a token carries its name; log lines too.
     let metrics = get(&h.socket, "/metrics").await.body;
@@ -420,4 +433,64 @@ fn tokens_on_one_issuer_share_one_registered_client() {
     assert_eq!(shared.as_array().map(Vec::len), Some(1), "{shared}");
     assert_eq!(shared[0]["issuer"], p.issuer.as_str());
     assert_eq!(shared[0]["client_id"], client("first").as_str());
+}
+
+/// Twenty tokens from one backend, each with a file sink, under systemd's eye: `status` shows
+/// one line a token, `STATUS=` counts them by state, the watchdog is fed by every engine, and
+/// JSON log lines name their token at the top level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_tokens_are_readable_in_status_and_counted_for_systemd() {
+    let backend = support::Backend::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("api.sock");
+    let mut text = format!(
+        "[daemon]\nstate_dir = \"{}\"\n[[sink]]\ntype = \"socket\"\npath = \"{}\"\n",
+        dir.path().join("state").display(),
+        socket.display()
+    );
+    for i in 0..20 {
+        text += &format!(
+            "[tokens.token-{i:02}.source]\nurl = \"{}\"\n[[tokens.token-{i:02}.sink]]\ntype = \"file\"\npath = \"{}\"\n",
+            backend.url(),
+            dir.path().join(format!("t{i}")).display()
+        );
+    }
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, text).unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let daemon = support::DaemonProcess::spawn_with_env(
+        &["run", "--config", config.to_str().unwrap(), "--log-format", "json"],
+        &[("NOTIFY_SOCKET", notify_path.to_str().unwrap()), ("WATCHDOG_USEC", "400000")],
+    );
+    let mut seen = Vec::new();
+    tokio::task::block_in_place(|| {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while !(seen.iter().any(|m: &String| m.contains("STATUS=20 fresh"))
+            && seen.iter().filter(|m| m.trim() == "WATCHDOG=1").count() >= 3)
+        {
+            assert!(std::time::Instant::now() < deadline, "{seen:?}\n{}", daemon.output());
+            let mut buf = [0u8; 4096];
+            if let Ok(n) = notify.recv(&mut buf) {
+                seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+    });
+    let out = Command::new(BIN).args(["status", "--socket", socket.to_str().unwrap()]).output().unwrap();
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.starts_with("state") && out.contains("(20 tokens)"), "{out}");
+    for i in 0..20 {
+        let line =
+            out.lines().find(|l| l.starts_with(&format!("token-{i:02} "))).unwrap_or_else(|| panic!("{out}"));
+        assert!(line.contains("fresh version 1, expires"), "{line}");
+    }
+    let fetched = daemon
+        .output()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["fields"]["message"].as_str().is_some_and(|m| m.starts_with("fetched new token")))
+        .map(|line| line["token"].as_str().unwrap_or("(none)").to_owned())
+        .collect::<std::collections::BTreeSet<_>>();
+    assert_eq!(fetched.len(), 20, "every token's JSON line names it: {fetched:?}");
 }

@@ -98,6 +98,8 @@ pub async fn serve(config_path: PathBuf, parts: Parts, logging: Logging) -> Resu
     around.apply(parts.config());
     let mut daemon = Daemon::start(parts)?;
     tokio::spawn(super::status_line::report_status(daemon.registry()));
+    let registry = daemon.registry();
+    tokio::spawn(systemd::watchdog(move || registry.borrow().values().map(|t| t.engine.beats()).collect()));
     systemd::ready();
     info!("started; SIGUSR1 refreshes now, SIGHUP reloads, SIGTERM stops");
     loop {

@@ -47,6 +47,8 @@ pub struct EngineHandle {
     pub(super) inbox: mpsc::Sender<Message>,
     pub(super) token: watch::Receiver<TokenState>,
     pub(super) status: watch::Receiver<EngineStatus>,
+    /// When the engine's loop last beat for systemd's watchdog.
+    pub(super) beats: watch::Receiver<tokio::time::Instant>,
 }
 
 impl EngineHandle {
@@ -105,5 +107,10 @@ impl EngineHandle {
 
     pub fn status(&self) -> watch::Receiver<EngineStatus> {
         self.status.clone()
+    }
+
+    /// When the engine's loop last beat (at half of `WatchdogSec=`, when systemd set one).
+    pub fn beats(&self) -> watch::Receiver<tokio::time::Instant> {
+        self.beats.clone()
     }
 }

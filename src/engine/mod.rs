@@ -119,7 +119,9 @@ impl Engine {
             source: source.status(),
         });
         let (inbox_tx, inbox) = mpsc::channel(handle::TRIGGER_QUEUE);
-        let handle = EngineHandle { inbox: inbox_tx, token: token_rx, status: status_rx };
+        let watchdog = Watchdog::from_env();
+        let handle =
+            EngineHandle { inbox: inbox_tx, token: token_rx, status: status_rx, beats: watchdog.beats() };
         let next_cron = schedule::next_cron(&config.refresh.cron, SystemTime::now());
         let engine = Engine {
             config,
@@ -128,7 +130,7 @@ impl Engine {
             status,
             inbox,
             metrics,
-            watchdog: Watchdog::from_env(),
+            watchdog,
             last: LastFetch::Never,
             next: None,
             next_cron,
@@ -142,7 +144,7 @@ impl Engine {
 
     /// Fetches until `cancel`: at once, then whenever the schedule or a trigger says.
     pub async fn run(mut self, cancel: CancellationToken) {
-        self.watchdog.ping();
+        self.watchdog.beat();
         loop {
             if !self.wait_until_due(&cancel).await {
                 return;
@@ -171,7 +173,7 @@ impl Engine {
             let wake = [Some(due), expiry, self.next_cron].into_iter().flatten().min().unwrap_or(due);
             tokio::select! {
                 _ = cancel.cancelled() => return false,
-                _ = self.watchdog.due() => self.watchdog.ping(),
+                _ = self.watchdog.due() => self.watchdog.beat(),
                 Some(message) = self.inbox.recv() => {
                     self.receive(message, false);
                     self.apply_pending();
@@ -192,7 +194,7 @@ impl Engine {
             tokio::select! {
                 result = &mut fetch => return Some(result),
                 Some(message) = self.inbox.recv() => self.receive(message, true),
-                _ = self.watchdog.due() => self.watchdog.ping(),
+                _ = self.watchdog.due() => self.watchdog.beat(),
                 _ = cancel.cancelled() => return None,
             }
         }
