@@ -12,7 +12,7 @@ use std::collections::BinaryHeap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mcp_token_sync::config::RefreshConfig;
-use mcp_token_sync::schedule::{LastFetch, next_refresh};
+use mcp_token_sync::schedule::{LastFetch, Requested, next_refresh};
 use rand::{Rng, SeedableRng};
 
 const DAEMONS: usize = 10_000;
@@ -42,7 +42,7 @@ fn simulate(jitter: f64, start_spread: bool) -> Vec<u32> {
         } else {
             LastFetch::NewToken { at: fetched, expires_at }
         };
-        let next = next_refresh(&first, false, &config, rng.random()).unwrap();
+        let next = next_refresh(&first, Requested::No, &config, rng.random()).unwrap();
         queue.push(Reverse(((secs(next) * 1e6) as u64, daemon)));
     }
     while let Some(Reverse((micros, daemon))) = queue.pop() {
@@ -52,7 +52,7 @@ fn simulate(jitter: f64, start_spread: bool) -> Vec<u32> {
         }
         per_second[now as usize] += 1;
         let fetched = LastFetch::NewToken { at: at(now), expires_at: at(now) + LIFETIME };
-        let next = next_refresh(&fetched, false, &config, rng.random()).unwrap();
+        let next = next_refresh(&fetched, Requested::No, &config, rng.random()).unwrap();
         queue.push(Reverse(((secs(next) * 1e6) as u64, daemon)));
     }
     per_second

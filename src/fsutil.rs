@@ -119,10 +119,11 @@ pub(crate) fn check_owned(meta: &fs::Metadata, kind: Kind) -> io::Result<()> {
 
 /// `state_dir`, created (0700, with any missing parents) when it is missing, then checked as
 /// [`check_owned`] says, and not a symbolic link: everything the daemon keeps there is only as
-/// safe as the directory. Nor may any directory above it be writable by others unless sticky
-/// (as `/tmp` is): whoever can rename entries there can put another directory in its place.
+/// safe as the directory. Nor may any directory above it, as written or with its links
+/// resolved, belong to another user or be writable by others unless sticky (as `/tmp` is):
+/// whoever can rename entries there can put another directory in its place.
 pub(crate) fn private_dir(path: &Path) -> io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    use std::os::unix::fs::DirBuilderExt;
     match fs::symlink_metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             fs::DirBuilder::new().recursive(true).mode(0o700).create(path)?;
@@ -132,16 +133,38 @@ pub(crate) fn private_dir(path: &Path) -> io::Result<()> {
     }
     check_owned(&fs::symlink_metadata(path)?, Kind::Directory)?;
     let absolute = std::path::absolute(path)?;
-    for above in absolute.ancestors().skip(1) {
-        let meta = fs::metadata(above)?;
-        if meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0 {
-            return Err(io::Error::other(format!(
-                "{} above it is writable by others (mode {:04o}) and not sticky: they could put another \
-                 directory in its place",
-                above.display(),
-                meta.mode() & 0o7777
-            )));
+    let resolved = fs::canonicalize(&absolute)?;
+    for above in absolute.ancestors().skip(1).chain(resolved.ancestors().skip(1)) {
+        let meta = fs::symlink_metadata(above)?;
+        // A link is replaced only through the directory that holds it, itself checked here;
+        // where it leads is checked with the resolved path.
+        if !meta.file_type().is_symlink() {
+            check_above(above, &meta)?;
         }
+    }
+    Ok(())
+}
+
+/// A directory above `state_dir`: root's or the daemon's, and not writable by others unless
+/// sticky.
+fn check_above(above: &Path, meta: &fs::Metadata) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let own = nix::unistd::geteuid().as_raw();
+    if meta.uid() != 0 && meta.uid() != own {
+        return Err(io::Error::other(format!(
+            "{} above it belongs to uid {}, not root or the daemon's uid {own}: that user could put another \
+             directory in its place",
+            above.display(),
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0 {
+        return Err(io::Error::other(format!(
+            "{} above it is writable by others (mode {:04o}) and not sticky: they could put another \
+             directory in its place",
+            above.display(),
+            meta.mode() & 0o7777
+        )));
     }
     Ok(())
 }

@@ -30,13 +30,15 @@
 //! `once`), [`cli`] (the verbs) and [`client`] (the socket
 //! API's client), [`metrics`] (one registry everything feeds), `systemd` (sd_notify and the
 //! watchdog), `demo`, and the small [`clock`], `backoff`, `logging`, `text` and [`process`] helpers.
-// Two reviewed exceptions: registering the wall-clock timerfd with tokio (`clock`), and handing
-// freed memory back to the kernel with glibc's `malloc_trim` (`process`).
+// Three reviewed exceptions: registering the wall-clock timerfd with tokio (`clock`), handing
+// freed memory back to the kernel with glibc's `malloc_trim` (`process`), and dropping to a
+// helper's user between fork and exec (`child`).
 #![deny(unsafe_code)]
 
 pub mod api;
 pub(crate) mod backoff;
 pub mod bridge;
+pub(crate) mod child;
 pub mod cli;
 pub mod client;
 pub mod clock;

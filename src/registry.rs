@@ -12,7 +12,8 @@ use tokio::sync::watch;
 use crate::config::TokenConfig;
 use crate::engine::EngineHandle;
 use crate::metrics::TokenMetrics;
-use crate::server::{Acl, Peer};
+use crate::server::Peer;
+use crate::server::peer::{own_uid, permits};
 use crate::sinks::SinkReport;
 use crate::token::TokenState;
 
@@ -47,7 +48,7 @@ impl TokenHandle {
         if config.allow_uids.is_empty() && config.allow_gids.is_empty() {
             return true;
         }
-        Acl::new(&config.allow_uids, &config.allow_gids).allows(peer)
+        permits(own_uid(), &config.allow_uids, &config.allow_gids, peer)
     }
 }
 

@@ -88,17 +88,31 @@ impl LastFetch {
     }
 }
 
-/// The deadline of the next fetch. `requested` means a trigger (signal, client report) asked for
-/// a fetch: it happens as soon as `min_interval` allows. `draw` is uniform in [0, 1) and picks
-/// the point in the jitter window.
+/// Who asked for a fetch beside the schedule, the strongest ask kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Requested {
+    No,
+    /// A client: a 401 report, a read with `max_age`. After a failure it waits for the
+    /// backoff (DESIGN §5): a backend that is down is not asked again sooner because clients
+    /// keep asking.
+    Client,
+    /// An operator (`SIGUSR1`, `refresh`), or `refresh.cron`: as soon as `min_interval` allows,
+    /// a long backoff cut short.
+    Operator,
+}
+
+/// The deadline of the next fetch. `requested` says who asked for one besides the schedule:
+/// it happens as soon as `min_interval` allows (a client's after a failure: at the backoff).
+/// `draw` is uniform in [0, 1) and picks the point in the jitter window.
 pub fn next_refresh(
     last: &LastFetch,
-    requested: bool,
+    requested: Requested,
     config: &RefreshConfig,
     draw: f64,
 ) -> Option<SystemTime> {
     let at = last.at()?;
-    if requested {
+    let failed = matches!(last, LastFetch::Failed { .. });
+    if requested == Requested::Operator || (requested == Requested::Client && !failed) {
         return Some(at + config.min_interval);
     }
     let (wait, ceiling) = match *last {
@@ -165,14 +179,14 @@ mod tests {
 
     #[test]
     fn first_fetch_is_immediate() {
-        assert_eq!(next_refresh(&LastFetch::Never, false, &config(0.1), 0.5), None);
+        assert_eq!(next_refresh(&LastFetch::Never, Requested::No, &config(0.1), 0.5), None);
     }
 
     #[test]
     fn new_token_refreshes_at_the_lifetime_fraction() {
         // 10-minute token, 0.6 → 6 minutes.
         let last = LastFetch::NewToken { at: t(0), expires_at: t(600) };
-        assert_eq!(after(next_refresh(&last, false, &config(0.0), 0.5), t(0)), 360.0);
+        assert_eq!(after(next_refresh(&last, Requested::No, &config(0.0), 0.5), t(0)), 360.0);
     }
 
     #[test]
@@ -180,26 +194,26 @@ mod tests {
         // A 1-hour token: planned at 15 min (max_interval); the first one anywhere from 5 s on.
         let first = LastFetch::First { at: t(0), expires_at: t(3600) };
         let c = config(0.1);
-        assert_eq!(after(next_refresh(&first, false, &c, 0.0), t(0)), 5.0);
-        assert_eq!(after(next_refresh(&first, false, &c, 0.5), t(0)), 452.5);
-        assert!(after(next_refresh(&first, false, &c, 0.999_999), t(0)) <= 900.0);
+        assert_eq!(after(next_refresh(&first, Requested::No, &c, 0.0), t(0)), 5.0);
+        assert_eq!(after(next_refresh(&first, Requested::No, &c, 0.5), t(0)), 452.5);
+        assert!(after(next_refresh(&first, Requested::No, &c, 0.999_999), t(0)) <= 900.0);
         // Without jitter the schedule stays deterministic.
-        assert_eq!(after(next_refresh(&first, false, &config(0.0), 0.3), t(0)), 900.0);
+        assert_eq!(after(next_refresh(&first, Requested::No, &config(0.0), 0.3), t(0)), 900.0);
     }
 
     #[test]
     fn jitter_stays_within_its_share() {
         let last = LastFetch::NewToken { at: t(0), expires_at: t(600) };
         let c = config(0.1);
-        assert_eq!(after(next_refresh(&last, false, &c, 0.0), t(0)), 324.0);
-        assert_eq!(after(next_refresh(&last, false, &c, 0.5), t(0)), 360.0);
-        assert!((after(next_refresh(&last, false, &c, 0.999_999), t(0)) - 396.0).abs() < 0.01);
+        assert_eq!(after(next_refresh(&last, Requested::No, &c, 0.0), t(0)), 324.0);
+        assert_eq!(after(next_refresh(&last, Requested::No, &c, 0.5), t(0)), 360.0);
+        assert!((after(next_refresh(&last, Requested::No, &c, 0.999_999), t(0)) - 396.0).abs() < 0.01);
     }
 
     #[test]
     fn same_token_polls_at_half_the_remaining_lifetime() {
         let last = LastFetch::SameToken { at: t(100), expires_at: t(300) };
-        assert_eq!(after(next_refresh(&last, false, &config(0.0), 0.5), t(100)), 100.0);
+        assert_eq!(after(next_refresh(&last, Requested::No, &config(0.0), 0.5), t(100)), 100.0);
     }
 
     #[test]
@@ -207,9 +221,9 @@ mod tests {
         // A 1-hour token would wait 36 min; max_interval is 15 min.
         let last = LastFetch::NewToken { at: t(0), expires_at: t(3600) };
         let c = config(0.1);
-        assert_eq!(after(next_refresh(&last, false, &c, 0.0), t(0)), 810.0);
-        assert_eq!(after(next_refresh(&last, false, &c, 0.5), t(0)), 855.0);
-        assert!(after(next_refresh(&last, false, &c, 0.999_999), t(0)) <= 900.0);
+        assert_eq!(after(next_refresh(&last, Requested::No, &c, 0.0), t(0)), 810.0);
+        assert_eq!(after(next_refresh(&last, Requested::No, &c, 0.5), t(0)), 855.0);
+        assert!(after(next_refresh(&last, Requested::No, &c, 0.999_999), t(0)) <= 900.0);
     }
 
     #[test]
@@ -217,8 +231,8 @@ mod tests {
         // 6 s left: half would be 3 s, but min_interval is 5 s.
         let last = LastFetch::SameToken { at: t(0), expires_at: t(6) };
         let c = config(0.1);
-        assert_eq!(after(next_refresh(&last, false, &c, 0.0), t(0)), 5.0);
-        assert!(after(next_refresh(&last, false, &c, 0.999_999), t(0)) <= 5.5);
+        assert_eq!(after(next_refresh(&last, Requested::No, &c, 0.0), t(0)), 5.0);
+        assert!(after(next_refresh(&last, Requested::No, &c, 0.999_999), t(0)) <= 5.5);
     }
 
     #[test]
@@ -229,7 +243,7 @@ mod tests {
                 after(
                     next_refresh(
                         &LastFetch::Failed { at: t(0), consecutive: n, succeeded_before: true },
-                        false,
+                        Requested::No,
                         &c,
                         0.5,
                     ),
@@ -240,28 +254,38 @@ mod tests {
         assert_eq!(waits, [5.0, 10.0, 20.0, 40.0, 80.0, 120.0, 120.0, 120.0]);
         // Retries never give up, and a huge count does not overflow.
         let last = LastFetch::Failed { at: t(0), consecutive: u32::MAX, succeeded_before: true };
-        assert_eq!(after(next_refresh(&last, false, &c, 0.5), t(0)), 120.0);
+        assert_eq!(after(next_refresh(&last, Requested::No, &c, 0.5), t(0)), 120.0);
     }
 
     #[test]
     fn backoff_is_jittered_but_capped() {
         let c = config(0.1);
         let last = LastFetch::Failed { at: t(0), consecutive: 3, succeeded_before: true };
-        assert_eq!(after(next_refresh(&last, false, &c, 0.0), t(0)), 18.0);
-        assert!((after(next_refresh(&last, false, &c, 0.999_999), t(0)) - 22.0).abs() < 0.01);
+        assert_eq!(after(next_refresh(&last, Requested::No, &c, 0.0), t(0)), 18.0);
+        assert!((after(next_refresh(&last, Requested::No, &c, 0.999_999), t(0)) - 22.0).abs() < 0.01);
         let capped = LastFetch::Failed { at: t(0), consecutive: 30, succeeded_before: true };
-        assert!(after(next_refresh(&capped, false, &c, 0.999_999), t(0)) <= 120.0);
-        assert_eq!(after(next_refresh(&capped, false, &c, 0.0), t(0)), 108.0);
+        assert!(after(next_refresh(&capped, Requested::No, &c, 0.999_999), t(0)) <= 120.0);
+        assert_eq!(after(next_refresh(&capped, Requested::No, &c, 0.0), t(0)), 108.0);
     }
 
     #[test]
     fn a_request_waits_only_for_min_interval() {
         let c = config(0.1);
         let last = LastFetch::NewToken { at: t(0), expires_at: t(3600) };
-        assert_eq!(next_refresh(&last, true, &c, 0.9), Some(t(5)));
+        assert_eq!(next_refresh(&last, Requested::Operator, &c, 0.9), Some(t(5)));
         let failed = LastFetch::Failed { at: t(0), consecutive: 6, succeeded_before: true };
-        assert_eq!(next_refresh(&failed, true, &c, 0.9), Some(t(5)), "a request cuts a long backoff short");
-        assert_eq!(next_refresh(&LastFetch::Never, true, &c, 0.9), None);
+        assert_eq!(
+            next_refresh(&failed, Requested::Operator, &c, 0.9),
+            Some(t(5)),
+            "a request cuts a long backoff short"
+        );
+        assert_eq!(next_refresh(&last, Requested::Client, &c, 0.9), Some(t(5)));
+        assert_eq!(
+            next_refresh(&failed, Requested::Client, &c, 0.9),
+            next_refresh(&failed, Requested::No, &c, 0.9),
+            "a client's request waits for the backoff"
+        );
+        assert_eq!(next_refresh(&LastFetch::Never, Requested::Operator, &c, 0.9), None);
     }
 
     #[test]
@@ -299,7 +323,7 @@ mod tests {
         let needs = LastFetch::Never.then(Fetched::Failed, t(0)).then(Fetched::NeedsLogin, t(5));
         assert_eq!(needs, LastFetch::NeedsLogin { at: t(5), consecutive: 2, succeeded_before: false });
         for draw in [0.0, 0.5, 0.999] {
-            assert_eq!(next_refresh(&needs, false, &c, draw), Some(t(5) + c.backoff_max));
+            assert_eq!(next_refresh(&needs, Requested::No, &c, draw), Some(t(5) + c.backoff_max));
         }
         // A failure of another kind backs off from the count so far; a success starts over.
         let failed = needs.then(Fetched::Failed, t(10));
@@ -312,6 +336,6 @@ mod tests {
     fn a_deadline_already_passed_is_due_at_once() {
         // After a long suspend the deadline lies in the past: the caller compares it with now.
         let last = LastFetch::NewToken { at: t(0), expires_at: t(600) };
-        assert!(next_refresh(&last, false, &config(0.1), 0.5).unwrap() < t(10_000));
+        assert!(next_refresh(&last, Requested::No, &config(0.1), 0.5).unwrap() < t(10_000));
     }
 }

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use url::Url;
 
 use crate::clock;
-use crate::config::{Mode, Ownership, SourceConfig, TokenConfig};
+use crate::config::{Mode, Ownership, SourceConfig, SourceKind, TokenConfig};
 use crate::fsutil::{self, WriteError};
 use crate::token::{CurrentToken, Token, TokenState, secret_json};
 
@@ -34,12 +34,28 @@ struct Owner {
 
 impl Owner {
     fn of(source: &SourceConfig) -> Owner {
-        // An oauth2 source is known by where its authorization server is.
-        let url = [&source.url, &source.token_endpoint, &source.issuer, &source.resource]
-            .into_iter()
-            .flatten()
-            .next();
-        Owner { source_url: url.map(Url::to_string).unwrap_or_default(), agent: source.agent.clone() }
+        // An oauth2 source is known by where its authorization server is, a command by what it
+        // runs and as whom, a GitHub App by its installation.
+        let source_url = match source.kind {
+            SourceKind::Command => {
+                let user = source.user.as_deref().map(|u| format!(" (as {u})")).unwrap_or_default();
+                format!("command:{}{user}", source.command.join(" "))
+            }
+            SourceKind::GithubApp => format!(
+                "{}/app/installations/{}",
+                source.api_url.as_ref().map_or("https://api.github.com", Url::as_str).trim_end_matches('/'),
+                source.installation_id.unwrap_or_default()
+            ),
+            SourceKind::Endpoint | SourceKind::Oauth2 => {
+                [&source.url, &source.token_endpoint, &source.issuer, &source.resource]
+                    .into_iter()
+                    .flatten()
+                    .next()
+                    .map(Url::to_string)
+                    .unwrap_or_default()
+            }
+        };
+        Owner { source_url, agent: source.agent.clone() }
     }
 }
 

@@ -6,6 +6,11 @@
 //! connection carries the uid that opened its listener (whether it listens on 127.0.0.1,
 //! 0.0.0.0 or `[::]`), and only root, the daemon's uid and `trust_uids` are sent anything.
 //!
+//! Nor is a listener of this daemon's own (a proxy, a login's callback) ever sent a request by
+//! it: a URL the daemon did not choose (discovered from a server's answer) could otherwise make
+//! it deliver a login redirect to itself, or use another token's proxy, as root or as its own
+//! uid, which those listeners serve. [`OwnListener`] registers them while they listen.
+//!
 //! [`TrustLayer`] wraps a connector (hyper-util's for the proxy, reqwest's for the source) in
 //! that check, so a refused connection is closed unused and the request fails with
 //! [`Untrusted`] in its error chain.
@@ -13,7 +18,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use hyper::http::Extensions;
@@ -42,6 +47,50 @@ pub enum Untrusted {
     Owner { address: SocketAddr, uid: u32, key: String },
     #[error("cannot tell who listens at {address}, so nothing was sent to it: {reason}")]
     Unknown { address: SocketAddr, reason: String },
+    #[error(
+        "{address} is this daemon's own listener (a proxy, or a login's callback): the daemon sends no \
+         request to itself, so nothing was sent to it"
+    )]
+    Own { address: SocketAddr },
+}
+
+/// The loopback addresses this process listens on for others, each as often as it is bound.
+static OWN_LISTENERS: Mutex<Vec<SocketAddr>> = Mutex::new(Vec::new());
+
+/// A listener of this daemon's, registered while this lives: the daemon's own HTTP clients
+/// refuse to connect to it.
+#[derive(Debug)]
+pub struct OwnListener(SocketAddr);
+
+impl OwnListener {
+    /// Registers `bound` (its port known: after bind, before listen).
+    pub fn new(bound: SocketAddr) -> OwnListener {
+        own_listeners().push(bound);
+        OwnListener(bound)
+    }
+}
+
+impl Drop for OwnListener {
+    fn drop(&mut self) {
+        let mut own = own_listeners();
+        if let Some(at) = own.iter().position(|a| *a == self.0) {
+            own.swap_remove(at);
+        }
+    }
+}
+
+/// Every writer leaves the list whole: a poisoned lock still holds it.
+fn own_listeners() -> std::sync::MutexGuard<'static, Vec<SocketAddr>> {
+    OWN_LISTENERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Whether a connection to `remote` reaches a listener of this process's (one bound to a
+/// wildcard address takes every address of its family's loopback).
+fn is_own(remote: SocketAddr) -> bool {
+    let ip = remote.ip().to_canonical();
+    own_listeners().iter().any(|own| {
+        own.port() == remote.port() && (own.ip().to_canonical() == ip || own.ip().is_unspecified())
+    })
 }
 
 impl Trust {
@@ -55,6 +104,9 @@ impl Trust {
         let ip = remote.ip().to_canonical();
         if !(ip.is_loopback() || ip.is_unspecified()) {
             return Ok(());
+        }
+        if is_own(remote) {
+            return Err(Untrusted::Own { address: remote });
         }
         let unknown = |reason: String| Untrusted::Unknown { address: remote, reason };
         let server_end = sock_diag::lookup(remote, local).map_err(|e| unknown(e.to_string()))?;
@@ -164,6 +216,24 @@ mod tests {
             }
             Trust::new(&[], "source.trust_uids").check(local, remote).expect("our own uid is trusted");
         }
+    }
+
+    #[test]
+    fn our_own_registered_listener_is_never_sent_anything() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (local, remote) = connection(&listener);
+        let trust = Trust::new(&[], "source.trust_uids");
+        let own = OwnListener::new(listener.local_addr().unwrap());
+        let refused = trust.check(local, remote).unwrap_err();
+        assert!(matches!(refused, Untrusted::Own { .. }), "{refused}");
+        drop(own);
+        trust.check(local, remote).expect("no longer ours to refuse");
+        // A wildcard listener takes the loopback addresses too.
+        let wildcard = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        let port = wildcard.local_addr().unwrap().port();
+        let _own = OwnListener::new(wildcard.local_addr().unwrap());
+        assert!(is_own(SocketAddr::from(([127, 0, 0, 1], port))));
+        assert!(!is_own(SocketAddr::from(([127, 0, 0, 1], port.wrapping_add(1)))));
     }
 
     #[test]

@@ -52,8 +52,17 @@ pub enum Rejection {
     AgentHoldsToken(String),
     #[error("the answer has no expiry at {0}")]
     ExpiryMissing(String),
-    #[error("the expiry at {0} is not an RFC 3339 time like \"2026-08-02T22:03:29Z\"")]
+    #[error(
+        "the expiry at {0} is not an RFC 3339 time like \"2026-08-02T22:03:29Z\" nor seconds since the epoch"
+    )]
     ExpiryNotRfc3339(String),
+    #[error(
+        "{0} gives no expiry, and the token is not a JWT with an exp: set source.default_lifetime (or \
+         source.fields.expires_at / expires_in for a JSON answer that has one)"
+    )]
+    ExpiryUnknown(&'static str),
+    #[error("the answer is not text: {0}")]
+    NotText(String),
     #[error("the expiry at {0} is not a number of seconds (a JSON number, or a string of decimal digits)")]
     ExpiryNotSeconds(String),
     #[error("the token has already expired")]
@@ -64,12 +73,15 @@ pub enum Rejection {
     ExpiresTooFar { ahead: String, max: String },
 }
 
-/// Applies rules 1 (JSON object) to 5 to a 200 answer that arrived at `received_at`.
+/// Applies rules 1 (JSON object) to 5 to a 200 answer that arrived at `received_at`. Without an
+/// expiry field (`fields.expires_at = ""`), the expiry is the token's own `exp` when it is a JWT,
+/// else `default_lifetime` (DESIGN §16).
 pub fn check_answer(
     body: &[u8],
     received_at: SystemTime,
     fields: &FieldsConfig,
     agent: Option<&str>,
+    default_lifetime: Option<Duration>,
     rules: &ValidateConfig,
 ) -> Result<Candidate, Rejection> {
     // Parsing into a `Value` can only fail on syntax, and serde_json's syntax messages give a
@@ -114,7 +126,13 @@ pub fn check_answer(
         }
     }
 
-    let expires_at = expiry(&answer, fields.expiry(), received_at)?;
+    let expires_at = match fields.expiry() {
+        ExpiryField::None => {
+            let token = answer.pointer(&fields.token).and_then(Value::as_str).unwrap_or_default();
+            own_expiry(token, default_lifetime, received_at, "the answer")?
+        }
+        field => expiry(&answer, field, received_at)?,
+    };
     check_expiry(expires_at, received_at, rules)?;
 
     // Taken out of the tree rather than copied, so the only copy is the one `Token` zeroes.
@@ -130,22 +148,76 @@ pub fn check_answer(
     Ok(Candidate { token, agent_name, expires_at })
 }
 
-/// Rules 3 and 5 for an OAuth 2.0 access token (DESIGN §13): `lifetime` is its `expires_in`,
-/// else `source.default_lifetime`, counted from `received_at`.
+/// Rules 3 and 5 for an OAuth 2.0 access token (DESIGN §13, §16): its `expires_in`, counted
+/// from `received_at`, else its own `exp` when it is a JWT, else `default_lifetime`.
 pub fn check_issued(
     mut access_token: zeroize::Zeroizing<String>,
-    lifetime: Option<Duration>,
+    expires_in: Option<Duration>,
+    default_lifetime: Option<Duration>,
     received_at: SystemTime,
     rules: &ValidateConfig,
 ) -> Result<Candidate, Rejection> {
-    let expires_at = lifetime.and_then(|d| received_at.checked_add(d)).ok_or_else(|| {
-        Rejection::ExpiryMissing("expires_in (and no source.default_lifetime is set)".into())
-    })?;
+    let expires_at = match expires_in.and_then(|d| received_at.checked_add(d)) {
+        Some(at) => at,
+        None => own_expiry(&access_token, default_lifetime, received_at, "the answer's expires_in")?,
+    };
     check_expiry(expires_at, received_at, rules)?;
     // Moved out, not copied: the only copy is the one `Token` zeroes.
     let token = Token::new(std::mem::take(&mut *access_token));
     check_token_text(token.expose())?;
     Ok(Candidate { token, agent_name: None, expires_at })
+}
+
+/// Rules 3 and 5 for a text answer (`format = "text"`, DESIGN §16): the body is the token, one
+/// trailing line break trimmed; its expiry its own `exp` when it is a JWT, else
+/// `default_lifetime`.
+pub fn check_text(
+    mut body: zeroize::Zeroizing<Vec<u8>>,
+    received_at: SystemTime,
+    default_lifetime: Option<Duration>,
+    rules: &ValidateConfig,
+) -> Result<Candidate, Rejection> {
+    for ending in [&b"\r\n"[..], b"\n"] {
+        if body.ends_with(ending) {
+            let kept = body.len() - ending.len();
+            body.truncate(kept);
+            break;
+        }
+    }
+    let text = std::str::from_utf8(&body).map_err(|e| Rejection::NotText(e.to_string()))?;
+    check_token_text(text)?;
+    let expires_at = own_expiry(text, default_lifetime, received_at, "a text answer")?;
+    check_expiry(expires_at, received_at, rules)?;
+    // Copied once into the `Token`, which zeroes it; the body is zeroed on drop.
+    Ok(Candidate { token: Token::new(text.to_owned()), agent_name: None, expires_at })
+}
+
+/// The expiry of a token whose answer gives none: its own `exp` when it is a JWT (read, never
+/// verified: it only schedules), else `default_lifetime` from `received_at`.
+fn own_expiry(
+    token: &str,
+    default_lifetime: Option<Duration>,
+    received_at: SystemTime,
+    what: &'static str,
+) -> Result<SystemTime, Rejection> {
+    jwt_exp(token)
+        .or_else(|| default_lifetime.and_then(|d| received_at.checked_add(d)))
+        .ok_or(Rejection::ExpiryUnknown(what))
+}
+
+/// A JWT's `exp` (RFC 7519 §4.1.4): three base64url parts, the middle one a JSON object with a
+/// numeric `exp`, in seconds since the epoch.
+pub(crate) fn jwt_exp(token: &str) -> Option<SystemTime> {
+    use base64::Engine;
+    let mut parts = token.split('.');
+    let (_, claims, _) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims.trim_end_matches('=')).ok()?;
+    let claims: Value = serde_json::from_slice(&json).ok()?;
+    let exp = claims.as_object()?.get("exp")?.as_f64().filter(|exp| *exp > 0.0)?;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(exp).ok()?)
 }
 
 /// Rule 3: 1..=4096 bytes of visible ASCII.
@@ -167,15 +239,24 @@ pub fn check_token_text(token: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// The expiry the answer gives at `field` (`ExpiryField::None` is the caller's).
 fn expiry(answer: &Value, field: ExpiryField<'_>, received_at: SystemTime) -> Result<SystemTime, Rejection> {
     match field {
+        // An RFC 3339 time, or seconds since the epoch (Azure's `expires_on`, as a number or a
+        // string of digits).
         ExpiryField::At(pointer) => match answer.pointer(pointer) {
             None | Some(Value::Null) => Err(Rejection::ExpiryMissing(pointer.into())),
-            Some(Value::String(text)) => {
-                clock::parse_rfc3339(text).ok_or_else(|| Rejection::ExpiryNotRfc3339(pointer.into()))
-            }
+            Some(Value::String(text)) => clock::parse_rfc3339(text)
+                .or_else(|| {
+                    seconds(&Value::String(text.clone())).and_then(|d| SystemTime::UNIX_EPOCH.checked_add(d))
+                })
+                .ok_or_else(|| Rejection::ExpiryNotRfc3339(pointer.into())),
+            Some(number @ Value::Number(_)) => seconds(number)
+                .and_then(|d| SystemTime::UNIX_EPOCH.checked_add(d))
+                .ok_or_else(|| Rejection::ExpiryNotRfc3339(pointer.into())),
             Some(_) => Err(Rejection::ExpiryNotRfc3339(pointer.into())),
         },
+        ExpiryField::None => unreachable!("the token's own expiry is found by the caller"),
         ExpiryField::In(pointer) => match answer.pointer(pointer) {
             None | Some(Value::Null) => Err(Rejection::ExpiryMissing(pointer.into())),
             Some(value) => seconds(value)

@@ -101,7 +101,7 @@ async fn bearer_auth_works_and_a_wrong_credential_publishes_nothing() {
     fs::write(&credential, "wrong-credential\n").unwrap();
     let s = setup(&backend, &auth);
     let mut daemon = DaemonProcess::run(&s.config);
-    daemon.wait_output("refused the daemon's credential", PATIENCE);
+    daemon.wait_output("refused the request (HTTP 401): check [source.auth]", PATIENCE);
     assert!(!s.raw.exists() && !s.json.exists());
 
     // The credential file is re-read before each fetch: fixing it is enough.

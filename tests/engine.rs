@@ -60,7 +60,7 @@ async fn malformed_answers_never_replace_the_published_token() {
         ("HTTP 500", raw(500, b"Internal Server Error"), "HTTP 500"),
         ("HTTP 502", raw(502, b"<html>Bad Gateway</html>"), "HTTP 502"),
         ("HTTP 404", raw(404, b"{}"), "HTTP 404"),
-        ("HTTP 401", raw(401, b"{}"), "refused the daemon's credential"),
+        ("HTTP 401", raw(401, b"{}"), "refused the request (HTTP 401): check [source.auth]"),
         ("an HTML page", raw(200, b"<!DOCTYPE html><html><body>Login</body></html>"), "not JSON"),
         ("truncated JSON", raw(200, b"{\"token\": \"SECRET-tok-trunc"), "not JSON"),
         ("a JSON array", raw(200, b"[1, 2, 3]"), "not an object"),

@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use support::binary::{Killed, curl_as, daemon_binary};
 use support::fake_http::{Answer, FakeHttp};
 use support::forge::{FORGE, TAKE_PORT, python_ready};
@@ -39,12 +39,7 @@ fn python_as(uid: u32, script: &str, args: &[&str]) -> Child {
 
 /// Who the authorization server says an access token is for (RFC 7662, as the resource).
 fn subject(p: &Provider, token: &str) -> String {
-    let out = Command::new("curl")
-        .args(["-s", "-u", "upstream:upstream-secret-0123456789"])
-        .args(["-d", &format!("token={token}"), &format!("{}/token/introspection", p.issuer)])
-        .output()
-        .unwrap();
-    let answer: Value = serde_json::from_slice(&out.stdout).expect("introspection answers JSON");
+    let answer = p.introspect(token);
     answer["sub"].as_str().unwrap_or_else(|| panic!("no sub in {answer}")).to_owned()
 }
 

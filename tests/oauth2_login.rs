@@ -201,3 +201,49 @@ fn only_root_and_the_daemon_user_may_log_in_and_client_credentials_need_no_login
     let (ok, printed) = Login::start(&service.socket, &[]).finish();
     assert!(ok && printed.contains("no login needed"), "{printed}");
 }
+
+/// RFC 9207, as the MCP authorization spec of 2026-07-28 asks (DESIGN §16): oidc-provider
+/// names itself as `iss` on every redirect and says so in its metadata. A redirect naming
+/// another issuer, or none, ends the login naming `iss`, and no code is exchanged.
+#[test]
+fn a_redirect_naming_another_issuer_or_none_ends_the_login_with_nothing_exchanged() {
+    let p = Provider::start(300);
+    let d = OAuthDaemon::start(&p, "client_id = \"host-public\"\n");
+    d.wait_state("needs_login");
+    let issuer = url::form_urlencoded::byte_serialize(p.issuer.as_bytes()).collect::<String>();
+    type Tamper = fn(&str, &str) -> String;
+    let cases: [(&str, Tamper); 2] = [
+        ("names the issuer \"https://mixup.example\"", |url, iss| {
+            url.replace(&format!("iss={iss}"), "iss=https%3A%2F%2Fmixup.example")
+        }),
+        ("carries no iss", |url, iss| {
+            url.replace(&format!("&iss={iss}"), "").replace(&format!("iss={iss}&"), "")
+        }),
+    ];
+    for (said, tamper) in cases {
+        let mut login = Login::start(&d.socket, &["--browser"]);
+        let url = login.url();
+        let seen = person(&url, &["--login", "alice", "--stop-at-callback"]);
+        let line = seen.lines().find(|l| l.starts_with("callback ")).unwrap_or_else(|| panic!("{seen}"));
+        let callback = &line["callback ".len()..];
+        assert!(callback.contains(&format!("iss={issuer}")), "oidc-provider sends iss: {callback}");
+        let tampered = tamper(callback, &issuer);
+        assert_ne!(tampered, callback);
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", &tampered])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "400");
+        let (ok, printed) = login.finish();
+        assert!(!ok && printed.contains(said) && printed.contains("RFC 9207"), "{printed}");
+    }
+    assert!(p.stats()["grants"]["authorization_code"].is_null(), "no code exchanged: {}", p.stats());
+    assert_eq!(d.status()["state"], "needs_login");
+
+    // Control: the redirect as the server sent it completes the login.
+    let mut login = Login::start(&d.socket, &["--browser"]);
+    let seen = person(&login.url(), &["--login", "alice"]);
+    assert!(seen.contains("final 200"), "{seen}");
+    let (ok, printed) = login.finish();
+    assert!(ok && printed.contains("logged in"), "{printed}");
+}

@@ -494,3 +494,45 @@ async fn twenty_tokens_are_readable_in_status_and_counted_for_systemd() {
         .collect::<std::collections::BTreeSet<_>>();
     assert_eq!(fetched.len(), 20, "every token's JSON line names it: {fetched:?}");
 }
+
+/// Found by attacking the daemon: a server behind one token answered its 401 with
+/// `resource_metadata` naming another token's proxy (a login's callback too). The daemon
+/// fetched it as root, which its own listeners serve: the proxy added its token and sent the
+/// server's path upstream. The daemon sends no request to a listener of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_one_tokens_server_names_never_reaches_another_tokens_proxy() {
+    use std::sync::{Arc, Mutex};
+    use support::fake_http::{Answer, FakeHttp};
+    let named = Arc::new(Mutex::new(String::new()));
+    let hostile = FakeHttp::start({
+        let named = named.clone();
+        move |_| match named.lock().unwrap().clone() {
+            url if url.is_empty() => Answer::json(503, serde_json::json!({})),
+            url => Answer::json(401, serde_json::json!({}))
+                .with_header("www-authenticate", &format!("Bearer resource_metadata=\"{url}\"")),
+        }
+    });
+    let secrets = tempfile::tempdir().unwrap();
+    let secret = secrets.path().join("evil-secret");
+    std::fs::write(&secret, "evil-secret-0123456789").unwrap();
+    let h = Host::start(&format!(
+        "[tokens.evil.source]\ntype = \"oauth2\"\ngrant = \"client_credentials\"\nresource = \"{}/mcp\"\n\
+         client_id = \"evil\"\nclient_auth = \"client_secret_basic\"\nclient_secret_file = \"{}\"\n",
+        hostile.url(),
+        secret.display()
+    ))
+    .await;
+    h.file("service", None);
+    *named.lock().unwrap() = format!("http://{}/api/delete-everything?confirm=yes", h.proxy("service"));
+    let status = support::api::get_until(&h.socket, "/v1/tokens/evil/status", "evil's fetch refused", |r| {
+        r.json()["last_error"].as_str().is_some_and(|e| e.contains("this daemon's own listener"))
+    })
+    .await
+    .json();
+    assert!(status["last_error"].as_str().unwrap().contains(&h.proxy("service").to_string()), "{status}");
+    // Still refused on the retries that follow.
+    let fetches = hostile.seen().len();
+    wait_for("evil's retries", PATIENCE, || (hostile.seen().len() >= fetches + 2).then_some(()));
+    let upstream: Vec<String> = h.service_api.seen().iter().map(|s| s.path().to_owned()).collect();
+    assert!(upstream.iter().all(|p| !p.contains("delete-everything")), "{upstream:?}");
+}

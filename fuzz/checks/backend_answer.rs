@@ -10,7 +10,7 @@ use mcp_token_sync::validate::{Rejection, check_answer};
 fn validate(body: &[u8]) -> Result<(), Rejection> {
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     let rules = ValidateConfig::default();
-    check_answer(body, now, &FieldsConfig::default(), Some("google-calender-mcp"), &rules).map(drop)
+    check_answer(body, now, &FieldsConfig::default(), Some("google-calender-mcp"), None, &rules).map(drop)
 }
 
 /// Panics if `body` breaks a property.

@@ -9,10 +9,10 @@ use tokio::sync::watch;
 
 use super::respond::{Body, json_response};
 use crate::clock;
-use crate::config::Grant;
 use crate::registry::TokenHandle;
 use crate::sinks::SinkReport;
 use crate::source::SourceStatus;
+use crate::source::oauth2::exchange::SubjectStatus;
 use crate::token::TokenState;
 
 /// One token's status object (DESIGN §7, §13). Never the token.
@@ -61,22 +61,38 @@ pub(super) fn sinks(reports: &[watch::Receiver<SinkReport>]) -> Vec<Value> {
         .collect()
 }
 
-/// `source` and, for the refresh_token grant, `refresh_token` (DESIGN §13, "Status").
+/// `source` and, for the refresh_token grant, `refresh_token` (DESIGN §13 "Status", §16): the
+/// kind, and where it gets the token — a command's program (never its arguments), a GitHub
+/// App and its installation, an exchange's subject token.
 fn source(source: &SourceStatus, status: &mut Value) {
     let time = |t: Option<SystemTime>| t.map(clock::rfc3339);
-    let SourceStatus::OAuth2(oauth2) = source else {
-        status["source"] = json!({"type": "endpoint", "grant": null, "token_endpoint": null});
-        return;
-    };
-    let grant = match oauth2.grant {
-        Grant::RefreshToken => "refresh_token",
-        Grant::ClientCredentials => "client_credentials",
+    let oauth2 = match source {
+        SourceStatus::OAuth2(oauth2) => oauth2,
+        SourceStatus::Endpoint => {
+            status["source"] = json!({"type": "endpoint", "grant": null, "token_endpoint": null});
+            return;
+        }
+        SourceStatus::Command { program } => {
+            status["source"] = json!({"type": "command", "program": program});
+            return;
+        }
+        SourceStatus::GithubApp { app, installation_id } => {
+            status["source"] = json!({"type": "github_app", "app": app, "installation_id": installation_id});
+            return;
+        }
     };
     status["source"] = json!({
         "type": "oauth2",
-        "grant": grant,
+        "grant": oauth2.grant.name(),
         "token_endpoint": oauth2.token_endpoint.as_ref().map(|u| u.as_str()),
     });
+    match &oauth2.subject_token {
+        Some(SubjectStatus::File(path)) => status["source"]["subject_token"] = json!({"file": path}),
+        Some(SubjectStatus::Token { name, waiting }) => {
+            status["source"]["subject_token"] = json!({"token": name, "waiting": waiting})
+        }
+        None => {}
+    }
     if let Some(held) = &oauth2.refresh_token {
         status["refresh_token"] = json!({
             "state": held.state.name(),

@@ -13,8 +13,11 @@ use super::{
     duration_display,
 };
 
+mod oauth2;
 mod proxy;
 mod source;
+#[cfg(test)]
+mod tests;
 
 /// Checks what serde cannot see on its own and fills resolved values (expanded paths,
 /// owner ids, the default expiry field, each token's state directory), recording every
@@ -39,6 +42,38 @@ pub(super) fn resolve(config: &mut Config, env: &Environment, found: &mut Proble
             check_validate(&token.validate, token.source.allow_http, found);
             resolve_sinks(&mut token.sinks, env, found, &mut taken);
         });
+    }
+    check_subject_tokens(config, found);
+}
+
+/// `subject_token = "NAME"` (DESIGN §16) names another token of this daemon, and no chain of
+/// them comes back to where it started: each token would wait for the next forever.
+fn check_subject_tokens(config: &Config, found: &mut Problems) {
+    let subject_of = |name: &str| {
+        config.tokens.iter().find(|t| t.name == name).and_then(|t| t.source.subject_token.as_deref())
+    };
+    for token in &config.tokens {
+        let Some(first) = token.source.subject_token.as_deref() else { continue };
+        let key = format!("{}source.subject_token", config.key_prefix(token));
+        if !config.tokens.iter().any(|t| t.name == first) {
+            let names: Vec<&str> = config.tokens.iter().map(|t| t.name.as_str()).collect();
+            found.add(
+                key,
+                format!("names no token of this daemon: {first:?} (its tokens: {})", names.join(", ")),
+            );
+            continue;
+        }
+        // Bounded: a chain longer than the token count has looped.
+        let mut chain = vec![token.name.as_str()];
+        let mut next = Some(first);
+        while let Some(name) = next.filter(|_| chain.len() <= config.tokens.len()) {
+            chain.push(name);
+            if name == token.name {
+                found.add(key, format!("loops: {}; each would wait for the next forever", chain.join(" → ")));
+                break;
+            }
+            next = subject_of(name);
+        }
     }
 }
 

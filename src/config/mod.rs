@@ -14,6 +14,7 @@ mod locate;
 mod raw_sink;
 mod schema;
 mod sinks;
+mod source;
 mod tokens;
 mod values;
 mod writable;
@@ -23,13 +24,14 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub(crate) use check::host_is_loopback;
-pub use schema::{
-    AssertionAudience, AuthConfig, AuthKind, ClientAuth, DaemonConfig, ExpiryField, FieldsConfig, Grant,
-    LogFormat, ProbeConfig, RefreshConfig, SourceConfig, SourceKind, ValidateConfig,
-};
+pub use schema::{DaemonConfig, LogFormat, ProbeConfig, RefreshConfig, ValidateConfig};
 pub use sinks::{
     EnvFileSinkConfig, ExecSinkConfig, FileFormat, FileSinkConfig, FileTarget, KeyringBackend,
     KeyringSinkConfig, OnExpiry, Ownership, ProxySinkConfig, SinkConfig, SocketSinkConfig,
+};
+pub use source::{
+    AssertionAudience, AuthConfig, AuthKind, ClientAuth, ExpiryField, FieldsConfig, Format, Grant,
+    SourceConfig, SourceKind,
 };
 pub use values::duration::{display as duration_display, parse as parse_duration};
 pub use values::{ByteSize, CronExpr, Listen, Mode};

@@ -9,9 +9,12 @@ use std::time::SystemTime;
 use tracing::{Instrument, error, info};
 
 use super::Parts;
-use crate::engine::{Engine, RefreshError};
+use crate::config::{SinkConfig, TokenConfig};
+use crate::engine::{Engine, EngineHandle, RefreshError};
 use crate::metrics::Metrics;
 use crate::sinks::Sink;
+use crate::source::SubjectFeed;
+use crate::state::StateFile;
 use crate::tokens::{Built, TokenParts};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,22 +47,62 @@ pub async fn once(parts: Parts, only: Option<&str>) -> Result<(), OnceError> {
     }
     let metrics = Arc::new(Metrics::new());
     let chosen = tokens.into_iter().filter(|t| only.is_none_or(|name| t.config.name == name));
-    let runs = chosen.map(|token| {
-        let (name, metrics): (String, _) = (token.config.name.clone(), metrics.clone());
+    let mut started: Vec<Started> = chosen.map(|token| start(token, &metrics)).collect();
+    // A token exchanged from another (DESIGN §16) gets that one's result of this run, or, when
+    // it is not run, what its state file holds.
+    let feeds: Vec<SubjectFeed> = started.iter_mut().filter_map(|s| s.feed.take()).collect();
+    for feed in feeds {
+        match started.iter().find(|s| s.config.name == feed.name) {
+            Some(subject) => {
+                let mut states = subject.handle.token();
+                tokio::spawn(async move {
+                    loop {
+                        feed.feed.send_replace(states.borrow_and_update().clone());
+                        if states.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            None => {
+                let subject =
+                    config.token(&feed.name).expect("the config checks subject_token names a token");
+                feed.feed.send_replace(crate::state::StateFile::new(subject).restore(SystemTime::now()));
+            }
+        }
+    }
+    let runs = started.into_iter().map(|token| {
+        let name = token.config.name.clone();
         let span = crate::logging::token_span(&name);
-        async move { one(token, &metrics).await.map_err(|e| format!("token {name}: {e}")) }.instrument(span)
+        async move { one(token).await.map_err(|e| format!("token {name}: {e}")) }.instrument(span)
     });
     let failed: Vec<String> =
         futures_util::future::join_all(runs).await.into_iter().filter_map(Result::err).collect();
     if failed.is_empty() { Ok(()) } else { Err(OnceError::Failed(failed)) }
 }
 
-async fn one(token: TokenParts, metrics: &Arc<Metrics>) -> Result<(), TokenFailure> {
+/// A token's engine, made but not yet fetching.
+struct Started {
+    config: Arc<TokenConfig>,
+    engine: Engine,
+    handle: EngineHandle,
+    feed: Option<SubjectFeed>,
+    state_file: StateFile,
+    sinks: Vec<(SinkConfig, Built)>,
+}
+
+fn start(token: TokenParts, metrics: &Arc<Metrics>) -> Started {
     let state_file = token.state_file();
-    let TokenParts { config, source, sinks } = token;
+    let TokenParts { config, mut source, sinks } = token;
+    let feed = source.take_feed();
     let restored = state_file.restore(SystemTime::now());
     let token_metrics = Arc::new(metrics.token(&config.name));
-    let (engine, handle) = Engine::new(config, source, restored, token_metrics);
+    let (engine, handle) = Engine::new(config.clone(), source, restored, token_metrics);
+    Started { config, engine, handle, feed, state_file, sinks }
+}
+
+async fn one(token: Started) -> Result<(), TokenFailure> {
+    let Started { engine, handle, state_file, sinks, .. } = token;
     engine.fetch_once().await.map_err(TokenFailure::Fetch)?;
     let state = handle.token().borrow().clone();
     let sinks: Vec<Sink> = sinks

@@ -23,12 +23,15 @@ pub(super) struct Trigger {
     /// Wanted only while the held token was last fetched or confirmed before this instant: a
     /// read with `max_age` is answered by any fetch that succeeded since (DESIGN §7).
     pub stale_before: Option<SystemTime>,
+    /// Asked by a client (a 401 report, a `max_age` read), not an operator: after a failure it
+    /// waits for the backoff.
+    pub client: bool,
 }
 
 impl Trigger {
     /// A plain request: a fetch as soon as `min_interval` allows, nobody waiting.
     fn new(reason: &'static str) -> Trigger {
-        Trigger { reason, reply: None, against: None, urgent: false, stale_before: None }
+        Trigger { reason, reply: None, against: None, urgent: false, stale_before: None, client: false }
     }
 }
 
@@ -67,13 +70,13 @@ impl EngineHandle {
     /// replaced that version by the time the engine reads the request. A version the engine
     /// does not know (newer than its own) counts as the current one.
     pub async fn refresh_past(&self, version: u64, reason: &'static str) -> RefreshResult {
-        self.ask(Trigger { against: Some(version), ..Trigger::new(reason) }).await
+        self.ask(Trigger { against: Some(version), client: true, ..Trigger::new(reason) }).await
     }
 
     /// Asks for a fetch unless one succeeded at or after `cutoff` by the time the engine reads
     /// the request, and waits for its result (a read with `max_age`).
     pub async fn refresh_if_older(&self, cutoff: SystemTime, reason: &'static str) -> RefreshResult {
-        self.ask(Trigger { stale_before: Some(cutoff), ..Trigger::new(reason) }).await
+        self.ask(Trigger { stale_before: Some(cutoff), client: true, ..Trigger::new(reason) }).await
     }
 
     /// When the held token was last fetched or confirmed unchanged.

@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 use crate::clock;
 use crate::config::TokenConfig;
 use crate::metrics::TokenMetrics;
-use crate::schedule::{self, Fetched, LastFetch};
+use crate::schedule::{self, Fetched, LastFetch, Requested};
 use crate::source::{Fetch, FetchError, ProbeError, Source, SourceStatus};
 use crate::systemd::Watchdog;
 use crate::token::{CurrentToken, TokenState};
@@ -90,8 +90,8 @@ pub struct Engine {
     /// When the schedule wants the next fetch; `None` means now.
     next: Option<SystemTime>,
     next_cron: Option<SystemTime>,
-    /// A trigger asked for a fetch (some, like signals, wait for no answer).
-    requested: bool,
+    /// Who asked for a fetch (some, like signals, wait for no answer).
+    requested: Requested,
     /// A trigger asked for one at once (`EngineHandle::refresh_now`).
     urgent: bool,
     /// Who waits for the next fetch's result.
@@ -134,7 +134,7 @@ impl Engine {
             last: LastFetch::Never,
             next: None,
             next_cron,
-            requested: false,
+            requested: Requested::No,
             urgent: false,
             waiters: Vec::new(),
             pending: None,
@@ -211,7 +211,8 @@ impl Engine {
                     debug!("refresh requested by {} joins the fetch in flight", trigger.reason);
                 } else {
                     info!("refresh requested by {}", trigger.reason);
-                    self.requested = true;
+                    let by = if trigger.client { Requested::Client } else { Requested::Operator };
+                    self.requested = self.requested.max(by);
                 }
                 self.urgent |= trigger.urgent;
                 self.waiters.extend(trigger.reply);
@@ -244,7 +245,7 @@ impl Engine {
             // An extra trigger, held to min_interval like any other.
             info!("refresh requested by refresh.cron");
             self.next_cron = schedule::next_cron(&self.config.refresh.cron, now);
-            self.requested = true;
+            self.requested = Requested::Operator;
             self.plan();
         }
     }
@@ -279,7 +280,7 @@ impl Engine {
             Err(error) => self.failed(error),
         };
         self.last = self.last.then(fetched, now);
-        self.requested = false;
+        self.requested = Requested::No;
         self.urgent = false;
         let (source, needs_login) = (self.source.status(), fetched == Fetched::NeedsLogin);
         self.status.send_modify(|s| {
@@ -409,17 +410,23 @@ fn fetch_label(fetched: Fetched) -> &'static str {
 
 /// Fetch → validate (rules 1-5) → probe (rule 6).
 async fn fetch_validated(source: &Source, config: &TokenConfig) -> Result<Candidate, RefreshError> {
+    let default_lifetime = config.source.default_lifetime;
     let candidate = match source.fetch().await? {
         Fetch::Answer(answer) => validate::check_answer(
             &answer.body,
             answer.received_at,
             &config.source.fields,
             config.source.agent.as_deref(),
+            default_lifetime,
             &config.validate,
         )?,
+        Fetch::Text(answer) => {
+            validate::check_text(answer.body, answer.received_at, default_lifetime, &config.validate)?
+        }
         Fetch::Issued(issued) => validate::check_issued(
             issued.access_token,
-            issued.expires_in.or(config.source.default_lifetime),
+            issued.expires_in,
+            default_lifetime,
             issued.received_at,
             &config.validate,
         )?,

@@ -10,12 +10,15 @@
 //! token first thing); a newcomer, being the youngest, last of all.
 //!
 //! Never closed for room: a connection in a request (a 401 report waiting for its refresh, an
-//! answer being written to a peer that reads it, a proxied stream the upstream holds open). When
-//! every connection is in a request, new peers wait in the kernel's backlog.
+//! answer being written to a peer that reads it, a proxied stream the upstream holds open) —
+//! unless one user holds more than half the slots that way: then a newcomer of another user
+//! closes that user's oldest, so one peer's parked requests cannot keep everyone else out
+//! (DESIGN §15, "Alone"). Otherwise, when every connection is in a request, new peers wait in
+//! the kernel's backlog.
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 
@@ -48,7 +51,11 @@ struct Entry {
     /// The task serving the connection. Aborting it rather than having it wait on a signal as
     /// well as its IO: such a wait is polled again at every wake-up of a busy connection.
     task: OnceLock<AbortHandle>,
+    /// The peer's uid once known; [`UNKNOWN`] before.
+    uid: AtomicU32,
 }
+
+const UNKNOWN: u32 = u32::MAX;
 
 impl Entry {
     fn gives_way(&self) -> bool {
@@ -90,14 +97,15 @@ impl Connections {
         })
     }
 
-    /// A slot for a connection just accepted: a free one, else the one of the connection the
-    /// daemon has done nothing for longest, else the first to free up.
-    pub(super) async fn admit(self: &Arc<Self>) -> Admitted {
+    /// A slot for a connection just accepted (of `newcomer`'s uid, when known): a free one,
+    /// else the one of the connection the daemon has done nothing for longest, else the oldest
+    /// of another user who holds more than half, else the first to free up.
+    pub(super) async fn admit(self: &Arc<Self>, newcomer: Option<u32>) -> Admitted {
         loop {
             let room = self.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            if let Some(admitted) = self.try_admit() {
+            if let Some(admitted) = self.try_admit(newcomer) {
                 return admitted;
             }
             room.await;
@@ -111,15 +119,21 @@ impl Connections {
     }
 
     /// A slot now, if one is free or can be made free.
-    pub(super) fn try_admit(self: &Arc<Self>) -> Option<Admitted> {
+    pub(super) fn try_admit(self: &Arc<Self>, newcomer: Option<u32>) -> Option<Admitted> {
         let mut live = self.live.lock().expect("never poisoned");
         let made_room = live.len() >= self.capacity;
         if made_room {
-            let (&idlest, _) = live
-                .iter()
-                .filter(|(_, entry)| entry.gives_way())
-                .min_by_key(|(_, entry)| entry.stamp.load(Ordering::Relaxed))?;
-            let evicted = live.remove(&idlest).expect("just found");
+            let oldest = |of: &dyn Fn(&Entry) -> bool| {
+                live.iter()
+                    .filter(|(_, entry)| of(entry))
+                    .min_by_key(|(_, entry)| entry.stamp.load(Ordering::Relaxed))
+                    .map(|(&id, _)| id)
+            };
+            let victim = oldest(&|entry| entry.gives_way()).or_else(|| {
+                let hog = newcomer.and_then(|uid| self.hog(&live, uid))?;
+                oldest(&|entry| entry.uid.load(Ordering::Relaxed) == hog)
+            })?;
+            let evicted = live.remove(&victim).expect("just found");
             evicted.close();
         }
         self.busy.store(true, Ordering::Relaxed);
@@ -130,6 +144,7 @@ impl Connections {
             stamp: AtomicU64::new(id),
             closed: AtomicBool::new(false),
             task: OnceLock::new(),
+            uid: AtomicU32::new(newcomer.unwrap_or(UNKNOWN)),
         });
         live.insert(id, entry.clone());
         Some(Admitted { slot: Slot { id, entry, connections: self.clone() }, made_room })
@@ -156,6 +171,17 @@ impl Connections {
         }
     }
 
+    /// The user, other than `newcomer`, who holds more than half the slots, if one does.
+    fn hog(&self, live: &HashMap<u64, Arc<Entry>>, newcomer: u32) -> Option<u32> {
+        let mut held: HashMap<u32, usize> = HashMap::new();
+        for entry in live.values() {
+            *held.entry(entry.uid.load(Ordering::Relaxed)).or_default() += 1;
+        }
+        held.into_iter()
+            .find(|&(uid, count)| uid != UNKNOWN && uid != newcomer && count * 2 > self.capacity)
+            .map(|(uid, _)| uid)
+    }
+
     fn tick(&self) -> u64 {
         self.clock.fetch_add(1, Ordering::Relaxed)
     }
@@ -173,6 +199,11 @@ impl Drop for CloseAll {
 }
 
 impl Slot {
+    /// The peer is `uid` (looked up after admission).
+    pub(super) fn identified(&self, uid: u32) {
+        self.entry.uid.store(uid, Ordering::Relaxed);
+    }
+
     /// A request has come: not to be closed until it is answered.
     pub(super) fn answering(&self) {
         self.entry.answering.store(true, Ordering::Relaxed);
@@ -260,187 +291,4 @@ impl<B> Drop for Tracked<B> {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-
-    fn is_evicted(slot: &Slot) -> bool {
-        slot.entry.closed.load(Ordering::SeqCst)
-    }
-
-    fn is_answering(slot: &Slot) -> bool {
-        slot.entry.answering.load(Ordering::Relaxed)
-    }
-
-    async fn answering(connections: &Arc<Connections>) -> Slot {
-        let slot = connections.admit().await.slot;
-        slot.answering();
-        slot
-    }
-
-    #[tokio::test]
-    async fn free_slots_are_handed_out_without_closing_anyone() {
-        let connections = Connections::new(2);
-        let a = connections.admit().await;
-        let b = connections.admit().await;
-        assert!(!a.made_room && !b.made_room);
-        assert!(!is_evicted(&a.slot) && !is_evicted(&b.slot));
-    }
-
-    #[tokio::test]
-    async fn when_full_the_connection_idle_longest_gives_way() {
-        let connections = Connections::new(3);
-        let busy = answering(&connections).await;
-        let later = answering(&connections).await;
-        let earlier = answering(&connections).await;
-        earlier.answered();
-        later.answered();
-
-        let newcomer = connections.admit().await;
-        assert!(newcomer.made_room);
-        assert!(is_evicted(&earlier) && !is_evicted(&later), "admitted later, but idle longer");
-        drop(earlier);
-        newcomer.slot.answering();
-
-        let _last = connections.admit().await;
-        assert!(is_evicted(&later) && !is_evicted(&busy));
-    }
-
-    #[tokio::test]
-    async fn a_silent_peer_is_idle_since_it_came_and_newcomers_go_last() {
-        let connections = Connections::new(3);
-        let hoarder = connections.admit().await.slot;
-        let kept_alive = answering(&connections).await;
-        kept_alive.answered();
-        let newcomer = connections.admit().await.slot;
-        let _another = connections.admit().await;
-        assert!(is_evicted(&hoarder) && !is_evicted(&kept_alive) && !is_evicted(&newcomer));
-        drop(hoarder);
-        let _more = connections.admit().await;
-        assert!(is_evicted(&kept_alive) && !is_evicted(&newcomer));
-    }
-
-    #[tokio::test]
-    async fn a_peer_that_does_not_read_its_answers_gives_way_mid_answer() {
-        let connections = Connections::new(2);
-        let idle = answering(&connections).await;
-        idle.answered();
-        let stalled = answering(&connections).await;
-        stalled.set_stalled(true);
-        stalled.set_stalled(false);
-        stalled.set_stalled(true);
-        let _newcomer = connections.admit().await;
-        assert!(is_evicted(&idle) && !is_evicted(&stalled), "idle since before the stall");
-        let _another = connections.admit().await;
-        assert!(is_evicted(&stalled));
-    }
-
-    #[tokio::test]
-    async fn a_sized_body_keeps_its_connection_answering_a_watch_stream_does_not() {
-        let connections = Connections::new(2);
-        let slot = Arc::new(answering(&connections).await);
-        let sized =
-            Tracked::new(http_body_util::Full::new(bytes::Bytes::from_static(b"t")), slot.clone(), true);
-        assert!(is_answering(&slot));
-        drop(sized);
-        assert!(!is_answering(&slot));
-        slot.answering();
-        let stream = http_body_util::StreamBody::new(futures_util::stream::pending::<
-            Result<Frame<bytes::Bytes>, std::convert::Infallible>,
-        >());
-        let watching = Tracked::new(stream, slot.clone(), true);
-        assert!(!is_answering(&slot));
-        drop(watching);
-        slot.answering();
-        let proxied = http_body_util::StreamBody::new(futures_util::stream::pending::<
-            Result<Frame<bytes::Bytes>, std::convert::Infallible>,
-        >());
-        let streaming = Tracked::new(proxied, slot.clone(), false);
-        assert!(is_answering(&slot), "a proxied stream is a request in progress");
-        drop(streaming);
-        assert!(!is_answering(&slot));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn when_every_connection_is_answering_a_newcomer_waits_for_one_to_give_way() {
-        let connections = Connections::new(2);
-        let busy = answering(&connections).await;
-        let _also_busy = answering(&connections).await;
-        let waiting = tokio::spawn({
-            let connections = connections.clone();
-            async move { connections.admit().await.made_room }
-        });
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        assert!(!waiting.is_finished(), "nobody may be closed in the middle of a request");
-        busy.set_stalled(true);
-        assert!(waiting.await.unwrap(), "the connection whose peer stopped reading gives way");
-        assert!(is_evicted(&busy));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_listener_settles_once_after_its_last_connection_and_not_while_idle() {
-        let connections = Connections::new(4);
-        let quiet = Duration::from_secs(2);
-        let never_served = tokio::time::timeout(Duration::from_secs(60), connections.settled(quiet)).await;
-        assert!(never_served.is_err(), "an idle listener settled: it would wake for nothing");
-
-        let first = connections.admit().await.slot;
-        let second = connections.admit().await.slot;
-        let settled = tokio::spawn({
-            let connections = connections.clone();
-            async move { connections.settled(quiet).await }
-        });
-        drop(first);
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        assert!(!settled.is_finished(), "settled with a connection still open");
-        let closed = tokio::time::Instant::now();
-        drop(second);
-        settled.await.unwrap();
-        assert_eq!(closed.elapsed(), quiet);
-        let again = tokio::time::timeout(Duration::from_secs(60), connections.settled(quiet)).await;
-        assert!(again.is_err(), "settled twice for one burst");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_closed_connection_frees_its_slot() {
-        let connections = Connections::new(1);
-        let busy = answering(&connections).await;
-        let waiting = tokio::spawn({
-            let connections = connections.clone();
-            async move { connections.admit().await.made_room }
-        });
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        drop(busy);
-        assert!(!waiting.await.unwrap());
-    }
-
-    #[tokio::test]
-    async fn closing_a_connection_aborts_the_task_serving_it_known_before_or_after() {
-        let serving = || tokio::spawn(std::future::pending::<()>());
-        let aborted = async |task: tokio::task::JoinHandle<()>| {
-            let ended = tokio::time::timeout(Duration::from_secs(5), task).await;
-            ended.expect("the task ended").unwrap_err().is_cancelled()
-        };
-        let connections = Connections::new(1);
-        let idle = connections.admit().await.slot;
-        let task = serving();
-        idle.served_by(task.abort_handle());
-        let newcomer = connections.admit().await;
-        assert!(newcomer.made_room);
-        assert!(aborted(task).await, "closed for room");
-
-        // Closed for room before its task was known: the task is aborted as it is handed over.
-        let newer = connections.admit().await.slot;
-        let late = serving();
-        newcomer.slot.served_by(late.abort_handle());
-        assert!(aborted(late).await);
-
-        // The listener stops: every connection ends.
-        let stopping = CloseAll(connections.clone());
-        let task = serving();
-        newer.served_by(task.abort_handle());
-        drop(stopping);
-        assert!(aborted(task).await, "closed as the listener stopped");
-    }
-}
+mod tests;

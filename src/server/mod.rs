@@ -149,13 +149,17 @@ impl<H: Handler> Server<H> {
             };
             // Accepted first, then given a slot: the peer waiting is one we know exists, and at
             // most one connection beyond the limit is ever held.
-            let admitted = match connections.try_admit() {
+            let uid = match &newcomer {
+                Newcomer::Allowed(peer, _) => Some(peer.uid),
+                Newcomer::Unknown(_) => None,
+            };
+            let admitted = match connections.try_admit(uid) {
                 Some(admitted) => admitted,
                 None => {
                     debug!("{name}: every connection is in a request; a new one waits for a slot");
                     tokio::select! {
                         _ = cancel.cancelled() => break,
-                        admitted = connections.admit() => admitted,
+                        admitted = connections.admit(uid) => admitted,
                     }
                 }
             };
@@ -178,7 +182,10 @@ impl<H: Handler> Server<H> {
                 let (peer, io) = match newcomer {
                     Newcomer::Allowed(peer, io) => (Some(peer), io),
                     Newcomer::Unknown(stream) => match identify(stream) {
-                        (Ok(peer), io) if acl.allows(&peer) => (Some(peer), io),
+                        (Ok(peer), io) if acl.allows(&peer) => {
+                            context.slot.identified(peer.uid);
+                            (Some(peer), io)
+                        }
                         (refused, io) => {
                             refuse(&refusals, &metrics, refused);
                             (None, io)
@@ -234,7 +241,7 @@ enum Io {
 async fn accept(listener: &Listener) -> std::io::Result<Accepted> {
     match listener {
         Listener::Unix { listener, .. } => Ok(Accepted::Unix(listener.accept().await?.0)),
-        Listener::Tcp { listener, address } => {
+        Listener::Tcp { listener, address, .. } => {
             let (stream, remote) = listener.accept().await?;
             // Answers are small and written whole: no reason to hold them back.
             stream.set_nodelay(true)?;

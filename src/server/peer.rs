@@ -31,19 +31,33 @@ pub struct Acl {
 
 impl Acl {
     pub fn new(uids: &[u32], gids: &[u32]) -> Acl {
-        Acl { own_uid: nix::unistd::geteuid().as_raw(), uids: uids.to_vec(), gids: gids.to_vec() }
+        Acl { own_uid: own_uid(), uids: uids.to_vec(), gids: gids.to_vec() }
     }
 
     pub fn allows(&self, peer: &Peer) -> bool {
-        if peer.uid == 0 || peer.uid == self.own_uid || self.uids.contains(&peer.uid) {
-            return true;
-        }
-        if self.gids.is_empty() {
-            return false;
-        }
-        let gid = peer.gid.or_else(|| primary_gid(peer.uid));
-        gid.is_some_and(|gid| self.gids.contains(&gid))
+        permits(self.own_uid, &self.uids, &self.gids, peer)
     }
+}
+
+/// Whether `peer` is root, `own_uid`, in `uids`, or (when `gids` lists any) in one of `gids`
+/// by its primary group. A free function so that a token's lists are checked per request with
+/// no allocation and no system call: a hidden token must cost what a missing name costs, or
+/// the time of a 404 tells them apart (DESIGN §15).
+pub fn permits(own_uid: u32, uids: &[u32], gids: &[u32], peer: &Peer) -> bool {
+    if peer.uid == 0 || peer.uid == own_uid || uids.contains(&peer.uid) {
+        return true;
+    }
+    if gids.is_empty() {
+        return false;
+    }
+    let gid = peer.gid.or_else(|| primary_gid(peer.uid));
+    gid.is_some_and(|gid| gids.contains(&gid))
+}
+
+/// The daemon's effective uid, looked up once.
+pub fn own_uid() -> u32 {
+    static OWN: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *OWN.get_or_init(|| nix::unistd::geteuid().as_raw())
 }
 
 /// The peer of a Unix socket connection.

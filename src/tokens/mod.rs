@@ -8,6 +8,7 @@
 mod diff;
 mod parts;
 mod served;
+mod subject;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -39,7 +40,7 @@ impl RunningTokens {
         };
         for token in parts {
             let name = token.config.name.clone();
-            match Served::start(token, metrics) {
+            match Served::start(token, metrics, running.registry.subscribe()) {
                 Ok(served) => {
                     running.served.insert(name, served);
                 }
@@ -83,7 +84,7 @@ impl RunningTokens {
         }
         for name in &diff.added {
             let Some(token) = parts.remove(name) else { continue };
-            match Served::start(token, &self.metrics) {
+            match Served::start(token, &self.metrics, self.registry.subscribe()) {
                 Ok(served) => {
                     self.served.insert(name.clone(), served);
                 }

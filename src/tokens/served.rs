@@ -13,14 +13,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, error, info, warn};
 
 use super::parts::{Built, TokenParts};
+use super::subject;
 use crate::api::{self, Scope, Shared};
 use crate::config::{OnExpiry, SinkConfig, TokenConfig};
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::proxy;
-use crate::registry::TokenHandle;
+use crate::registry::{Registry, TokenHandle};
 use crate::server::BindError;
 use crate::sinks::{self, Sink, SinkReport};
+use crate::source::SubjectFeed;
 use crate::state::StateFile;
 use crate::token::TokenState;
 
@@ -59,15 +61,24 @@ pub(crate) struct Served {
     reports: watch::Sender<Vec<watch::Receiver<SinkReport>>>,
     metrics: Arc<Metrics>,
     span: Span,
+    /// Every token, for a source that exchanges another one's (`subject`).
+    registry: Registry,
+    /// Stops the task that feeds the source its subject token, when it has one.
+    follower: Option<CancellationToken>,
 }
 
 impl Served {
     /// Restores the state file, binds the token's sockets and proxies, then starts everything:
     /// sockets listen and sinks hold a restored token before the first fetch, so clients are
     /// served while the source is still slow or down.
-    pub(crate) fn start(parts: TokenParts, metrics: &Arc<Metrics>) -> Result<Served, BindError> {
+    pub(crate) fn start(
+        parts: TokenParts,
+        metrics: &Arc<Metrics>,
+        registry: Registry,
+    ) -> Result<Served, BindError> {
         let state = parts.state_file();
-        let TokenParts { config, source, sinks } = parts;
+        let TokenParts { config, mut source, sinks } = parts;
+        let feed = source.take_feed();
         let span = crate::logging::token_span(&config.name);
         let token_metrics = Arc::new(metrics.token(&config.name));
         let restored = span.in_scope(|| state.restore(SystemTime::now()));
@@ -92,7 +103,10 @@ impl Served {
             reports,
             metrics: metrics.clone(),
             span,
+            registry,
+            follower: None,
         };
+        served.follow(feed);
         for (config, built) in sinks {
             if let Err(e) = served.launch(Origin::Sink(Box::new(config)), built) {
                 served.cancel.cancel();
@@ -106,6 +120,19 @@ impl Served {
 
     pub(crate) fn handle(&self) -> &Arc<TokenHandle> {
         &self.handle
+    }
+
+    /// Feeds the source its subject token, when it exchanges another token of this daemon;
+    /// a previous source's feeding stops.
+    fn follow(&mut self, feed: Option<SubjectFeed>) {
+        if let Some(old) = self.follower.take() {
+            old.cancel();
+        }
+        let Some(feed) = feed else { return };
+        let cancel = self.cancel.child_token();
+        let task = subject::follow(feed, self.registry.clone(), self.handle.engine.clone(), cancel.clone());
+        tokio::spawn(task.instrument(self.span.clone()));
+        self.follower = Some(cancel);
     }
 
     fn launch(&mut self, origin: Origin, built: Built) -> Result<(), BindError> {
@@ -156,13 +183,15 @@ impl Served {
     /// one removed.
     pub(crate) async fn reload(&mut self, parts: TokenParts) {
         let state = parts.state_file();
-        let TokenParts { config, source, sinks } = parts;
+        let TokenParts { config, mut source, sinks } = parts;
+        let feed = source.take_feed();
         let (from, to) = (self.config.borrow().state_dir.clone(), config.state_dir.clone());
         if from != to {
             // Before the engine can fetch with the new source from the new place.
             relocate_oauth2(&from, &to, config.source.timeout).instrument(self.span.clone()).await;
         }
         self.handle.engine.reconfigure(config.clone(), source).await;
+        self.follow(feed);
         let mut wanted: Vec<(Origin, Built)> =
             sinks.into_iter().map(|(config, built)| (Origin::Sink(Box::new(config)), built)).collect();
         wanted.push((Origin::State(state.clone()), Built::Sink(Sink::State(state))));

@@ -27,7 +27,7 @@ fn check_with(
     fields: &FieldsConfig,
     agent: Option<&str>,
 ) -> Result<Candidate, Rejection> {
-    check_answer(answer.to_string().as_bytes(), now(), fields, agent, &ValidateConfig::default())
+    check_answer(answer.to_string().as_bytes(), now(), fields, agent, None, &ValidateConfig::default())
 }
 
 fn check(answer: &serde_json::Value) -> Result<Candidate, Rejection> {
@@ -64,11 +64,14 @@ fn non_json_and_non_objects_are_rejected() {
     let rules = ValidateConfig::default();
     let fields = FieldsConfig::default();
     for body in [&b"<html>502 Bad Gateway</html>"[..], b"{\"token\": \"abc", b""] {
-        let err = check_answer(body, now(), &fields, None, &rules).unwrap_err();
+        let err = check_answer(body, now(), &fields, None, None, &rules).unwrap_err();
         assert!(matches!(err, Rejection::NotJson(_)), "{err}");
     }
     for body in [&b"[1,2]"[..], b"\"token\"", b"null", b"42"] {
-        assert_eq!(check_answer(body, now(), &fields, None, &rules).unwrap_err(), Rejection::NotAnObject);
+        assert_eq!(
+            check_answer(body, now(), &fields, None, None, &rules).unwrap_err(),
+            Rejection::NotAnObject
+        );
     }
 }
 
@@ -131,9 +134,14 @@ fn expiry_must_be_present_and_rfc3339() {
         check(&with("expires_at", json!(null))).unwrap_err(),
         Rejection::ExpiryMissing("/expires_at".into())
     );
-    for bad in
-        [json!("tomorrow"), json!("2026-08-02 22:03:29"), json!(1785708209), json!("2026-13-02T22:03:29Z")]
-    {
+    for bad in [
+        json!("tomorrow"),
+        json!("2026-08-02 22:03:29"),
+        json!("2026-13-02T22:03:29Z"),
+        json!(-5),
+        json!("17857e5"),
+        json!(true),
+    ] {
         assert_eq!(
             check(&with("expires_at", bad.clone())).unwrap_err(),
             Rejection::ExpiryNotRfc3339("/expires_at".into()),
@@ -239,6 +247,7 @@ fn an_agent_name_holding_the_token_is_rejected_without_quoting_it() {
         now(),
         &FieldsConfig::default(),
         Some("google-calender-mcp"),
+        None,
         &ValidateConfig::default(),
     )
     .unwrap_err();
@@ -249,4 +258,74 @@ fn an_agent_name_holding_the_token_is_rejected_without_quoting_it() {
     let fields = FieldsConfig { agent: "/token".into(), ..FieldsConfig::default() };
     let err = check_with(&seed_answer(), &fields, None).unwrap_err();
     assert_eq!(err, Rejection::AgentHoldsToken("/token".into()));
+}
+
+/// DESIGN §16: Azure's `expires_on` is seconds since the epoch, a number or a string of digits.
+#[test]
+fn expiry_may_be_seconds_since_the_epoch() {
+    let at = now() + Duration::from_secs(3600);
+    let epoch = at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    for value in [json!(epoch), json!(epoch.to_string())] {
+        let c = check(&with("expires_at", value.clone())).unwrap();
+        assert_eq!(c.expires_at, at, "{value}");
+    }
+}
+
+/// A JWT whose claims are `claims`, its signature not a real one (never verified).
+fn jwt(claims: serde_json::Value) -> String {
+    use base64::Engine;
+    let part = |v: &serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    format!("{}.{}.c2lnbmF0dXJl", part(&json!({"alg": "RS256", "typ": "JWT"})), part(&claims))
+}
+
+#[test]
+fn without_an_expiry_field_a_jwts_own_exp_or_default_lifetime_schedules_it() {
+    let at = now() + Duration::from_secs(1800);
+    let exp = at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    let fields = FieldsConfig { expires_at: Some(String::new()), ..FieldsConfig::default() };
+    let token = jwt(json!({"sub": "svc", "exp": exp}));
+    let answer = with("token", json!(token));
+    let rules = ValidateConfig::default();
+    let check_none = |answer: &serde_json::Value, lifetime| {
+        check_answer(answer.to_string().as_bytes(), now(), &fields, None, lifetime, &rules)
+    };
+    assert_eq!(check_none(&answer, None).unwrap().expires_at, at);
+    // The JWT's exp wins over default_lifetime: it is the token's own word.
+    assert_eq!(check_none(&answer, Some(Duration::from_secs(60))).unwrap().expires_at, at);
+    // An opaque token: default_lifetime, else refused naming the options.
+    let opaque = seed_answer();
+    assert_eq!(
+        check_none(&opaque, Some(Duration::from_secs(600))).unwrap().expires_at,
+        now() + Duration::from_secs(600)
+    );
+    let refused = check_none(&opaque, None).unwrap_err();
+    assert!(refused.to_string().contains("default_lifetime"), "{refused}");
+    // Not JWTs: two parts, claims that are not JSON, an exp that is not a number.
+    for token in ["a.b", "a.!!!.c", &jwt(json!({"exp": "soon"})), &jwt(json!(["exp"]))] {
+        assert_eq!(jwt_exp(token), None, "{token}");
+    }
+}
+
+#[test]
+fn a_text_answer_is_the_token_one_line_break_trimmed() {
+    let rules = ValidateConfig::default();
+    let body = |text: &str| zeroize::Zeroizing::new(text.as_bytes().to_vec());
+    let lifetime = Some(Duration::from_secs(3599));
+    let c = check_text(body(&format!("{SECRET}\n")), now(), lifetime, &rules).unwrap();
+    assert_eq!((c.token.expose(), c.expires_at), (SECRET, now() + Duration::from_secs(3599)));
+    let c = check_text(body(&format!("{SECRET}\r\n")), now(), lifetime, &rules).unwrap();
+    assert_eq!(c.token.expose(), SECRET);
+    // Only one: a second line is not a token.
+    assert!(check_text(body(&format!("{SECRET}\n\n")), now(), lifetime, &rules).is_err());
+    assert!(check_text(body("\n"), now(), lifetime, &rules).is_err());
+    let bad = check_text(zeroize::Zeroizing::new(vec![0xff, 0xfe]), now(), lifetime, &rules).unwrap_err();
+    assert!(matches!(bad, Rejection::NotText(_)), "{bad}");
+    // A GCP identity token: a JWT, scheduled by its exp with no default_lifetime.
+    let at = now() + Duration::from_secs(3600);
+    let exp = at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    let c = check_text(body(&jwt(json!({"aud": "https://run.example", "exp": exp}))), now(), None, &rules)
+        .unwrap();
+    assert_eq!(c.expires_at, at);
+    let refused = check_text(body(SECRET), now(), None, &rules).unwrap_err();
+    assert!(refused.to_string().contains("default_lifetime") && !refused.to_string().contains(SECRET));
 }

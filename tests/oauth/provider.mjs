@@ -3,7 +3,10 @@
 // the device authorization grant, dynamic client registration, resource indicators, refresh
 // token rotation (its default for public clients, with reuse detection), and introspection, so
 // that a fake upstream can accept only live access tokens. Its development login pages
-// (devInteractions) can be driven over HTTP.
+// (devInteractions) can be driven over HTTP. RFC 8693 token exchange is added through the
+// provider's documented extension point (`registerGrantType`): a subject JWT signed by the
+// "cluster" key it writes (subject.pem), or an access token it issued, exchanged for an access
+// token that introspection shows as `exchanged_from` the subject.
 //
 //   node provider.mjs NODE_MODULES PORT DIR [ACCESS_TOKEN_SECONDS]
 //
@@ -12,13 +15,16 @@
 // DIR receives the private keys of the private_key_jwt clients (rsa.pem, ec.pem, PKCS#8) and
 // clients.json (ids and secrets); a line "ready ISSUER" on stdout says it listens.
 
-import { generateKeyPairSync } from 'node:crypto';
+import { createPublicKey, generateKeyPairSync, verify } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
 const [modules, port, dir, ttlArg] = process.argv.slice(2);
 const { default: Provider } = await import(pathToFileURL(join(modules, 'oidc-provider', 'lib', 'index.js')).href);
+const { InvalidGrant, InvalidRequest } = await import(
+  pathToFileURL(join(modules, 'oidc-provider', 'lib', 'helpers', 'errors.js')).href
+);
 const accessTokenTtl = Number(ttlArg ?? 300);
 const issuer = `http://127.0.0.1:${port}`;
 
@@ -30,6 +36,11 @@ function keyPair(type, options, file) {
 
 const rsa = keyPair('rsa', { modulusLength: 2048 }, 'rsa.pem');
 const ec = keyPair('ec', { namedCurve: 'P-256' }, 'ec.pem');
+// The key a workload's identity issuer signs with (a cluster's service-account tokens): the
+// tests sign subject tokens with it, and the exchange verifies them with its public half.
+const subjectKey = createPublicKey({ key: keyPair('rsa', { modulusLength: 2048 }, 'subject.pem'), format: 'jwk' });
+const SUBJECT_ISSUER = 'https://kubernetes.default.svc';
+const SUBJECT_AUDIENCE = 'sts.test';
 
 const service = (id, method, extra = {}) => ({
   client_id: id,
@@ -54,11 +65,17 @@ const clients = [
     response_types: ['code'],
     redirect_uris: ['http://127.0.0.1/callback'],
   },
+  // A workload that exchanges its own identity (RFC 8693).
+  service('exchanger', 'client_secret_basic', {
+    client_secret: 'exchange-secret-0123456789',
+    grant_types: ['urn:ietf:params:oauth:grant-type:token-exchange'],
+  }),
   // The MCP upstream, which introspects the tokens it is sent.
   service('upstream', 'client_secret_basic', { client_secret: 'upstream-secret-0123456789', grant_types: [] }),
 ];
 writeFileSync(join(dir, 'clients.json'), JSON.stringify(clients.map(({ client_id, client_secret }) => ({ client_id, client_secret }))));
 
+const exchangeClaims = new WeakMap();
 const provider = new Provider(issuer, {
   clients,
   // The daemon's users log in through the development pages: any name, no password.
@@ -68,6 +85,9 @@ const provider = new Provider(issuer, {
   // issue them for the session's lifetime).
   issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
   pkce: { required: () => true },
+  // What an exchanged token was exchanged from (set by the token exchange below), for
+  // introspection.
+  extraTokenClaims: async (_ctx, token) => exchangeClaims.get(token),
   ttl: {
     AccessToken: accessTokenTtl,
     ClientCredentials: accessTokenTtl,
@@ -100,6 +120,67 @@ const provider = new Provider(issuer, {
   clientBasedCORS: () => true,
 });
 provider.proxy = false;
+
+// RFC 8693 §2: token exchange. A subject JWT must be RS256 by the subject key, for
+// SUBJECT_AUDIENCE, unexpired; a subject access token must be live here. The answer is a
+// Bearer access token (N_A when an ID token is asked for, §2.2.1), with a refresh token the
+// daemon must not keep. GET /test/exchanges lists what each exchange presented.
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const TYPE = (name) => `urn:ietf:params:oauth:token-type:${name}`;
+const exchanges = [];
+function verifiedSubject(jwt) {
+  const parts = String(jwt).split('.');
+  if (parts.length !== 3) throw new InvalidGrant('subject_token is not a JWT');
+  const [header, claims] = parts.slice(0, 2).map((p) => JSON.parse(Buffer.from(p, 'base64url')));
+  const signed = verify('RSA-SHA256', Buffer.from(`${parts[0]}.${parts[1]}`), subjectKey, Buffer.from(parts[2], 'base64url'));
+  if (header.alg !== 'RS256' || !signed) throw new InvalidGrant('subject_token signature invalid');
+  if (claims.iss !== SUBJECT_ISSUER || claims.aud !== SUBJECT_AUDIENCE) throw new InvalidGrant('subject_token iss or aud');
+  if (!(claims.exp > Date.now() / 1000)) throw new InvalidGrant('subject_token expired');
+  return claims.sub;
+}
+provider.registerGrantType(
+  TOKEN_EXCHANGE,
+  async (ctx) => {
+    const p = ctx.oidc.params;
+    let subject;
+    if (p.subject_token_type === TYPE('jwt')) {
+      subject = verifiedSubject(p.subject_token);
+    } else if (p.subject_token_type === TYPE('access_token')) {
+      const held = await provider.ClientCredentials.find(p.subject_token);
+      if (!held || held.isExpired) throw new InvalidGrant('subject_token is not a live access token');
+      subject = held.clientId;
+    } else {
+      throw new InvalidRequest(`unsupported subject_token_type ${p.subject_token_type}`);
+    }
+    const token = new provider.ClientCredentials({ client: ctx.oidc.client, scope: p.scope || undefined });
+    exchangeClaims.set(token, { exchanged_from: subject, ...(p.audience ? { exchanged_for: p.audience } : {}) });
+    exchanges.push({
+      subject,
+      subject_token_type: p.subject_token_type,
+      requested_token_type: p.requested_token_type ?? null,
+      audience: p.audience ?? null,
+      actor_token_type: p.actor_token_type ?? null,
+      actor: p.actor_token ? verifiedSubject(p.actor_token) : null,
+    });
+    const idToken = p.requested_token_type === TYPE('id_token');
+    ctx.body = {
+      access_token: await token.save(),
+      issued_token_type: idToken ? TYPE('id_token') : TYPE('access_token'),
+      token_type: idToken ? 'N_A' : 'Bearer',
+      expires_in: token.expiration,
+      refresh_token: `exchange-refresh-never-kept-${exchanges.length}`,
+    };
+  },
+  ['subject_token', 'subject_token_type', 'requested_token_type', 'audience', 'actor_token', 'actor_token_type', 'scope', 'resource'],
+  ['audience', 'resource'],
+);
+provider.use(async (ctx, next) => {
+  if (ctx.method === 'GET' && ctx.path === '/test/exchanges') {
+    ctx.body = exchanges;
+    return;
+  }
+  await next();
+});
 
 // For the tests of the refresh path without a login: POST /test/refresh-token?resource=R mints
 // a refresh token for `host-public`, as a login would (a grant for alice with offline_access

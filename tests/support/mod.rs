@@ -12,6 +12,7 @@ pub mod fake_mcp;
 pub mod forge;
 pub mod host;
 pub mod http;
+pub mod kinds;
 pub mod load;
 pub mod mcp;
 pub mod nginx;

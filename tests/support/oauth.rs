@@ -109,6 +109,16 @@ impl Provider {
 }
 
 impl Provider {
+    /// What the server says `token` is (RFC 7662), as the MCP upstream asks it.
+    pub fn introspect(&self, token: &str) -> serde_json::Value {
+        let out = Command::new("curl")
+            .args(["-s", "-u", "upstream:upstream-secret-0123456789"])
+            .args(["-d", &format!("token={token}"), &format!("{}/token/introspection", self.issuer)])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).expect("introspection answers JSON")
+    }
+
     /// What the token endpoint saw (provider.mjs's `/test/stats`): `grants` by grant_type,
     /// `errors` by code, `refresh_presented`, `refresh_reused`.
     pub fn stats(&self) -> serde_json::Value {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use tokio::net::{TcpListener, TcpSocket, UnixListener};
 
 use crate::config::Mode;
+use crate::trust::OwnListener;
 use socket_file::SocketFile;
 
 /// Connections the kernel queues before we accept them; also bounds a flood's memory there.
@@ -26,13 +27,12 @@ pub enum BindError {
 
 pub enum Listener {
     /// The file is removed when the listener is dropped.
-    Unix {
-        listener: UnixListener,
-        file: SocketFile,
-    },
+    Unix { listener: UnixListener, file: SocketFile },
     Tcp {
         listener: TcpListener,
         address: SocketAddr,
+        /// The daemon's own clients refuse to connect here (`trust`).
+        own: OwnListener,
     },
 }
 
@@ -53,8 +53,9 @@ impl Listener {
         // A restart binds again at once, though connections of the last run linger in TIME_WAIT.
         socket.set_reuseaddr(true).map_err(fail)?;
         socket.bind(address).map_err(fail)?;
+        let own = OwnListener::new(socket.local_addr().map_err(fail)?);
         let listener = socket.listen(BACKLOG).map_err(fail)?;
-        Ok(Listener::Tcp { listener, address })
+        Ok(Listener::Tcp { listener, address, own })
     }
 
     /// The path or address, as logs and status show it.

@@ -47,6 +47,12 @@ pub(crate) struct ServerMetadata {
     /// RFC 7591 §3.
     #[serde(default)]
     pub registration_endpoint: Option<Url>,
+    /// RFC 9207 §3: every authorization response carries `iss`.
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: bool,
+    /// RFC 8414 §2.
+    #[serde(default)]
+    pub scopes_supported: Option<Vec<String>>,
 }
 
 impl ServerMetadata {
@@ -269,6 +275,8 @@ mod tests {
             authorization_endpoint: None,
             device_authorization_endpoint: Some(Url::parse(device).unwrap()),
             registration_endpoint: None,
+            authorization_response_iss_parameter_supported: false,
+            scopes_supported: None,
         };
         let good = metadata("https://a.example/token", "http://127.0.0.1:9/device");
         assert!(good.insecure_endpoint(false).is_none());

@@ -2,10 +2,12 @@
 //! its token. One file per concern, each opening with its RFC: `client_auth` (RFC 6749 §2.3,
 //! RFC 7523), `discovery` (RFC 8414, OpenID Connect Discovery, RFC 9728), `token` (RFC 6749
 //! §3.2, §5; RFC 8707), `store` (where the refresh token lives, and the lock every refresher
-//! takes), `rotation` (the refresh under that lock) and `login` (how a refresh token is got).
+//! takes), `rotation` (the refresh under that lock), `login` (how a refresh token is got) and
+//! `exchange` (RFC 8693: another token presented for this one).
 
 pub mod client_auth;
 mod discovery;
+pub mod exchange;
 pub mod login;
 mod rotation;
 pub(crate) mod store;
@@ -20,6 +22,7 @@ use crate::config::{AssertionAudience, Grant, SourceConfig};
 use crate::token::Fingerprint;
 use client_auth::ClientAuthentication;
 use discovery::ServerMetadata;
+use exchange::{Exchange, ExchangeError, SubjectFeed, SubjectStatus};
 use token::{Issued, Target, TokenError};
 
 /// An OAuth 2.0 source: where its authorization server is (found once, found again after a
@@ -37,6 +40,8 @@ pub(crate) struct OAuth2 {
     last_expiry: Mutex<Option<u64>>,
     /// What status shows, as of the last request.
     status: Mutex<OAuth2Status>,
+    /// `grant = "token_exchange"`: the subject and the exchange's parameters.
+    exchange: Option<Exchange>,
 }
 
 /// What `/v1/status` shows of an oauth2 source (DESIGN §13, "Status"). No secret.
@@ -47,6 +52,8 @@ pub struct OAuth2Status {
     pub token_endpoint: Option<Url>,
     /// For the refresh_token grant, once the store was read.
     pub refresh_token: Option<RefreshTokenStatus>,
+    /// For the token_exchange grant: where the subject token comes from.
+    pub subject_token: Option<SubjectStatus>,
 }
 
 /// The refresh token held, by fingerprint.
@@ -83,6 +90,8 @@ pub enum OAuth2Error {
     Token(#[from] TokenError),
     #[error(transparent)]
     Discovery(#[from] discovery::DiscoveryError),
+    #[error(transparent)]
+    Exchange(#[from] ExchangeError),
     /// The store in state_dir could not be used (its message names the file).
     #[error("{0}")]
     Store(String),
@@ -118,25 +127,42 @@ impl From<store::StoreError> for OAuth2Error {
 }
 
 impl OAuth2 {
-    /// `state_dir` is the token's own; `shared_dir` the daemon's.
-    pub fn new(config: &SourceConfig, state_dir: &std::path::Path, shared_dir: &std::path::Path) -> OAuth2 {
+    /// `state_dir` is the token's own; `shared_dir` the daemon's. With the feed of a subject
+    /// token of this daemon (`subject_token = "NAME"`), which the caller fills.
+    pub fn new(
+        config: &SourceConfig,
+        state_dir: &std::path::Path,
+        shared_dir: &std::path::Path,
+    ) -> (OAuth2, Option<SubjectFeed>) {
         let status = OAuth2Status {
             grant: config.grant.unwrap_or_default(),
             token_endpoint: config.token_endpoint.clone(),
             refresh_token: None,
+            subject_token: None,
         };
-        OAuth2 {
+        let (exchange, feed) = match status.grant {
+            Grant::TokenExchange => {
+                let (exchange, feed) = Exchange::new(config);
+                (Some(exchange), feed)
+            }
+            _ => (None, None),
+        };
+        let oauth2 = OAuth2 {
             config: config.clone(),
             metadata: tokio::sync::Mutex::new(None),
             store: store::Store::new(state_dir),
             shared_dir: shared_dir.to_owned(),
             last_expiry: Mutex::new(None),
             status: Mutex::new(status),
-        }
+            exchange,
+        };
+        (oauth2, feed)
     }
 
     pub fn status(&self) -> OAuth2Status {
-        lock(&self.status).clone()
+        let mut status = lock(&self.status).clone();
+        status.subject_token = self.exchange.as_ref().map(Exchange::status);
+        status
     }
 
     /// A token from the token endpoint, by the configured grant.
@@ -155,6 +181,14 @@ impl OAuth2 {
                     .map_err(OAuth2Error::from)
             }
             Grant::RefreshToken => self.refresh(http, &target, issuer.as_deref()).await,
+            Grant::TokenExchange => {
+                let exchange = self.exchange.as_ref().expect("built for the token_exchange grant");
+                let presented = exchange.present(self.config.timeout).await?;
+                let client = ClientAuthentication::new(&self.config, &endpoint, issuer.as_deref(), None);
+                token::request(http, &target, &client, token::Grant::TokenExchange(&presented))
+                    .await
+                    .map_err(OAuth2Error::from)
+            }
         };
         if let Err(OAuth2Error::Token(e)) = &result
             && !e.is_refusal()

@@ -383,4 +383,28 @@ mod tests {
         let refused = store.lock(WAIT).await.err().unwrap().to_string();
         assert!(refused.contains("oauth2.lock") && refused.contains("uid 65534"), "{refused}");
     }
+
+    /// Found by attacking the daemon: a state_dir below a directory another user owns (0755)
+    /// was taken, and that user could rename the store away and back (a spent refresh token
+    /// rolled back); a link above it into such a directory was not seen either.
+    #[tokio::test]
+    async fn a_state_dir_below_another_users_directory_is_refused_however_reached() {
+        if !nix::unistd::geteuid().is_root() {
+            return; // only root can give a directory away (CI runs as root)
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let theirs = dir.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o755)).unwrap();
+        nix::unistd::chown(&theirs, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+        let refused = Store::new(&theirs.join("state")).prepare().unwrap_err().to_string();
+        assert!(refused.contains("theirs") && refused.contains("belongs to uid 65534"), "{refused}");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&theirs, &link).unwrap();
+        let refused = Store::new(&link.join("state")).prepare().unwrap_err().to_string();
+        assert!(refused.contains("belongs to uid 65534"), "{refused}");
+        // Control: the same, ours.
+        nix::unistd::chown(&theirs, Some(nix::unistd::geteuid()), None).unwrap();
+        Store::new(&link.join("state")).prepare().expect("a link into our own directory is fine");
+    }
 }

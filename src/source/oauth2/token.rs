@@ -35,6 +35,8 @@ pub(crate) enum Grant<'a> {
     AuthorizationCode { code: &'a str, redirect_uri: &'a str, code_verifier: &'a str },
     /// RFC 8628 §3.4.
     DeviceCode(&'a str),
+    /// RFC 8693 §2.1: the subject (and actor) token and the exchange's parameters.
+    TokenExchange(&'a super::exchange::Presented),
 }
 
 /// Where and for what: the same on every request of a source.
@@ -134,6 +136,10 @@ pub(crate) async fn request(
             form.push(("device_code", device_code));
             with_scope = false;
         }
+        Grant::TokenExchange(presented) => {
+            form.push(("grant_type", super::exchange::GRANT_TYPE));
+            form.extend(presented.form.iter().map(|(name, value)| (*name, value.as_str())));
+        }
     }
     if let Some(resource) = target.resource {
         form.push(("resource", resource.as_str()));
@@ -141,16 +147,28 @@ pub(crate) async fn request(
     if let Some(scope) = target.scope.filter(|_| with_scope) {
         form.push(("scope", scope));
     }
+    // RFC 8693 §2.2.1: an exchanged token that is not an access token says `N_A`.
+    let exchanged = matches!(grant, Grant::TokenExchange(_));
     let (status, body, received_at) = post_form(http, endpoint, form, &presented, target.timeout).await?;
     if !status.is_success() {
         return Err(refusal(endpoint, status, &body));
     }
-    checked(endpoint, &body, received_at)
+    let mut issued = checked(endpoint, &body, received_at, exchanged)?;
+    if exchanged {
+        // Not kept (DESIGN §16): the next exchange presents the subject token again.
+        issued.refresh_token = None;
+    }
+    Ok(issued)
 }
 
 /// A 200 answer's token, or why not; a refused answer's successor refresh token kept in the error.
-fn checked(endpoint: &Url, body: &[u8], received_at: SystemTime) -> Result<Issued, TokenError> {
-    answer(endpoint, body, received_at).map_err(|error| {
+fn checked(
+    endpoint: &Url,
+    body: &[u8],
+    received_at: SystemTime,
+    exchanged: bool,
+) -> Result<Issued, TokenError> {
+    answer(endpoint, body, received_at, exchanged).map_err(|error| {
         // The server has spent the refresh token presented, whatever else is wrong with its
         // answer: a successor in it must still be kept.
         match serde_json::from_slice::<Successor>(body).ok().and_then(|s| s.refresh_token) {
@@ -163,11 +181,18 @@ fn checked(endpoint: &Url, body: &[u8], received_at: SystemTime) -> Result<Issue
     })
 }
 
-/// A 200 answer checked: a Bearer access token and its lifetime (RFC 6749 §5.1).
-fn answer(endpoint: &Url, body: &[u8], received_at: SystemTime) -> Result<Issued, TokenError> {
+/// A 200 answer checked: a Bearer access token and its lifetime (RFC 6749 §5.1); an exchanged
+/// token may be `N_A` (RFC 8693 §2.2.1).
+fn answer(
+    endpoint: &Url,
+    body: &[u8],
+    received_at: SystemTime,
+    exchanged: bool,
+) -> Result<Issued, TokenError> {
     let malformed = |reason: String| TokenError::Malformed { endpoint: endpoint.clone(), reason };
     let answer: Answer = serde_json::from_slice(body).map_err(|e| malformed(e.to_string()))?;
-    if !answer.token_type.eq_ignore_ascii_case("bearer") {
+    let not_applicable = exchanged && answer.token_type.eq_ignore_ascii_case("n_a");
+    if !answer.token_type.eq_ignore_ascii_case("bearer") && !not_applicable {
         return Err(TokenError::NotBearer {
             endpoint: endpoint.clone(),
             kind: printable(&answer.token_type, 40),
@@ -283,7 +308,7 @@ mod tests {
     use super::*;
 
     fn check(body: &str) -> Result<Issued, TokenError> {
-        checked(&Url::parse("https://a.example/token").unwrap(), body.as_bytes(), SystemTime::now())
+        checked(&Url::parse("https://a.example/token").unwrap(), body.as_bytes(), SystemTime::now(), false)
     }
 
     #[test]

@@ -36,7 +36,7 @@ const CONNECTIONS: usize = 16;
 const CONNECTION_TIME: Duration = Duration::from_secs(10);
 
 /// What a redirect brought: the code, or the server's refusal (RFC 6749 §4.1.2.1).
-type Redirect = Result<Zeroizing<String>, TokenError>;
+type Redirect = Result<Zeroizing<String>, LoginError>;
 
 pub(super) async fn login(flow: &Flow<'_>) -> Result<Issued, LoginError> {
     let Flow { http, metadata, target, client, open, requester, .. } = *flow;
@@ -46,8 +46,7 @@ pub(super) async fn login(flow: &Flow<'_>) -> Result<Issued, LoginError> {
             metadata.issuer
         )));
     };
-    let listener = TcpListener::bind(("127.0.0.1", 0))
-        .await
+    let (listener, _own) = callback_listener()
         .map_err(|e| LoginError::Callback(format!("cannot listen on 127.0.0.1 for the redirect: {e}")))?;
     let port = listener.local_addr().map_err(|e| LoginError::Callback(e.to_string()))?.port();
     let redirect_uri = format!("http://127.0.0.1:{port}/callback");
@@ -74,18 +73,31 @@ pub(super) async fn login(flow: &Flow<'_>) -> Result<Issued, LoginError> {
         query.append_pair("code_challenge_method", "S256");
     }
     let _ = open.send(Open { url, user_code: None, url_complete: None, callback_port: Some(port) }).await;
-    let code = tokio::time::timeout(DEFAULT_WAIT, redirect(listener, Arc::from(state), requester))
+    let expected = Expected {
+        state,
+        issuer: metadata.issuer.clone(),
+        iss_required: metadata.authorization_response_iss_parameter_supported,
+    };
+    let code = tokio::time::timeout(DEFAULT_WAIT, redirect(listener, Arc::new(expected), requester))
         .await
-        .map_err(|_| LoginError::TimedOut(DEFAULT_WAIT))?
-        .map_err(LoginError::Refused)?;
+        .map_err(|_| LoginError::TimedOut(DEFAULT_WAIT))??;
     let grant =
         Grant::AuthorizationCode { code: &code, redirect_uri: &redirect_uri, code_verifier: &verifier };
     token::request(http, target, client, grant).await.map_err(LoginError::Refused)
 }
 
+/// A loopback port for the redirect, registered as the daemon's own before it listens: a URL
+/// a server names (discovery) never makes the daemon deliver a redirect to itself.
+fn callback_listener() -> std::io::Result<(TcpListener, crate::trust::OwnListener)> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind((std::net::Ipv4Addr::LOCALHOST, 0).into())?;
+    let own = crate::trust::OwnListener::new(socket.local_addr()?);
+    Ok((socket.listen(1024)?, own))
+}
+
 /// Serves the callback port to `requester`'s connections until a redirect with our `state`
 /// arrives.
-async fn redirect(listener: TcpListener, state: Arc<str>, requester: Requester) -> Redirect {
+async fn redirect(listener: TcpListener, state: Arc<Expected>, requester: Requester) -> Redirect {
     let (found, mut arrived) = mpsc::channel::<Redirect>(1);
     let slots = Arc::new(Semaphore::new(CONNECTIONS));
     let local = listener.local_addr().expect("a bound listener has an address");
@@ -154,8 +166,21 @@ impl RefusedSoFar {
     }
 }
 
-/// Answers one request to the callback port, handing a redirect with our `state` on.
-fn callback<B>(request: &Request<B>, state: &str, found: &mpsc::Sender<Redirect>) -> Response<Full<Bytes>> {
+/// What the redirect of this login must carry: its `state`, and the issuer's identifier as
+/// `iss` (RFC 9207 §2.4) — always when the server says it sends one.
+struct Expected {
+    state: String,
+    issuer: String,
+    iss_required: bool,
+}
+
+/// Answers one request to the callback port, handing a redirect with our `state` on; one whose
+/// `iss` is not the server's ends the login, nothing exchanged (RFC 9207 §2.4: a mix-up).
+fn callback<B>(
+    request: &Request<B>,
+    expected: &Expected,
+    found: &mpsc::Sender<Redirect>,
+) -> Response<Full<Bytes>> {
     if request.uri().path() != "/callback" {
         return page(StatusCode::NOT_FOUND, "Not found. mcp-token-sync waits for its login at /callback.");
     }
@@ -163,7 +188,7 @@ fn callback<B>(request: &Request<B>, state: &str, found: &mpsc::Sender<Redirect>
     let param = |name: &str| {
         url::form_urlencoded::parse(query.as_bytes()).find(|(key, _)| key == name).map(|(_, value)| value)
     };
-    if param("state").as_deref() != Some(state) {
+    if param("state").as_deref() != Some(expected.state.as_str()) {
         return page(
             StatusCode::BAD_REQUEST,
             "This sign-in answer does not belong to the login mcp-token-sync is waiting for \
@@ -171,9 +196,32 @@ fn callback<B>(request: &Request<B>, state: &str, found: &mpsc::Sender<Redirect>
              URL `mcp-token-sync login` printed.",
         );
     }
+    let issuer = &expected.issuer;
+    let mismatch = match param("iss") {
+        Some(iss) if iss != *issuer => Some(format!(
+            "the redirect names the issuer {:?}, not {issuer} (iss, RFC 9207): it may come from another \
+             server; the login is refused and nothing was exchanged",
+            printable(&iss, 200)
+        )),
+        None if expected.iss_required => Some(format!(
+            "the redirect carries no iss, which {issuer} says it always sends \
+             (authorization_response_iss_parameter_supported, RFC 9207): the login is refused and nothing \
+             was exchanged"
+        )),
+        _ => None,
+    };
+    if let Some(mismatch) = mismatch {
+        let _ = found.try_send(Err(LoginError::Issuer(mismatch)));
+        return page(
+            StatusCode::BAD_REQUEST,
+            "This sign-in answer names another issuer than the one mcp-token-sync logs in to, so the \
+             login was refused; `mcp-token-sync login` says why.",
+        );
+    }
     if let Some(error) = param("error") {
         let description = param("error_description").map(|d| printable(&d, 200));
-        let _ = found.try_send(Err(TokenError::Refused { code: printable(&error, 64), description }));
+        let refused = TokenError::Refused { code: printable(&error, 64), description };
+        let _ = found.try_send(Err(LoginError::Refused(refused)));
         return page(
             StatusCode::OK,
             "The authorization server refused the login; `mcp-token-sync login` says why.",
@@ -198,4 +246,21 @@ fn page(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
         .insert(hyper::header::CONTENT_TYPE, "text/html; charset=utf-8".parse().expect("valid"));
     response.headers_mut().insert(hyper::header::CACHE_CONTROL, "no-store".parse().expect("valid"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_callback_is_never_sent_anything_by_the_daemon_itself() {
+        let (listener, own) = callback_listener().unwrap();
+        let address = listener.local_addr().unwrap();
+        let client = std::net::TcpStream::connect(address).unwrap();
+        let trust = crate::trust::Trust::new(&[], "source.trust_uids");
+        let refused = trust.check(client.local_addr().unwrap(), address).unwrap_err();
+        assert!(matches!(refused, crate::trust::Untrusted::Own { .. }), "{refused}");
+        drop(own);
+        trust.check(client.local_addr().unwrap(), address).expect("a login over, the port is no longer ours");
+    }
 }

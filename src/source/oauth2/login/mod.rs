@@ -103,6 +103,9 @@ pub enum LoginError {
         "the server issued no refresh token; the daemon could not keep the login (ask for a scope such as offline_access in source.scope)"
     )]
     NoRefreshToken,
+    /// The redirect's `iss` is not the server's (RFC 9207): nothing was exchanged.
+    #[error("{0}")]
+    Issuer(String),
 }
 
 impl LoginError {
@@ -115,6 +118,7 @@ impl LoginError {
             LoginError::Registration { .. } => "registration_failed",
             LoginError::NoRefreshToken => "no_refresh_token",
             LoginError::UnsafeUrl(_) => "unsafe_url",
+            LoginError::Issuer(_) => "iss_mismatch",
             _ => "login_failed",
         }
     }
@@ -153,7 +157,8 @@ impl OAuth2 {
         let endpoint = self.config.token_endpoint.clone().unwrap_or_else(|| metadata.token_endpoint.clone());
         let client =
             ClientAuthentication::new(&self.config, &endpoint, Some(&metadata.issuer), registered.as_deref());
-        let target = self.target(&endpoint);
+        let scope = login_scope(self.config.scope.as_deref(), &metadata);
+        let target = Target { scope: scope.as_deref(), ..self.target(&endpoint) };
         let method = match method {
             Some(method) => method,
             None if metadata.device_authorization_endpoint.is_some() => Method::Device,
@@ -197,9 +202,9 @@ impl OAuth2 {
         let client = match registration::known(&self.shared_dir, &metadata.issuer) {
             Some(client) => client,
             None => {
+                let scope = login_scope(self.config.scope.as_deref(), metadata);
                 let client =
-                    registration::register(http, metadata, self.config.scope.as_deref(), self.config.timeout)
-                        .await?;
+                    registration::register(http, metadata, scope.as_deref(), self.config.timeout).await?;
                 registration::remember(&self.shared_dir, &client);
                 client
             }
@@ -231,6 +236,22 @@ impl OAuth2 {
     }
 }
 
+/// The scope a login asks for: `source.scope`, with `offline_access` added when the server
+/// lists it in `scopes_supported` (RFC 8414 §2) and it is not there already: OpenID servers
+/// issue a refresh token only for it (OpenID Connect Core §11), and without one the login
+/// cannot be kept.
+fn login_scope(configured: Option<&str>, metadata: &ServerMetadata) -> Option<String> {
+    const OFFLINE: &str = "offline_access";
+    let listed = metadata.scopes_supported.as_ref().is_some_and(|s| s.iter().any(|s| s == OFFLINE));
+    match configured {
+        Some(scope) if listed && !scope.split_whitespace().any(|s| s == OFFLINE) => {
+            Some(format!("{scope} {OFFLINE}"))
+        }
+        Some(scope) => Some(scope.to_owned()),
+        None => listed.then(|| OFFLINE.to_owned()),
+    }
+}
+
 /// A random value for PKCE's verifier and the redirect's `state`: 32 bytes of the thread's
 /// CSPRNG (ChaCha, seeded by the OS), base64url without padding (RFC 7636 §4.1: 43 characters).
 fn random_value() -> String {
@@ -241,6 +262,29 @@ fn random_value() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_login_asks_for_offline_access_when_the_server_lists_it() {
+        let metadata = |scopes: Option<&[&str]>| ServerMetadata {
+            issuer: "https://as.example".into(),
+            token_endpoint: "https://as.example/token".parse().unwrap(),
+            authorization_endpoint: None,
+            device_authorization_endpoint: None,
+            registration_endpoint: None,
+            authorization_response_iss_parameter_supported: false,
+            scopes_supported: scopes.map(|s| s.iter().map(|s| s.to_string()).collect()),
+        };
+        let openid = metadata(Some(&["openid", "offline_access"]));
+        assert_eq!(login_scope(Some("openid mcp"), &openid).as_deref(), Some("openid mcp offline_access"));
+        assert_eq!(
+            login_scope(Some("offline_access openid"), &openid).as_deref(),
+            Some("offline_access openid")
+        );
+        assert_eq!(login_scope(None, &openid).as_deref(), Some("offline_access"));
+        let plain = metadata(Some(&["mcp"]));
+        assert_eq!(login_scope(Some("mcp"), &plain).as_deref(), Some("mcp"));
+        assert_eq!(login_scope(None, &metadata(None)), None);
+    }
 
     #[test]
     fn only_root_the_requester_and_the_browser_it_named_may_deliver_the_redirect() {
