@@ -4,9 +4,10 @@
 //! The data path of one token, left to right (a daemon runs it once per token it serves):
 //!
 //! - [`source`] gets a token from where its kind says: a current-token endpoint over HTTP(S)
-//!   (the seed's backend), or an OAuth 2.0 authorization server ([`source::oauth2`]: discovery,
-//!   grants, client authentication, the refresh-token store and the login flows); and runs the
-//!   live probe;
+//!   (the seed's backend, a cloud metadata server), an OAuth 2.0 authorization server
+//!   ([`source::oauth2`]: discovery, grants including RFC 8693's exchange, client
+//!   authentication, the refresh-token store and the login flows), a helper command (run by
+//!   `child`, as the exec sink's hooks are), or a GitHub App; and runs the live probe;
 //! - [`validate`] applies the rules a token must pass before anyone sees it (pure);
 //! - [`engine`] runs one fetch at a time, when [`schedule`] (pure) says or a trigger asks, and
 //!   publishes the current [`token`] (versioned) on a watch channel;
@@ -20,7 +21,8 @@
 //!   plain-http loopback server that the source or a proxy connects to.
 //!
 //! A token is the unit: [`tokens`] runs each one (its engine and every sink, socket and proxy
-//! that serves it) and applies a reload token by token; [`registry`] is where the API, signals
+//! that serves it, and the feed of another token it exchanges) and applies a reload token by
+//! token; [`registry`] is where the API, signals
 //! and systemd's status find a token by name, knowing nothing of how many there are.
 //!
 //! Beside it, [`bridge`] relays a stdio-only MCP host to a proxy sink (`mcp-token-sync bridge`).

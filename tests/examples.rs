@@ -89,3 +89,34 @@ async fn the_readme_shell_one_liner_calls_the_api() {
     });
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Issue 29: every config of the README's "More sources" section is accepted as it stands (on
+/// a host without the user `alice`, that alone is named).
+#[test]
+fn the_readmes_configs_for_more_sources_are_accepted_as_pasted() {
+    use mcp_token_sync::config::{Config, Environment};
+    let readme = include_str!("../README.md");
+    let start = readme.find("## More sources").expect("the section");
+    let section = &readme[start..start + readme[start..].find("\n## Running it").expect("the next section")];
+    let env = Environment {
+        credentials_directory: Some("/run/credentials/mcp-token-sync.service".into()),
+        ..Environment::default()
+    };
+    let blocks: Vec<&str> =
+        section.split("```toml\n").skip(1).map(|b| b.split("```").next().unwrap()).collect();
+    assert_eq!(blocks.len(), 5, "az, gcloud, the GitHub App, the exchange, the metadata servers");
+    let alice = nix::unistd::User::from_name("alice").unwrap().is_some();
+    for block in blocks {
+        match Config::parse(block, std::path::Path::new("README.md"), &env) {
+            Ok(config) => assert!(!config.tokens.is_empty()),
+            Err(e) => {
+                let others: Vec<_> = e
+                    .problems
+                    .iter()
+                    .filter(|p| alice || !p.message.contains("no user named \"alice\""))
+                    .collect();
+                assert!(others.is_empty(), "{block}\n{e}");
+            }
+        }
+    }
+}

@@ -25,9 +25,11 @@ pub const LONG_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\nfeatures: -
     long_version = LONG_VERSION,
     about = "Keeps a short-lived API token fresh and hands it to the programs that need it",
     long_about = "Keeps a short-lived API token fresh and hands it to the programs that need it.\n\n\
-        One daemon per host fetches the token from its backend before it expires, validates it, and \
-        publishes it to files, env files, keyrings, a Unix-socket API, exec hooks, and local proxies \
-        that add it to any client's requests. See /usr/share/doc/mcp-token-sync/README.md."
+        One daemon per host fetches each of its tokens before it expires — from a current-token \
+        endpoint, an OAuth 2.0 server, a helper command (az, gcloud, op, vault), a GitHub App, a \
+        token exchange (RFC 8693) or a cloud metadata server — validates it, and publishes it to \
+        files, env files, keyrings, a Unix-socket API, exec hooks, and local proxies that add it to \
+        any client's requests. See /usr/share/doc/mcp-token-sync/README.md."
 )]
 pub(crate) struct Cli {
     #[command(subcommand)]
