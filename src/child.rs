@@ -55,8 +55,9 @@ pub(crate) struct Program<'a> {
 pub(crate) struct Ran {
     pub status: ExitStatus,
     pub stdout: Zeroizing<Vec<u8>>,
-    /// The last [`STDERR_TAIL`] bytes of stderr.
-    pub stderr: Vec<u8>,
+    /// The last [`STDERR_TAIL`] bytes of stderr, zeroed on drop: a program may print a secret
+    /// there.
+    pub stderr: Zeroizing<Vec<u8>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +110,7 @@ impl Program<'_> {
             let tail = async {
                 match stderr {
                     Some(stderr) => read_tail(stderr).await,
-                    None => Vec::new(),
+                    None => Zeroizing::new(Vec::new()),
                 }
             };
             let ((), out, err) = tokio::join!(write, read, tail);
@@ -186,16 +187,20 @@ async fn read_bounded(mut stream: impl AsyncRead + Unpin, limit: usize) -> Optio
 }
 
 /// Reads to the end, keeping the last [`STDERR_TAIL`] bytes.
-async fn read_tail(mut stream: impl AsyncRead + Unpin) -> Vec<u8> {
-    let mut tail = Vec::new();
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = stream.read(&mut buf).await {
+async fn read_tail(mut stream: impl AsyncRead + Unpin) -> Zeroizing<Vec<u8>> {
+    // Reserved whole (the tail never grows past it), so no reallocation leaves a copy behind.
+    let mut tail = Zeroizing::new(Vec::with_capacity(STDERR_TAIL + 4096));
+    let mut buf = Zeroizing::new([0u8; 4096]);
+    while let Ok(n) = stream.read(&mut buf[..]).await {
         if n == 0 {
             break;
         }
         tail.extend_from_slice(&buf[..n]);
-        if tail.len() > STDERR_TAIL {
-            tail.drain(..tail.len() - STDERR_TAIL);
+        let over = tail.len().saturating_sub(STDERR_TAIL);
+        if over > 0 {
+            // In place: drain moves the rest down, and the bytes beyond the new end are zeroed
+            // when the buffer is (Zeroizing zeroes the whole capacity).
+            tail.drain(..over);
         }
     }
     tail

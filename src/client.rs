@@ -47,8 +47,9 @@ pub enum ClientError {
     #[error("the daemon at {path} did not answer properly: {reason}")]
     Protocol { path: PathBuf, reason: String },
     #[error(
-        "the daemon at {path} accepted the connection but did not answer within {limit}: is it stopped or \
-         stuck? (see its log; --timeout waits longer)"
+        "the daemon at {path} accepted the connection but did not answer within {limit}: a fetch it waits \
+         for may take longer (a source's timeout can), or it is stopped or stuck; --timeout waits longer, \
+         and its log says which"
     )]
     Silent { path: PathBuf, limit: String },
 }

@@ -110,8 +110,23 @@ pub(crate) async fn run(logging: Logging) -> anyhow::Result<()> {
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| "mcp-token-sync".into()),
     );
-    daemon::serve(PathBuf::from("<demo>"), parts, logging).await?;
+    let served = daemon::serve(PathBuf::from("<demo>"), parts, logging).await;
+    if keyring {
+        forget_key(&format!("mcp-token-sync:{account}"));
+    }
+    served?;
     Ok(())
+}
+
+/// Takes the demo's key out of the user keyring, as its directory goes: a demo leaves nothing
+/// behind (its timeout would drop it at the token's expiry anyway).
+fn forget_key(description: &str) {
+    use linux_keyutils::{KeyRing, KeyRingIdentifier};
+    if let Ok(key) =
+        KeyRing::from_special_id(KeyRingIdentifier::User, false).and_then(|user| user.search(description))
+    {
+        let _ = key.invalidate();
+    }
 }
 
 /// The token the backend hands out now, and when it was issued.

@@ -98,6 +98,14 @@ impl StateFile {
         }
     }
 
+    /// The version the file holds, when it is ours: another process on the same `state_dir`
+    /// (`once` beside a running daemon) may have counted on since this one read it.
+    pub(crate) fn saved_version(&self) -> Option<u64> {
+        let bytes = fsutil::read_own(&self.path).ok()?;
+        let record: Record = serde_json::from_slice(&bytes).ok()?;
+        (record.format == FORMAT && record.owner == self.owner).then_some(record.version)
+    }
+
     /// What to start with: the saved token if it is ours and unexpired; `Expired` (to keep the
     /// version count) if it is ours but expired; else nothing.
     pub(crate) fn restore(&self, now: SystemTime) -> TokenState {

@@ -24,7 +24,9 @@ pub struct Candidate {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
-    #[error("the answer is not JSON ({0}); is source.url the token endpoint?")]
+    #[error(
+        "the answer is not JSON ({0}); is the source the token's (source.url, source.command), or is its answer text (source.format)?"
+    )]
     NotJson(String),
     #[error("the answer is JSON but not an object")]
     NotAnObject,

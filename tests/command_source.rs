@@ -240,3 +240,30 @@ async fn a_helper_runs_as_the_user_named_and_only_a_root_daemon_may_name_one() {
     assert_eq!(out.status.code(), Some(2), "{said}");
     assert!(said.contains("source.user") && said.contains("only a daemon running as root"), "{said}");
 }
+
+/// Found by a new user's trial: a helper that quoted the held token in its error put it in the
+/// log, status and `refresh`'s answer. The held token, and what the helper printed on stdout,
+/// are masked in every error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_helper_quoting_a_token_in_its_error_shows_it_masked() {
+    let helper = tempfile::tempdir().unwrap();
+    let program = az(helper.path());
+    let d = Daemon::start(&az_source(&program, ""), "");
+    let held = d.token(None);
+    script(
+        &program,
+        &format!(
+            "#!/bin/sh\necho '{{\"accessToken\": \"printed-then-failed-0123456789\"}}'\n\
+             echo \"ERROR: token $(cat {file}) and printed-then-failed-0123456789 were rejected by AAD\" >&2\nexit 1\n",
+            file = d.file.display()
+        ),
+    );
+    let refreshed = post(&d.socket, "/v1/refresh", b"").await;
+    assert_eq!(refreshed.status, 503);
+    for said in [refreshed.body.clone(), get(&d.socket, "/v1/status").await.body] {
+        assert!(said.contains("ERROR: token [token] and [stdout] were rejected by AAD"), "{said}");
+        assert!(!said.contains(&held) && !said.contains("printed-then-failed"), "{said}");
+    }
+    d.daemon.wait_output("were rejected by AAD", PATIENCE);
+    d.keeps_secret(&[&held, "printed-then-failed"]);
+}

@@ -362,8 +362,21 @@ fn demo_fetches_writes_and_cleans_up() {
     let answer = String::from_utf8_lossy(&curl.stdout).into_owned();
     assert!(answer.ends_with("\n200") && answer.contains("calendars"), "{answer}");
 
+    // Its kernel keyring entry, where this host has one, goes with it (a new user found it left).
+    let key = format!("mcp-token-sync:demo-{}", demo.pid());
+    let in_keyring = || {
+        std::process::Command::new("keyctl")
+            .args(["search", "@u", "user", &key])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let had_key = output.contains("kernel keyring:") && {
+        wait_for("the demo's key", PATIENCE, || in_keyring().then_some(()));
+        true
+    };
     demo.signal(Signal::SIGINT);
     assert!(demo.wait_exit(Duration::from_secs(5)).success());
     assert!(!dir.exists(), "the demo left {} behind", dir.display());
+    assert!(!(had_key && in_keyring()), "the demo left its key {key} in the user keyring");
     assert!(!demo.output().contains(object["token"].as_str().unwrap()), "the demo printed the token");
 }

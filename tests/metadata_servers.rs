@@ -160,5 +160,8 @@ async fn azure_imds_strings_of_digits_are_seconds() {
             left > Duration::from_secs(86000) && left <= Duration::from_secs(86399),
             "{expiry}: {left:?}"
         );
+        // Status says where, without the query (which may carry what is not for everyone).
+        let source = get(&d.socket, "/v1/status").await.json()["source"].clone();
+        assert_eq!(source["url"], format!("{}/metadata/identity/oauth2/token", server.url()), "{source}");
     }
 }

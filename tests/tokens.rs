@@ -375,8 +375,18 @@ fn once_fetches_every_token_or_the_one_named() {
     let (status, out) = run_verb(&["once", "--config", config]);
     assert_eq!(status.code(), Some(1), "{out}");
     assert!(out.contains("token linear: fetch failed") && !out.contains("token calendar:"), "{out}");
+    // Beside the running daemon, on its state_dir: found by a new user's trial, both counted
+    // on from the same version, and two tokens got one number. Versions now go on from the
+    // state file's.
+    let version = |s: &Value| s["tokens"]["calendar"]["version"].as_u64().unwrap();
+    let now = || rt.block_on(get(&h.socket, "/v1/status")).json();
+    let running = version(&now());
+    h.calendar.rotate();
     let (status, out) = run_verb(&["once", "--config", config, "--token", "calendar"]);
     assert_eq!(status.code(), Some(0), "{out}");
+    assert!(out.contains(&format!("version {}", running + 1)), "{out}");
+    assert_eq!(rt.block_on(post(&h.socket, "/v1/tokens/calendar/refresh", b"")).status, 200);
+    assert_eq!(version(&now()), running + 2, "past the version once wrote");
     let (status, out) = run_verb(&["once", "--config", config, "--token", "nope"]);
     assert!(status.code() == Some(2) && out.contains("calendar, linear, service"), "{out}");
     let (status, out) = run_verb(&["check", "--config", config]);

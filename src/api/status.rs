@@ -68,8 +68,8 @@ fn source(source: &SourceStatus, status: &mut Value) {
     let time = |t: Option<SystemTime>| t.map(clock::rfc3339);
     let oauth2 = match source {
         SourceStatus::OAuth2(oauth2) => oauth2,
-        SourceStatus::Endpoint => {
-            status["source"] = json!({"type": "endpoint", "grant": null, "token_endpoint": null});
+        SourceStatus::Endpoint { url } => {
+            status["source"] = json!({"type": "endpoint", "url": url, "grant": null, "token_endpoint": null});
             return;
         }
         SourceStatus::Command { program } => {

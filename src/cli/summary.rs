@@ -79,7 +79,8 @@ pub(super) fn status_summary(s: &Value, now: SystemTime) -> String {
 pub(super) fn tokens_summary(s: &Value, now: SystemTime) -> String {
     let tokens = s["tokens"].as_object().cloned().unwrap_or_default();
     let width = tokens.keys().map(|name| name.chars().count()).max().unwrap_or(0).max(5);
-    let mut out = format!("{:width$}  {} ({} tokens)\n", "state", shown(&s["state"], "?"), tokens.len());
+    let counted = if tokens.len() == 1 { "1 token".to_owned() } else { format!("{} tokens", tokens.len()) };
+    let mut out = format!("{:width$}  {} ({counted})\n", "state", shown(&s["state"], "?"));
     for (name, t) in &tokens {
         let name = printable(name, 64);
         let failing = match t["last_error"].as_str() {

@@ -95,7 +95,8 @@ fn start(token: TokenParts, metrics: &Arc<Metrics>) -> Started {
     let state_file = token.state_file();
     let TokenParts { config, mut source, sinks } = token;
     let feed = source.take_feed();
-    let restored = state_file.restore(SystemTime::now());
+    let restored =
+        crate::logging::token_span(&config.name).in_scope(|| state_file.restore(SystemTime::now()));
     let token_metrics = Arc::new(metrics.token(&config.name));
     let (engine, handle) = Engine::new(config.clone(), source, restored, token_metrics);
     Started { config, engine, handle, feed, state_file, sinks }

@@ -20,35 +20,18 @@ use crate::clock;
 use crate::config::TokenConfig;
 use crate::metrics::TokenMetrics;
 use crate::schedule::{self, Fetched, LastFetch, Requested};
-use crate::source::{Fetch, FetchError, ProbeError, Source, SourceStatus};
+use crate::source::{Fetch, Source, SourceStatus};
+use crate::state::StateFile;
 use crate::systemd::Watchdog;
 use crate::token::{CurrentToken, TokenState};
-use crate::validate::{self, Candidate, Rejection};
+use crate::validate::{self, Candidate};
 
+mod error;
 mod handle;
 
+pub use error::RefreshError;
 pub use handle::EngineHandle;
 use handle::{Message, Trigger};
-
-/// Why a fetch produced no token.
-#[derive(Debug, thiserror::Error)]
-pub enum RefreshError {
-    #[error(transparent)]
-    Fetch(#[from] FetchError),
-    #[error("rejected the backend's answer: {0}")]
-    Rejected(#[from] Rejection),
-    #[error("rejected the backend's token: {0}")]
-    Probe(#[from] ProbeError),
-    #[error("the daemon is stopping")]
-    Stopped,
-}
-
-impl RefreshError {
-    /// Only a login helps (DESIGN §13 `needs_login`).
-    pub fn needs_login(&self) -> bool {
-        matches!(self, RefreshError::Fetch(FetchError::OAuth2(e)) if e.needs_login())
-    }
-}
 
 /// The result every waiter of one fetch receives.
 pub type RefreshResult = Result<Refreshed, Arc<RefreshError>>;
@@ -98,6 +81,8 @@ pub struct Engine {
     waiters: Vec<oneshot::Sender<RefreshResult>>,
     /// A configuration that arrived during a fetch, applied once it is over.
     pending: Option<(Arc<TokenConfig>, Box<Source>)>,
+    /// `once`: this fetch is the only one, so nothing is said of the next.
+    one_shot: bool,
 }
 
 impl Engine {
@@ -138,6 +123,7 @@ impl Engine {
             urgent: false,
             waiters: Vec::new(),
             pending: None,
+            one_shot: false,
         };
         (engine, handle)
     }
@@ -157,6 +143,7 @@ impl Engine {
 
     /// One fetch, published like any other, and its result (`mcp-token-sync once`).
     pub async fn fetch_once(mut self) -> Result<Refreshed, Arc<RefreshError>> {
+        self.one_shot = true;
         let result = fetch_validated(&self.source, &self.config).await;
         self.settle(result)
     }
@@ -224,9 +211,14 @@ impl Engine {
     fn apply_pending(&mut self) {
         if let Some((config, source)) = self.pending.take() {
             self.next_cron = schedule::next_cron(&config.refresh.cron, SystemTime::now());
+            let fetching = |c: &TokenConfig| (c.source.clone(), c.refresh.clone(), c.validate.clone());
+            if fetching(&self.config) != fetching(&config) {
+                info!(
+                    "configuration reloaded: the changed source, schedule or rules apply from the next fetch"
+                );
+            }
             self.config = config;
             self.source = Arc::new(*source);
-            info!("configuration reloaded: a changed source or schedule applies from the next fetch");
         }
     }
 
@@ -296,7 +288,7 @@ impl Engine {
         }
         self.apply_pending();
         self.plan();
-        if let Some(at) = self.next {
+        if let Some(at) = self.next.filter(|_| !self.one_shot) {
             let wait = clock::until(SystemTime::now(), at);
             match fetched {
                 Fetched::NewToken { .. } => info!("next refresh in {wait}"),
@@ -328,6 +320,7 @@ impl Engine {
     }
 
     fn failed(&mut self, error: RefreshError) -> (Fetched, RefreshResult) {
+        let error = error.masking(self.token.borrow().current().map(|c| c.token.expose()));
         let consecutive = self.last.consecutive_failures() + 1;
         let message = error.to_string();
         // Logged once per distinct error, not once per retry.
@@ -336,7 +329,9 @@ impl Engine {
         } else {
             let kept =
                 if self.token.borrow().current().is_some() { "the current token is kept; " } else { "" };
-            let next = if error.needs_login() {
+            let next = if self.one_shot {
+                "no retry (once)"
+            } else if error.needs_login() {
                 "waiting for a login (the store is looked at again once per refresh.backoff_max)"
             } else {
                 "retrying with backoff"
@@ -359,16 +354,19 @@ impl Engine {
             && current.token == candidate.token
             && current.expires_at == candidate.expires_at
         {
-            debug!("backend still answers {}", current.describe());
+            info!("the source still answers {}", current.describe());
             return Refreshed { version: current.version, changed: false, fetched: true };
         }
+        // Past any version another process on this state_dir saved meanwhile (`once` beside a
+        // running daemon): one version number never names two tokens.
+        let saved = StateFile::new(&self.config).saved_version().unwrap_or(0);
         let current = CurrentToken::new(
             Arc::from(self.config.name.as_str()),
             candidate.token,
             candidate.agent_name,
             candidate.expires_at,
             now,
-            held.version() + 1,
+            held.version().max(saved) + 1,
         );
         info!(
             "fetched new token {}, expires in {}",

@@ -22,9 +22,11 @@ const STDERR_CHARS: usize = 200;
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
     #[error(transparent)]
-    Run(#[from] ChildError),
+    Run(ChildError),
     #[error("cannot run it as {user}: {reason}")]
     User { user: String, reason: String },
+    #[error("{error} (run as {user})")]
+    AsUser { user: String, error: ChildError },
     #[error("{program} ended with {status}{stderr}")]
     Failed { program: String, status: String, stderr: String },
 }
@@ -84,11 +86,15 @@ impl Command {
             timeout,
             run_as,
         };
-        let ran = program.run().await?;
+        let ran = program.run().await.map_err(|error| match &self.user {
+            Some(user) => CommandError::AsUser { user: user.clone(), error },
+            None => CommandError::Run(error),
+        })?;
         if !ran.status.success() {
             let first = String::from_utf8_lossy(&ran.stderr);
             let first = first.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or_default();
-            let stderr = match crate::text::printable(first, STDERR_CHARS) {
+            let first = mask_printed(first, &ran.stdout);
+            let stderr = match crate::text::printable(&first, STDERR_CHARS) {
                 line if line.is_empty() => String::new(),
                 line => format!("; stderr: {line}"),
             };
@@ -99,5 +105,28 @@ impl Command {
             });
         }
         Ok(Answer { body: ran.stdout, received_at: SystemTime::now() })
+    }
+}
+
+/// The shortest run of stdout that is masked in stderr: a token is longer, a word may be shorter.
+const MASKED_RUN: usize = 16;
+
+/// `line` with every long run of what the helper printed on stdout masked: a helper that
+/// printed a token and then failed may quote it in its error.
+fn mask_printed(line: &str, stdout: &[u8]) -> String {
+    let printed = std::str::from_utf8(stdout).unwrap_or_default();
+    let runs = printed.split(|c: char| c.is_whitespace() || "\"',:;{}[]()=".contains(c));
+    runs.filter(|run| run.len() >= MASKED_RUN)
+        .fold(line.to_owned(), |line, run| line.replace(run, "[stdout]"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn what_the_helper_printed_is_masked_in_its_error() {
+        let stdout = br#"{"accessToken": "eyJ0eXAiOiJKV1Qi.c2VjcmV0LXRva2Vu.c2ln", "tokenType": "Bearer"}"#;
+        let line = "ERROR: token eyJ0eXAiOiJKV1Qi.c2VjcmV0LXRva2Vu.c2ln was refused (tokenType Bearer)";
+        assert_eq!(super::mask_printed(line, stdout), "ERROR: token [stdout] was refused (tokenType Bearer)");
+        assert_eq!(super::mask_printed(line, b"\xff\xfe"), line, "nothing printed, nothing masked");
     }
 }

@@ -34,6 +34,16 @@ impl Endpoint {
 }
 
 impl Endpoint {
+    /// The URL as status shows it: no credentials, no query (which may carry one).
+    pub(super) fn shown_url(&self) -> String {
+        let mut url = self.url.clone();
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        url.set_query(None);
+        url.set_fragment(None);
+        url.to_string()
+    }
+
     /// The endpoint's 200 answer, its HTTP-level rules checked (DESIGN §4 rule 1).
     pub(super) async fn fetch(&self, client: &Client, timeout: Duration) -> Result<Answer, FetchError> {
         let url = &self.url;

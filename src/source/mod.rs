@@ -99,7 +99,10 @@ enum Kind {
 /// The source as status shows it (DESIGN §13, §16). No secret, no argument of a command.
 #[derive(Debug, Clone)]
 pub enum SourceStatus {
-    Endpoint,
+    /// Where it is: scheme, host and path (no query, no credentials).
+    Endpoint {
+        url: String,
+    },
     OAuth2(oauth2::OAuth2Status),
     /// The helper's program (argv[0]).
     Command {
@@ -203,7 +206,7 @@ impl Source {
     /// What status shows of the source (DESIGN §13 "Status", §16).
     pub fn status(&self) -> SourceStatus {
         match &self.kind {
-            Kind::Endpoint(_) => SourceStatus::Endpoint,
+            Kind::Endpoint(endpoint) => SourceStatus::Endpoint { url: endpoint.shown_url() },
             Kind::OAuth2(oauth2) => SourceStatus::OAuth2(oauth2.status()),
             Kind::Command(command) => SourceStatus::Command { program: command.program().to_owned() },
             Kind::GithubApp(app) => {

@@ -14,6 +14,23 @@ pub(crate) struct Diff {
     pub unchanged: Vec<String>,
 }
 
+impl Diff {
+    /// For the log: `calendar changed, reports added; 2 unchanged`, or `nothing changed`.
+    pub(crate) fn summary(&self) -> String {
+        let said: Vec<String> =
+            [(&self.changed, "changed"), (&self.added, "added"), (&self.removed, "removed")]
+                .into_iter()
+                .filter(|(names, _)| !names.is_empty())
+                .map(|(names, what)| format!("{} {what}", names.join(", ")))
+                .collect();
+        match (said.is_empty(), self.unchanged.len()) {
+            (true, _) => "nothing changed".into(),
+            (false, 0) => said.join(", "),
+            (false, n) => format!("{}; {n} unchanged", said.join(", ")),
+        }
+    }
+}
+
 pub(crate) fn diff(old: &[TokenConfig], new: &[TokenConfig]) -> Diff {
     let mut diff = Diff::default();
     for token in new {

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use tracing::error;
+use tracing::{error, info};
 
 use crate::metrics::Metrics;
 use crate::registry::{Registry, Tokens};
@@ -70,6 +70,7 @@ impl RunningTokens {
             self.served.values().map(|s| (*s.handle().config.borrow()).as_ref().clone()).collect();
         let new: Vec<_> = parts.iter().map(|p| p.config.as_ref().clone()).collect();
         let diff = diff::diff(&old, &new);
+        info!("reload: {}", diff.summary());
         for name in &diff.removed {
             if let Some(served) = self.served.remove(name) {
                 served.remove().await;
