@@ -58,12 +58,17 @@ async fn a_workloads_projected_token_is_exchanged_and_reread_when_replaced() {
     let subject = dir.path().join("mcp-token");
     let first = subject_jwt(&p, "system:serviceaccount:agents:mcp-1", 3600);
     project(&subject, &first);
+    // The workload acts for an agent, whose own token goes as the actor (RFC 8693 §2.1).
+    let actor = dir.path().join("actor-token");
+    project(&actor, &subject_jwt(&p, "agent:planner", 3600));
     let d = Daemon::start_in(
         dir,
         &format!(
-            "[source]\n{}subject_token_file = \"{}\"\naudience = \"https://api.example.com\"\n",
+            "[source]\n{}subject_token_file = \"{}\"\naudience = \"https://api.example.com\"\n\
+             actor_token_file = \"{}\"\nactor_token_type = \"{JWT_TYPE}\"\n",
             exchanger(&p),
-            subject.display()
+            subject.display(),
+            actor.display()
         ),
         "",
     );
@@ -76,6 +81,10 @@ async fn a_workloads_projected_token_is_exchanged_and_reread_when_replaced() {
     let seen = exchanges(&p);
     assert_eq!(seen[0]["subject_token_type"], JWT_TYPE);
     assert_eq!(seen[0]["audience"], "https://api.example.com");
+    assert_eq!(
+        (seen[0]["actor"].as_str(), seen[0]["actor_token_type"].as_str()),
+        (Some("agent:planner"), Some(JWT_TYPE))
+    );
     let status = get(&d.socket, "/v1/status").await.json();
     assert_eq!(status["source"]["grant"], "token_exchange", "{status}");
     assert_eq!(status["source"]["subject_token"], json!({"file": subject.to_str().unwrap()}));
@@ -178,4 +187,12 @@ async fn another_tokens_every_new_version_is_exchanged_and_while_it_has_none_thi
     assert_eq!(waiting["state"], "empty", "{waiting}");
     assert_eq!(waiting["source"]["subject_token"], json!({"token": "broken", "waiting": true}));
     assert_eq!(get(&socket, "/v1/tokens/service").await.status, 200, "the others are served meanwhile");
+
+    // `once` exchanges what the subject's state file holds when the subject is not run.
+    drop(daemon);
+    let config = dir.path().join("config.toml");
+    let (status, out) =
+        support::binary::run_verb(&["once", "--config", config.to_str().unwrap(), "--token", "chained"]);
+    assert!(status.success(), "{out}");
+    assert_ne!(file("chained", Some(&chained2)), chained2);
 }
